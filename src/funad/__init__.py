@@ -1,0 +1,1 @@
+"""funad: fully unsupervised visual anomaly detection (FUN-AD)."""
