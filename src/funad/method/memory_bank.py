@@ -1,0 +1,79 @@
+"""IRMB: the iteratively re-constructed memory bank (spec, step 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from funad.features.extraction import MethodFeatures
+from funad.method.local_net import LocalNet
+from funad.method.neighbours import nearest_neighbour
+from funad.method.pseudo_labels import min_max_normalise
+
+
+@dataclass
+class MemoryBank:
+    features: torch.Tensor  # adapted features a(p), [M, D]
+    image_ids: torch.Tensor  # the training image each entry comes from, [M]
+    bank_images: np.ndarray  # indices of the images in the bank (R)
+    candidate_normals: np.ndarray  # bool [N]: normalised image score below tau_m (C)
+    image_scores: np.ndarray  # [N] max patch score of every training image
+
+    def nearest_distance(self, queries: torch.Tensor, query_image_ids: torch.Tensor, squared: bool) -> torch.Tensor:
+        """Distance of each adapted query to its nearest bank entry from another image."""
+        distances, _ = nearest_neighbour(queries, self.features, query_image_ids, self.image_ids)
+        return distances if squared else distances.sqrt()
+
+
+@torch.no_grad()
+def image_scores(local_net: LocalNet, features: MethodFeatures, device: torch.device, chunk: int = 16) -> np.ndarray:
+    """Image score = max of its patch scores, for every image."""
+    scores = []
+    for start in range(0, len(features), chunk):
+        batch = features.take(range(start, min(start + chunk, len(features)))).to(device)
+        scores.append(local_net.score(batch).amax(dim=1).cpu())
+    return torch.cat(scores).numpy()
+
+
+def select_candidate_normals(scores: np.ndarray, tau_m: float) -> np.ndarray:
+    """C = {i : minmax(score)_i < tau_m}. Identical scores (zero range) make every image a candidate."""
+    return min_max_normalise(torch.from_numpy(scores)).numpy() < tau_m
+
+
+@torch.no_grad()
+def build_memory_bank(
+    local_net: LocalNet,
+    features: MethodFeatures,
+    *,
+    tau_m: float,
+    image_ratio: float,
+    patch_fraction: float,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> MemoryBank:
+    """Score all images, take a random share of the candidate normals, bank their adapted patches.
+
+    ``patch_fraction`` < 1 keeps a random subset of each bank image's patches (a CPU lever; the
+    paper keeps all).
+    """
+    scores = image_scores(local_net, features, device)
+    candidates = select_candidate_normals(scores, tau_m)
+    candidate_ids = np.flatnonzero(candidates)
+    count = max(1, int(round(image_ratio * len(candidate_ids))))
+    bank_images = np.sort(rng.choice(candidate_ids, size=min(count, len(candidate_ids)), replace=False))
+    per_image = max(1, int(round(patch_fraction * features.num_patches)))
+    rows, ids = [], []
+    for image in bank_images:
+        positions = None if per_image >= features.num_patches else np.sort(
+            rng.choice(features.num_patches, per_image, replace=False))
+        rows.append(local_net.adapt(features.take([image], positions).to(device))[0])
+        ids.append(torch.full((rows[-1].shape[0],), int(image), dtype=torch.long))
+    return MemoryBank(
+        features=torch.cat(rows),
+        image_ids=torch.cat(ids).to(device),
+        bank_images=bank_images,
+        candidate_normals=candidates,
+        image_scores=scores,
+    )

