@@ -1,0 +1,5 @@
+import sys
+
+from funad.cli import main
+
+sys.exit(main())

@@ -1,0 +1,17 @@
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """A tiny contaminated dataset (real texture photos, synthetic defects) shared by the slow tests."""
+    from funad.data.synthetic import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("demo"), seed=0, image_size=64, n_train_normal=18,
+                             n_train_anomalous=2, n_test_normal=4, n_test_anomalous=4)
+
+
+# Small and fast: 64 px inputs (an 8x8 grid), two epochs, no worker processes, no cache.
+TINY = dict(image_size=64, epochs=2, batch_size=8, patches_per_image=16, num_workers=0, batch_size_extract=8)

@@ -1,0 +1,84 @@
+"""End to end: fit / score / maps / save / load on tiny images."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY
+from funad import FunAD
+from funad.persistence import ModelFormatError
+
+
+@pytest.fixture(scope="module")
+def fitted(demo_data):
+    return FunAD(cache_dir=False, progress=False, **TINY).fit(demo_data.train_dir)
+
+
+def test_fit_learns_attributes(fitted, demo_data):
+    assert len(fitted.train_paths_) == 20
+    assert fitted.train_scores_.shape == (20,)
+    assert fitted.judged_normal_.dtype == bool and fitted.judged_normal_.any()
+    assert len(fitted.history_) == TINY["epochs"]
+
+
+def test_scores_and_maps(fitted, demo_data, tmp_path):
+    odd = tmp_path / "odd.png"  # a non-square image keeps its own size in the map
+    Image.open(demo_data.test_paths[0]).resize((50, 30)).save(odd)
+    scores = fitted.score(demo_data.test_paths + [odd])
+    maps = fitted.anomaly_maps(demo_data.test_paths + [odd])
+    assert scores.shape == (9,) and np.isfinite(scores).all()
+    assert maps[0].shape == (64, 64) and maps[-1].shape == (30, 50)
+    assert all(m.dtype == np.float32 for m in maps)
+    # the image score is the max patch score, and the map lies within the patch scores' range
+    assert all(m.max() <= s + 1e-6 for m, s in zip(maps, scores))
+
+
+def test_save_load_gives_identical_scores(fitted, demo_data, tmp_path):
+    directory = fitted.save(tmp_path / "model")
+    assert {p.name for p in directory.iterdir()} == {"model.safetensors", "model.json"}
+    manifest = json.loads((directory / "model.json").read_text())
+    assert manifest["config"]["epochs"] == TINY["epochs"] and "torch" in manifest["versions"]
+    loaded = FunAD.load(directory)
+    loaded.progress = False
+    np.testing.assert_array_equal(loaded.score(demo_data.test_paths), fitted.score(demo_data.test_paths))
+
+
+def test_tampered_model_is_refused(fitted, tmp_path):
+    directory = fitted.save(tmp_path / "model")
+    tensors = directory / "model.safetensors"
+    data = bytearray(tensors.read_bytes())
+    data[-5] ^= 0xFF
+    tensors.write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError, match="checksum"):
+        FunAD.load(directory)
+
+
+def test_same_seed_same_scores(demo_data):
+    first = FunAD(cache_dir=False, progress=False, **TINY).fit(demo_data.train_dir)
+    second = FunAD(cache_dir=False, progress=False, **TINY).fit(demo_data.train_dir)
+    np.testing.assert_array_equal(first.train_scores_, second.train_scores_)
+
+
+def test_image_level_mode(demo_data):
+    model = FunAD(cache_dir=False, progress=False, level="image", **TINY).fit(demo_data.train_dir)
+    maps = model.anomaly_maps(demo_data.test_paths[:2])
+    scores = model.score(demo_data.test_paths[:2])
+    assert np.allclose(maps[0], scores[0])  # one score per image: the map is constant
+
+
+def test_knn_scorer_round_trip(demo_data, tmp_path):
+    model = FunAD(cache_dir=False, progress=False, scorer="knn", **TINY).fit(demo_data.train_dir)
+    loaded = FunAD.load(model.save(tmp_path / "knn"))
+    loaded.progress = False
+    np.testing.assert_allclose(loaded.score(demo_data.test_paths), model.score(demo_data.test_paths), rtol=1e-6)
+
+
+def test_too_few_images_is_a_clear_error(demo_data, tmp_path):
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for path in sorted(demo_data.train_dir.glob("*.png"))[:3]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(ValueError, match=r"at least 8 .* found 3 in .*few"):
+        FunAD(cache_dir=False, progress=False, **TINY).fit(folder)
