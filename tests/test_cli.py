@@ -29,7 +29,7 @@ def test_fit_then_predict(demo_data, tmp_path):
 
     with open(out / "scores.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["path", "score"]
+    assert list(rows[0]) == ["path", "score", "label", "threshold", "heatmap", "map"]
     assert len(rows) == 3
     assert all(np.isfinite(float(r["score"])) for r in rows)
     maps = sorted((out / "maps").rglob("*.npy"))

@@ -87,7 +87,7 @@ def test_deterministic(backbone, images):
     torch.testing.assert_close(single.patches[0], first.patches[1], rtol=1e-4, atol=1e-4)
 
 
-def test_configurations_and_last_block_matches_graph(model_path, images):
+def test_concat_config_and_last_block_matches_graph(model_path, images):
     import numpy as np
     import onnx
     import onnxruntime
@@ -95,21 +95,22 @@ def test_configurations_and_last_block_matches_graph(model_path, images):
     from funad.features.onnx_dinov2 import truncate_graph
 
     small = images[:1]
-    concat = OnnxDinov2Backbone(model_path, layers=(6, 7), combine="concat", concat_cls=True, local_kernel=1)
-    assert concat.patch_dim == 2 * 2 * 384 and concat.global_dim == 2 * 384
-    features = concat(small)
+    backbone = OnnxDinov2Backbone(model_path, layers=(6, -1), combine="concat", apply_norm=True,
+                                  concat_cls=True, local_kernel=1)
+    assert backbone.layers == (6, 11)
+    assert backbone.patch_dim == 2 * 2 * 384 and backbone.global_dim == 2 * 384
+    with torch.inference_mode():
+        features = backbone(small)
     assert features.patches.shape == (1, 256, 1536)
-    # CLS occupies the first half of every patch feature.
+    # concat(CLS, patch): the CLS part of every patch feature is the global vector.
     torch.testing.assert_close(features.patches[0, :, :768], features.global_[0].expand(256, -1))
 
     # Block 11 + the final LayerNorm computed in torch equals the graph's own LayerNorm output.
-    last = OnnxDinov2Backbone(model_path, layers=(-1,), apply_norm=True, local_kernel=1)
-    ours = last(small)
     reference_graph = truncate_graph(onnx.load(str(model_path)), ["/backbone/layernorm/Add_1_output_0"])
     session = onnxruntime.InferenceSession(reference_graph.SerializeToString(), providers=["CPUExecutionProvider"])
     reference = session.run(None, {"input_image": small.numpy()})[0]
-    np.testing.assert_allclose(ours.patches.numpy(), reference[:, 1:], rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(ours.global_.numpy(), reference[:, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(features.patches[:, :, 768 + 384:].numpy(), reference[:, 1:], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(features.global_[:, 384:].numpy(), reference[:, 0], rtol=1e-4, atol=1e-4)
 
 
 def test_wrong_input_size_is_refused(backbone):

@@ -7,8 +7,18 @@ schedule whose accuracy was measured against the paper's schedule (README, "Defa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
+
+
+def default_num_workers() -> int:
+    """DataLoader worker processes that leave the backbone's threads their cores.
+
+    Image decoding in workers competes with the backbone, which already uses every core: on 2
+    cores no workers ran fastest (docs/speed.md); with more cores a few workers overlap decoding.
+    """
+    return min(4, max(0, (os.cpu_count() or 1) - 2))
 
 
 @dataclass
@@ -43,11 +53,20 @@ class FunADConfig:
     batch_size: int = 32
 
     # Schedule: the paper runs 1500 epochs, every patch, a full bank rebuilt every iteration
-    # (epochs=1500, patches_per_image=None, bank_patch_fraction=1.0, bank_rebuild="iteration").
+    # (epochs=1500, patches_per_image=None, bank_patch_fraction=1.0, bank_rebuild="iteration",
+    # bank_max_patches=None).
     epochs: int = 10
     patches_per_image: int | None = 128  # None: all K patches of each image per iteration
     bank_patch_fraction: float = 0.1  # share of each bank image's patches kept in the bank
     bank_rebuild: Literal["epoch", "iteration"] = "epoch"
+    # At most this many bank entries (fewer patches per bank image beyond it), so that training
+    # cost per epoch grows linearly with the number of images; None: no cap (the paper's bank).
+    # Bottle-sized sets (~230 images) stay under it at the default patch fraction (docs/speed.md).
+    bank_max_patches: int | None = 16384
+
+    # FUN-AD*: synthetic anomalies (this share of the training set's size) made from the training
+    # images join the unlabelled pool; for scarce real anomalies (0-2 %).
+    synthetic_ratio: float = 0.0
 
     # Inference
     map_sigma: float = 4.0  # Gaussian smoothing in pixels at the backbone's input size
@@ -57,11 +76,12 @@ class FunADConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     batch_size_extract: int = 16
-    num_workers: int = 2
+    num_workers: int = field(default_factory=default_num_workers)
 
     def __post_init__(self) -> None:
         self.head_hidden = tuple(self.head_hidden)
-        for name in ("tau_m", "tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction", "knn_patch_fraction"):
+        for name in ("tau_m", "tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction", "knn_patch_fraction",
+                     "synthetic_ratio"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
@@ -73,6 +93,8 @@ class FunADConfig:
             raise ValueError(f"scorer must be 'local_net' or 'knn', got {self.scorer!r}")
         if self.bank_rebuild not in ("epoch", "iteration"):
             raise ValueError(f"bank_rebuild must be 'epoch' or 'iteration', got {self.bank_rebuild!r}")
+        if self.bank_max_patches is not None and self.bank_max_patches < 1:
+            raise ValueError(f"bank_max_patches must be >= 1 or None, got {self.bank_max_patches}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("epochs must be >= 1 and batch_size >= 2")
 

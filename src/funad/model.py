@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -11,13 +12,16 @@ import numpy as np
 import torch
 
 from funad.config import FunADConfig
+from funad.data.augment import write_synthetic_anomalies
 from funad.data.images import SkippedImage, check_images, discover_images
 from funad.features.backbones import Backbone, create_backbone, file_sha256
 from funad.features.cache import FeatureCache, default_cache_dir
 from funad.features.extraction import FeatureSet, extract_features, iterate_features, resolve_device
 from funad.inference.knn import NearestNeighbourScorer
 from funad.inference.maps import patch_scores_to_maps, resize_map
+from funad.method.checkpoint import TrainingCheckpoint, training_identity
 from funad.method.local_net import LocalNet
+from funad.method.threshold import estimate_threshold
 from funad.method.trainer import Trainer, TrainingState, make_state
 
 logger = logging.getLogger(__name__)
@@ -45,7 +49,11 @@ class FunAD:
     ``local_net_`` (the trained Local-Net), ``train_paths_``, ``train_scores_`` (each training
     image's final score), ``judged_normal_`` (the images the final memory bank treats as normal),
     ``history_`` (per-epoch statistics) and, with ``scorer="knn"``, ``knn_`` (a nearest-neighbour
-    bank of the judged-normal images' patches).
+    bank of the judged-normal images' patches). ``train_predict_scores_`` are the training scores
+    in the units ``predict`` outputs (with ``knn``: each image scored without its own bank
+    entries); from them alone come ``threshold_`` (a score above it is anomalous, see
+    :meth:`label`) and ``contamination_``, the estimated share of anomalous training images
+    (:mod:`funad.method.threshold`).
     """
 
     def __init__(self, *, pretrained: bool = True, cache_dir: str | Path | None = None, progress: bool = True,
@@ -91,33 +99,65 @@ class FunAD:
 
     # ----------------------------------------------------------------- training
     def fit(self, images: str | Path | Iterable[str | Path], *, strict: bool = False,
-            state: TrainingState | None = None, on_epoch_end=None) -> "FunAD":
-        """Train on an unlabelled folder (searched recursively) or a list of image files."""
+            state: TrainingState | None = None, on_epoch_end=None,
+            checkpoint: TrainingCheckpoint | None = None) -> "FunAD":
+        """Train on an unlabelled folder (searched recursively) or a list of image files.
+
+        ``checkpoint`` saves the training state after every epoch and, with ``resume=True``,
+        continues a run that was interrupted (see :mod:`funad.method.checkpoint`).
+        """
         paths = _as_paths(images)
         usable, skipped = check_images(paths, strict=strict)
-        features = self.extract(usable, description="extracting features")
+        with tempfile.TemporaryDirectory(prefix="funad-synthetic-") as folder:
+            # FUN-AD*: synthetic anomalies join the unlabelled pool (none unless synthetic_ratio > 0);
+            # their features outlive the folder (in memory or in the feature cache).
+            synthetic = write_synthetic_anomalies(usable, self.config.synthetic_ratio, self.config.seed, Path(folder))
+            features = self.extract(usable + synthetic, description="extracting features")
         self.skipped_ = skipped + [SkippedImage(path, reason) for path, reason in features.failures.items()]
         if len(features) < MIN_TRAINING_IMAGES:
             raise ValueError(f"FUN-AD needs at least {MIN_TRAINING_IMAGES} usable training images; "
                              f"found {len(features)} in {', '.join(str(p) for p in _roots(images))}")
-        return self.fit_features(features, state=state, on_epoch_end=on_epoch_end)
+        return self.fit_features(features, state=state, on_epoch_end=on_epoch_end, checkpoint=checkpoint,
+                                 num_synthetic=len(synthetic))
 
     def fit_features(self, features: FeatureSet, *, state: TrainingState | None = None,
-                     on_epoch_end=None) -> "FunAD":
-        """Train on already extracted features (the benchmark reuses one extraction for many runs)."""
+                     on_epoch_end=None, checkpoint: TrainingCheckpoint | None = None,
+                     num_synthetic: int = 0) -> "FunAD":
+        """Train on already extracted features (the benchmark reuses one extraction for many runs).
+
+        The last ``num_synthetic`` features are FUN-AD*'s synthetic anomalies: they take part in
+        training only; ``train_paths_``, ``train_scores_``, ``judged_normal_``, the knn bank and the
+        threshold describe the real training images alone.
+        """
         method_features = features.method_features(self.config.level)
         trainer = Trainer(self.config, method_features, self.device)
         state = state or make_state(self.config, method_features.dim, self.device)
+        if checkpoint is not None:
+            # Synthetic anomalies live in a fresh temporary folder each run: their paths are not
+            # part of the identity (their feature values are).
+            real_paths = features.paths[:len(features.paths) - num_synthetic]
+            identity = training_identity(self.config, real_paths, features, self.backbone.describe(),
+                                         self.weights_id())
+            state = checkpoint.start(state, identity)
+            on_epoch_end = checkpoint.saving_after(on_epoch_end)
         state = trainer.fit(state, progress=self.progress, on_epoch_end=on_epoch_end)
         bank = trainer.final_bank(state)
         self.local_net_ = state.local_net.eval()
-        self.train_paths_ = list(features.paths)
-        self.train_scores_ = bank.image_scores
-        self.judged_normal_ = bank.candidate_normals
+        real = len(features) - num_synthetic
+        self.train_paths_ = list(features.paths[:real])
+        self.train_scores_ = bank.image_scores[:real]
+        self.judged_normal_ = bank.candidate_normals[:real]
         self.history_ = state.history
         if self.config.scorer == "knn":
             self.knn_ = NearestNeighbourScorer(self.config.knn_patch_fraction, self.config.seed).fit(
                 method_features, np.flatnonzero(self.judged_normal_))
+            self.train_predict_scores_ = self.knn_.training_image_scores(method_features)[:real]
+        else:
+            self.train_predict_scores_ = self.train_scores_
+        estimate = estimate_threshold(self.train_predict_scores_, self.judged_normal_)
+        self.threshold_, self.contamination_ = estimate.threshold, estimate.contamination
+        logger.info("label-free threshold %.6g (%s): %.1f%% of the training images look anomalous",
+                    estimate.threshold, estimate.method, 100 * estimate.contamination)
         return self
 
     # ----------------------------------------------------------------- inference
@@ -164,6 +204,22 @@ class FunAD:
                 height, width = batch.sizes[row]
                 anomaly_map = resize_map(maps[row], height, width).cpu().numpy().astype(np.float32)
                 yield Prediction(paths[index], float(image_scores[row]), anomaly_map)
+
+    def label(self, scores, threshold: float | None = None) -> np.ndarray:
+        """True where a score is anomalous: above ``threshold`` (default: the label-free ``threshold_``)."""
+        self._check_fitted()
+        return np.asarray(scores, dtype=np.float64) > (self.threshold_ if threshold is None else threshold)
+
+    def heatmap_range(self) -> tuple[float, float]:
+        """Colour range for heatmaps, the same for every image so that colours compare across images.
+
+        Local-Net scores lie in (0, 1); nearest-neighbour distances are unbounded, so they span 0 to
+        the highest training image score (in predict units).
+        """
+        self._check_fitted()
+        if self.config.scorer == "knn":
+            return 0.0, float(np.max(self.train_predict_scores_))
+        return 0.0, 1.0
 
     def score(self, images) -> np.ndarray:
         """One anomaly score per image (higher = more anomalous)."""

@@ -50,6 +50,8 @@ def save_model(model, directory: Path) -> Path:
     tensors["judged_normal"] = torch.as_tensor(np.asarray(model.judged_normal_, dtype=np.uint8))
     if model.config.scorer == "knn":
         tensors["knn_bank"] = model.knn_.bank_
+        # with "knn" the training images' scores in predict units differ from the Local-Net scores
+        tensors["train_predict_scores"] = torch.as_tensor(np.asarray(model.train_predict_scores_, dtype=np.float32))
     directory = directory.resolve()
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -64,6 +66,8 @@ def save_model(model, directory: Path) -> Path:
             "tensors_sha256": file_sha256(staging / TENSORS),
             "tensor_shapes": {k: list(v.shape) for k, v in tensors.items()},
             "train_paths": [str(p) for p in model.train_paths_],
+            "threshold": float(model.threshold_),
+            "contamination": float(model.contamination_),
             "history": [vars(r) for r in model.history_],
             "versions": package_versions(),
         }
@@ -95,6 +99,16 @@ def read_manifest(directory: Path) -> dict:
     return manifest
 
 
+def read_training_scores(directory: Path) -> tuple[list[Path], np.ndarray, float]:
+    """Training paths, their scores in predict units and the threshold, without building the backbone."""
+    manifest = read_manifest(directory)
+    tensors = load_file(str(directory / TENSORS))
+    if "threshold" not in manifest:
+        raise ModelFormatError(f"{directory / MANIFEST}: no label-free threshold (saved by an older funad; refit)")
+    scores = tensors.get("train_predict_scores", tensors["train_scores"]).numpy().astype(np.float64)
+    return [Path(p) for p in manifest["train_paths"]], scores, float(manifest["threshold"])
+
+
 def load_model(directory: Path, **overrides):
     from funad.model import FunAD
 
@@ -108,22 +122,34 @@ def load_model(directory: Path, **overrides):
     if actual != expected:
         raise ModelFormatError(f"{directory / TENSORS}: tensors {actual} do not match the manifest {expected}")
 
-    config = FunADConfig.from_dict(manifest["config"]).to_dict() | overrides
+    try:
+        config = FunADConfig.from_dict(manifest["config"]).to_dict() | overrides
+    except (TypeError, ValueError) as error:  # an edited manifest: unknown key or out-of-range value
+        raise ModelFormatError(f"{directory / MANIFEST}: invalid configuration ({error})") from error
     model = FunAD(pretrained=manifest["pretrained"], **config)
     if model.backbone.describe() != manifest["backbone"]:
         raise ModelFormatError(f"{directory}: backbone {model.backbone.describe()} differs from the saved "
                                f"{manifest['backbone']}")
     local_state = {k.removeprefix("local_net."): v for k, v in tensors.items() if k.startswith("local_net.")}
     local_net = LocalNet(local_state["adaptor.0.weight"].shape[1], model.config.head_hidden, model.config.leaky_slope)
-    local_net.load_state_dict(local_state)
+    try:
+        local_net.load_state_dict(local_state)
+    except RuntimeError as error:  # e.g. head_hidden edited in the manifest
+        raise ModelFormatError(f"{directory}: the saved Local-Net does not fit the configuration in {MANIFEST} "
+                               f"({' '.join(str(error).split())})") from error
     model.local_net_ = local_net.eval()
     model.train_paths_ = [Path(p) for p in manifest["train_paths"]]
     model.train_scores_ = tensors["train_scores"].numpy().astype(np.float64)
     model.judged_normal_ = tensors["judged_normal"].numpy().astype(bool)
     model.history_ = [EpochRecord(**r) for r in manifest["history"]]
+    if "threshold" not in manifest:
+        raise ModelFormatError(f"{directory / MANIFEST}: no label-free threshold (saved by an older funad; refit)")
+    model.threshold_, model.contamination_ = float(manifest["threshold"]), float(manifest["contamination"])
+    model.train_predict_scores_ = model.train_scores_
     if model.config.scorer == "knn":
         if "knn_bank" not in tensors:
             raise ModelFormatError(f"{directory}: scorer 'knn' but no nearest-neighbour bank was saved")
         model.knn_ = NearestNeighbourScorer(model.config.knn_patch_fraction, model.config.seed).set_bank(
             tensors["knn_bank"])
+        model.train_predict_scores_ = tensors["train_predict_scores"].numpy().astype(np.float64)
     return model

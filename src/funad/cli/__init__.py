@@ -6,11 +6,11 @@ import argparse
 import logging
 import sys
 
-from funad.cli import demo, fit, predict
+from funad.cli import audit, benchmark, demo, fit, predict, report
 
 logger = logging.getLogger("funad")
 
-COMMANDS = (fit, predict, demo)
+COMMANDS = (fit, predict, audit, report, benchmark, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -17,6 +18,7 @@ _FIT_OPTIONS = (
     "backbone", "weights", "image_size", "level", "epochs", "batch_size", "learning_rate", "momentum",
     "tau_m", "bank_image_ratio", "tau_n", "tau_a", "lambda_ms", "patches_per_image", "bank_patch_fraction",
     "bank_rebuild", "scorer", "knn_patch_fraction", "map_sigma", "seed", "device", "num_workers",
+    "synthetic_ratio",
 )
 
 
@@ -47,20 +49,36 @@ def register(subparsers) -> None:
     parser.add_argument("--strict", action="store_true", help="fail on the first unreadable image instead of skipping")
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default ~/.cache/funad/features)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from its checkpoint in OUT.partial/ (same command otherwise)")
     _add_config_options(parser)
     parser.set_defaults(run=run_fit)
 
 
+def run_folder(model_dir: Path) -> Path:
+    """Where a run keeps its work until the model is saved: a sibling of the model directory,
+    so the atomic replacement of the model directory never touches it."""
+    return model_dir.with_name(model_dir.name + ".partial")
+
+
 def run_fit(args: argparse.Namespace) -> None:
     from funad.data.images import write_skipped_csv
+    from funad.method.checkpoint import TrainingCheckpoint
     from funad.model import FunAD
 
     cache_dir = False if args.no_cache else args.cache_dir
     model = FunAD(cache_dir=cache_dir, progress=not args.quiet, **_config_overrides(args))
     started = time.perf_counter()
-    model.fit(args.images, strict=args.strict)
+    work = run_folder(args.out.resolve())
+    checkpoint = TrainingCheckpoint(work / "checkpoint", resume=args.resume)
+    try:
+        model.fit(args.images, strict=args.strict, checkpoint=checkpoint)
+    except KeyboardInterrupt:
+        logger.error("interrupted; finished epochs are kept in %s: rerun the same command with --resume", work)
+        raise SystemExit(130) from None
     directory = model.save(args.out)
     if model.skipped_:
         write_skipped_csv(model.skipped_, directory / "skipped.csv")
+    shutil.rmtree(work, ignore_errors=True)
     logger.info("fitted on %d images in %.1f s (%d skipped); model written to %s",
                 len(model.train_paths_), time.perf_counter() - started, len(model.skipped_), directory)

@@ -1,4 +1,4 @@
-"""`funad predict MODEL_DIR IMAGES... --out OUT_DIR`: scores.csv, maps/*.npy, heatmaps/*.png."""
+"""`funad predict MODEL_DIR IMAGES... --out OUT_DIR`: scores.csv (with labels), maps/*.npy, heatmaps/*.png."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     parser.add_argument("images", nargs="+", help="image files and/or folders")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="label images with a score above VALUE anomalous (default: the model's label-free threshold)")
+    parser.add_argument("--report", action="store_true", help="also write report.html (see `funad report`)")
     parser.set_defaults(run=run_predict)
 
 
@@ -49,6 +52,7 @@ def run_predict(args: argparse.Namespace) -> None:
     from funad.data.images import discover_images
     from funad.model import FunAD
     from funad.reports.heatmaps import save_overlay
+    from funad.reports.prediction_folder import COLUMNS, SCORES, label_name, write_description
 
     overrides = {"device": args.device} if args.device else {}
     model = FunAD.load(args.model, **overrides)
@@ -56,17 +60,27 @@ def run_predict(args: argparse.Namespace) -> None:
     paths = discover_images(args.images)
     names = dict(zip(paths, output_names(paths)))
     args.out.mkdir(parents=True, exist_ok=True)
+    threshold = model.threshold_ if args.threshold is None else args.threshold
+    write_description(args.out, args.model, threshold, "model" if args.threshold is None else "--threshold")
     started = time.perf_counter()
-    count = 0
-    with open(args.out / "scores.csv", "w", newline="") as handle:
+    count = anomalous = 0
+    with open(args.out / SCORES, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "score"])
+        writer.writerow(COLUMNS)
         for prediction in model.predict(paths):
             name = names[prediction.path]
-            map_path = args.out / "maps" / name.with_suffix(".npy")
-            map_path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(map_path, prediction.anomaly_map)
-            save_overlay(prediction.path, prediction.anomaly_map, (args.out / "heatmaps" / name).with_suffix(".png"))
-            writer.writerow([str(prediction.path), f"{prediction.score:.6g}"])
+            map_name, heatmap_name = Path("maps") / name.with_suffix(".npy"), Path("heatmaps") / name.with_suffix(".png")
+            (args.out / map_name).parent.mkdir(parents=True, exist_ok=True)
+            np.save(args.out / map_name, prediction.anomaly_map)
+            save_overlay(prediction.path, prediction.anomaly_map, args.out / heatmap_name, model.heatmap_range())
+            is_anomalous = bool(model.label(prediction.score, threshold))
+            writer.writerow([str(prediction.path), f"{prediction.score:.6g}", label_name(is_anomalous),
+                             f"{threshold:.9g}", heatmap_name.as_posix(), map_name.as_posix()])
             count += 1
-    logger.info("scored %d images in %.1f s; results in %s", count, time.perf_counter() - started, args.out)
+            anomalous += is_anomalous
+    logger.info("scored %d images in %.1f s (%d above the threshold %.6g); results in %s",
+                count, time.perf_counter() - started, anomalous, threshold, args.out)
+    if args.report:
+        from funad.reports.html import write_report
+
+        logger.info("report: %s", write_report(args.out))

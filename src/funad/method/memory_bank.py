@@ -28,7 +28,7 @@ class MemoryBank:
 
 
 @torch.no_grad()
-def image_scores(local_net: LocalNet, features: MethodFeatures, device: torch.device, chunk: int = 16) -> np.ndarray:
+def image_scores(local_net: LocalNet, features: MethodFeatures, device: torch.device, chunk: int = 32) -> np.ndarray:
     """Image score = max of its patch scores, for every image."""
     scores = []
     for start in range(0, len(features), chunk):
@@ -52,11 +52,13 @@ def build_memory_bank(
     patch_fraction: float,
     rng: np.random.Generator,
     device: torch.device,
+    max_entries: int | None = None,
 ) -> MemoryBank:
     """Score all images, take a random share of the candidate normals, bank their adapted patches.
 
     ``patch_fraction`` < 1 keeps a random subset of each bank image's patches (a CPU lever; the
-    paper keeps all).
+    paper keeps all). ``max_entries`` caps the bank by keeping fewer patches per bank image, so
+    that the cost of a search stays constant as the training set grows (docs/speed.md).
     """
     scores = image_scores(local_net, features, device)
     candidates = select_candidate_normals(scores, tau_m)
@@ -64,15 +66,17 @@ def build_memory_bank(
     count = max(1, int(round(image_ratio * len(candidate_ids))))
     bank_images = np.sort(rng.choice(candidate_ids, size=min(count, len(candidate_ids)), replace=False))
     per_image = max(1, int(round(patch_fraction * features.num_patches)))
-    rows, ids = [], []
-    for image in bank_images:
-        positions = None if per_image >= features.num_patches else np.sort(
-            rng.choice(features.num_patches, per_image, replace=False))
-        rows.append(local_net.adapt(features.take([image], positions).to(device))[0])
-        ids.append(torch.full((rows[-1].shape[0],), int(image), dtype=torch.long))
+    if max_entries is not None:
+        per_image = max(1, min(per_image, max_entries // len(bank_images)))
+    if per_image >= features.num_patches:
+        raw = features.take(bank_images)
+    else:
+        positions = [np.sort(rng.choice(features.num_patches, per_image, replace=False)) for _ in bank_images]
+        raw = features.take_rows(bank_images, positions)
+    adapted = local_net.adapt(raw.to(device).reshape(-1, features.dim))
     return MemoryBank(
-        features=torch.cat(rows),
-        image_ids=torch.cat(ids).to(device),
+        features=adapted,
+        image_ids=torch.as_tensor(bank_images, device=device).repeat_interleave(raw.shape[1]),
         bank_images=bank_images,
         candidate_normals=candidates,
         image_scores=scores,

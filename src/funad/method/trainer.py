@@ -59,7 +59,8 @@ class Trainer:
     def _bank(self, state: TrainingState) -> MemoryBank:
         c = self.config
         return build_memory_bank(state.local_net, self.features, tau_m=c.tau_m, image_ratio=c.bank_image_ratio,
-                                 patch_fraction=c.bank_patch_fraction, rng=state.rng, device=self.device)
+                                 patch_fraction=c.bank_patch_fraction, rng=state.rng, device=self.device,
+                                 max_entries=c.bank_max_patches)
 
     def _positions(self, state: TrainingState) -> np.ndarray | None:
         """The same random patch positions for every image of a batch (the noise scale needs them aligned)."""

@@ -1,0 +1,217 @@
+"""What a FUN-AD fit and predict cost, as ratios measured in one run (issue "Speed").
+
+Reads one MVTec AD category in place (``--data``; nothing is copied): training set = all of
+``train/good`` plus 10 % as many anomalous test images (bottle: 209 + 20 = 229), the default
+configuration. Prints:
+
+1. fit: wall time split into feature extraction (fresh temporary feature cache), training per
+   epoch, and what follows training (final bank and threshold); peak RSS of this process and
+   of the DataLoader workers;
+2. the faithful schedule (every patch, the whole bank, no cap, rebuilt every iteration): a few
+   iterations timed on the same features, extrapolated to an epoch, as a multiple of a default epoch;
+3. predict throughput on the held-out test images against the bare backbone (same images, batch
+   size and DataLoader, only the features computed) and against a PatchCore-style scorer (a
+   10 % random patch bank of all training images, exact faiss search, same map code), for each
+   ``--workers`` setting; best of ``--repeats`` passes, methods interleaved so drift hits all alike;
+4. training cost of one epoch on synthetic fp16 features (memory-mapped through the feature
+   cache) at ``--growth`` sizes, per image relative to the smallest size (1.0 = linear).
+
+On a shared machine absolute times inflate with the load (printed); the ratios are the figures::
+
+    PYTHONPATH=src python benchmarks/speed.py --data ../shared/data/mvtec/bottle
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from funad.config import FunADConfig
+from funad.features.cache import FeatureCache
+from funad.features.extraction import MethodFeatures, iterate_features, resolve_device
+from funad.inference.knn import NearestNeighbourScorer
+from funad.method.trainer import Trainer, make_state
+from funad.model import FunAD
+
+FAITHFUL = dict(patches_per_image=None, bank_patch_fraction=1.0, bank_rebuild="iteration", bank_max_patches=None)
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def peak_rss_mb() -> tuple[float, float]:
+    """Peak resident memory of this process and of its largest finished child (DataLoader workers), MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children: less inflated by a busy machine than wall time."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def split_paths(folder: Path, seed: int) -> tuple[list[Path], list[Path]]:
+    """(training images: train/good + 10 % anomalies from the test set, the other test images)."""
+    normals = sorted((folder / "train" / "good").glob("*.png"))
+    anomalous = sorted(p for p in (folder / "test").glob("*/*.png") if p.parent.name != "good")
+    rng = np.random.default_rng(seed)
+    chosen = set(rng.choice(len(anomalous), size=int(0.1 * len(normals)), replace=False).tolist())
+    contamination = [p for i, p in enumerate(anomalous) if i in chosen]
+    held_out = sorted((folder / "test" / "good").glob("*.png")) + [p for i, p in enumerate(anomalous) if i not in chosen]
+    return normals + contamination, held_out
+
+
+def benchmark_fit(model: FunAD, paths: list[Path]) -> tuple[FunAD, MethodFeatures, float]:
+    """Fit with timing of each phase; returns the model, its training features and one epoch's seconds."""
+    started, cpu_started = time.perf_counter(), cpu_seconds()
+    features = model.extract(paths, description="extracting")
+    extraction = time.perf_counter() - started
+    epoch_ends = []
+    training_started = time.perf_counter()
+    model.fit_features(features, on_epoch_end=lambda state: epoch_ends.append(time.perf_counter()))
+    finished = time.perf_counter()
+    epochs = np.diff([training_started] + epoch_ends)
+    after_training = finished - epoch_ends[-1]
+    total = finished - started
+    own, workers = peak_rss_mb()
+    print(f"\n## fit ({len(paths)} images, {len(epochs)} epochs)   load average {load_average()}")
+    print(f"total {total:.1f} s = extraction {extraction:.1f} s ({extraction / total:.0%}) + training "
+          f"{epochs.sum():.1f} s ({epochs.sum() / total:.0%}; {epochs.mean():.2f} s/epoch, min {epochs.min():.2f}) "
+          f"+ final bank and threshold {after_training:.1f} s ({after_training / total:.0%})")
+    print(f"CPU time {cpu_seconds() - cpu_started:.0f} s over {os.cpu_count()} cores; "
+          f"peak RSS: this process {own:.0f} MB, largest DataLoader worker {workers:.0f} MB")
+    return model, features.method_features(model.config.level), float(np.median(epochs))
+
+
+def benchmark_faithful(config: FunADConfig, features: MethodFeatures, default_epoch: float, iterations: int) -> None:
+    """A few iterations of the faithful schedule, extrapolated to one epoch."""
+    faithful = dataclasses.replace(config, **FAITHFUL)
+    trainer = Trainer(faithful, features, resolve_device(config.device))
+    state = make_state(faithful, features.dim, trainer.device)
+    order = state.rng.permutation(len(features))
+    batches = [order[i:i + faithful.batch_size] for i in range(0, len(order), faithful.batch_size)][:iterations]
+    started = time.perf_counter()
+    for batch in batches:
+        trainer.step(state, batch, trainer.final_bank(state))  # a fresh bank every iteration
+    per_iteration = (time.perf_counter() - started) / len(batches)
+    per_epoch = per_iteration * int(np.ceil(len(features) / faithful.batch_size))
+    print(f"\n## faithful schedule ({', '.join(f'{k}={v}' for k, v in FAITHFUL.items())})   load average {load_average()}")
+    print(f"{per_iteration:.1f} s/iteration over {len(batches)} iterations -> {per_epoch:.0f} s/epoch "
+          f"= {per_epoch / default_epoch:.0f}x a default epoch ({default_epoch:.2f} s)")
+
+
+def benchmark_predict(model: FunAD, features: MethodFeatures, paths: list[Path], workers: list[int],
+                      repeats: int) -> None:
+    patchcore = copy.copy(model)  # shares the backbone; only the scorer differs
+    patchcore.config = dataclasses.replace(model.config, scorer="knn")
+    patchcore.knn_ = NearestNeighbourScorer(0.1, model.config.seed).fit(features)
+    batch_size = model.config.batch_size_extract
+
+    def bare(count: int) -> None:
+        for _ in iterate_features(model.backbone, paths, batch_size=batch_size, num_workers=count,
+                                  device=model.device, progress=False, description=""):
+            pass
+
+    def run(predictor: FunAD, count: int) -> None:
+        predictor.config.num_workers = count
+        for _ in predictor.predict(paths):
+            pass
+
+    configured_workers = model.config.num_workers
+    runs = {"bare backbone": bare, "FUN-AD predict": lambda count: run(model, count),
+            "PatchCore-style 10 % bank": lambda count: run(patchcore, count)}
+    list(model.predict(paths[:batch_size]))  # warm-up: backbone weights, first-call allocations
+    print(f"\n## predict ({len(paths)} images, batch {batch_size}, {torch.get_num_threads()} torch threads, "
+          f"bank {len(patchcore.knn_.bank_)} patches)   load average {load_average()}")
+    print("| DataLoader workers | bare backbone img/s | FUN-AD predict img/s | PatchCore-style img/s "
+          "| predict / bare | predict / PatchCore |")
+    print("|---|---|---|---|---|---|")
+    for count in workers:
+        best = {name: float("inf") for name in runs}
+        for _ in range(repeats):
+            for name, function in runs.items():
+                started = time.perf_counter()
+                function(count)
+                best[name] = min(best[name], time.perf_counter() - started)
+        rates = {name: len(paths) / seconds for name, seconds in best.items()}
+        bare_rate, predict_rate, patchcore_rate = rates.values()
+        print(f"| {count} | {bare_rate:.1f} | {predict_rate:.1f} | {patchcore_rate:.1f} | "
+              f"{predict_rate / bare_rate:.2f} | {predict_rate / patchcore_rate:.2f} |")
+    model.config.num_workers = patchcore.config.num_workers = configured_workers
+    print(f"load average {load_average()}")
+
+
+def synthetic_features(folder: Path, count: int, patches: int, dim: int, seed: int) -> MethodFeatures:
+    """Random fp16 features written through the feature cache, so they are read memory-mapped."""
+    cache = FeatureCache(folder, {"grid": [1, patches], "patch_dim": dim, "global_dim": 1}, "synthetic")
+    rng = np.random.default_rng(seed)
+    arrays = [cache.put(f"image{i}", rng.standard_normal((patches, dim), dtype=np.float32), np.zeros(1))[0]
+              for i in range(count)]
+    return MethodFeatures(arrays)
+
+
+def benchmark_growth(config: FunADConfig, sizes: list[int], patches: int, dim: int) -> None:
+    print(f"\n## training cost per epoch vs training-set size (synthetic {patches}x{dim} fp16, "
+          f"bank cap {config.bank_max_patches})   load average {load_average()}")
+    print("| images | s/epoch | ms/image | per image vs smallest | bank entries | peak RSS MB |")
+    print("|---|---|---|---|---|---|")
+    smallest = None
+    with tempfile.TemporaryDirectory(prefix="funad-speed-") as folder:
+        for size in sizes:
+            features = synthetic_features(Path(folder) / str(size), size, patches, dim, seed=size)
+            trainer = Trainer(config, features, resolve_device(config.device))
+            state = make_state(config, dim, trainer.device)
+            started = time.perf_counter()
+            trainer.run_epoch(state)
+            seconds = time.perf_counter() - started
+            per_image = seconds / size
+            smallest = smallest or per_image
+            bank = trainer.final_bank(state)
+            print(f"| {size} | {seconds:.1f} | {1000 * per_image:.1f} | {per_image / smallest:.2f} | "
+                  f"{len(bank.features)} | {peak_rss_mb()[0]:.0f} |")
+    print(f"load average {load_average()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="an MVTec AD category folder, read in place")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--epochs", type=int, default=FunADConfig.epochs)
+    parser.add_argument("--faithful-iterations", type=int, default=2)
+    parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts to compare in predict")
+    parser.add_argument("--predict-images", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--growth", default="100,500,2000", help="training-set sizes for the per-epoch cost")
+    parser.add_argument("--sections", default="faithful,predict,growth", help="what to run after the fit")
+    args = parser.parse_args()
+    sections = set(args.sections.split(","))
+
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+          f"device {args.device}, load average {load_average()}")
+    train_paths, held_out = split_paths(args.data, seed=0)
+    with tempfile.TemporaryDirectory(prefix="funad-speed-cache-") as cache:
+        model = FunAD(cache_dir=cache, progress=False, device=args.device, epochs=args.epochs)
+        model, features, default_epoch = benchmark_fit(model, train_paths)
+        if "faithful" in sections:
+            benchmark_faithful(model.config, features, default_epoch, args.faithful_iterations)
+        if "predict" in sections:
+            benchmark_predict(model, features, held_out[:args.predict_images],
+                              [int(w) for w in args.workers.split(",")], args.repeats)
+    if "growth" in sections:
+        benchmark_growth(model.config, [int(n) for n in args.growth.split(",")], features.num_patches, features.dim)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""`funad benchmark`: the contaminated-data protocol, FUN-AD and its baselines on one split and one feature cache."""

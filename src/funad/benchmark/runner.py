@@ -1,0 +1,225 @@
+"""Run every method on every split from one feature extraction, and evaluate them the same way.
+
+Each image's features are extracted once (and cached), then FUN-AD, FUN-AD*, PatchCore and
+SoftPatch are fitted on the same training features of a split and score the same test features.
+Maps are made identically for all methods (bilinear upsampling, Gaussian sigma ``map_sigma``),
+resized to each mask's resolution and streamed into the pixel metrics image by image.
+Fit times exclude feature extraction (timed once, separately); FUN-AD*'s includes writing and
+extracting its synthetic images, which is part of its cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from funad.baselines import PatchCore, SoftPatch
+from funad.benchmark.datasets import Sample
+from funad.benchmark.protocol import Split
+from funad.data.augment import write_synthetic_anomalies
+from funad.data.images import image_size
+from funad.features.extraction import FeatureSet
+from funad.inference.maps import patch_scores_to_maps, resize_map
+from funad.metrics import PixelMetrics, f1_max, image_auroc
+from funad.model import FunAD
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("funad", "funad*", "patchcore", "softpatch")
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
+SCORING_BATCH = 16
+_VERSIONED_PACKAGES = ("funad", "torch", "numpy", "faiss-cpu", "scikit-learn", "timm")
+
+#: ``[B, K, D]`` float32 patches -> (image scores [B], patch scores [B, K]).
+Scorer = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class BenchmarkOptions:
+    methods: tuple[str, ...] = METHODS
+    settings: tuple[str, ...] = ("no-overlap", "overlap")
+    funad_config: dict = field(default_factory=dict)  # FunADConfig fields for funad and funad*
+    funad_star_ratio: float = 0.05  # FUN-AD*'s synthetic_ratio
+    coreset_fraction: float = 0.1  # PatchCore's and SoftPatch's
+    softpatch_noise: float = 0.15
+    patchcore_reweight: bool = False
+    cache_dir: Path | bool | None = None
+    progress: bool = False
+
+
+def _subset(features: FeatureSet, index: dict[Path, int], paths: list[Path]) -> FeatureSet:
+    rows = [index[p] for p in paths]
+    return FeatureSet(list(paths), [features.patches[r] for r in rows],
+                      [features.globals_[r] for r in rows], features.grid)
+
+
+def _ground_truth(sample: Sample) -> np.ndarray:
+    """Boolean mask at the mask's (= the image's) resolution; all False for a normal image."""
+    if sample.mask is None:
+        return np.zeros(image_size(sample.path), dtype=bool)
+    try:
+        return np.asarray(Image.open(sample.mask).convert("L")) > 0
+    except OSError as error:
+        raise ValueError(f"{sample.mask}: cannot read the ground-truth mask of {sample.path} ({error})") from error
+
+
+class _Evaluator:
+    """Scores a split's test images with one method and computes every metric for each setting."""
+
+    def __init__(self, split: Split, settings: tuple[str, ...], features: FeatureSet, index: dict[Path, int],
+                 model: FunAD, pixels: bool):
+        self.settings = {s: split.test_set(s) for s in settings}
+        # Each test image once, even when it belongs to both settings' test sets.
+        self.samples = list({sample.path: sample for test in self.settings.values() for sample in test}.values())
+        self.features = _subset(features, index, [sample.path for sample in self.samples])
+        self.grid, self.size = features.grid, model.backbone.preprocessing.image_size
+        self.sigma = model.config.map_sigma
+        self.pixels = pixels
+
+    def evaluate(self, scorer: Scorer) -> tuple[dict[str, dict[str, float]], float]:
+        """Metrics per setting, and the seconds spent scoring and mapping (not evaluating)."""
+        pixel_metrics = {s: PixelMetrics() for s in self.settings}
+        members = {s: {sample.path for sample in test} for s, test in self.settings.items()}
+        image_scores: dict[Path, float] = {}
+        seconds = 0.0
+        method_features = self.features.method_features("patch")
+        for start in range(0, len(self.samples), SCORING_BATCH):
+            batch = self.samples[start:start + SCORING_BATCH]
+            started = time.perf_counter()
+            scores, patch_scores = scorer(method_features.take(range(start, start + len(batch))))
+            maps = patch_scores_to_maps(torch.as_tensor(patch_scores, dtype=torch.float32), self.grid, self.size,
+                                        self.sigma)
+            seconds += time.perf_counter() - started
+            for sample, score, square_map in zip(batch, scores, maps):
+                image_scores[sample.path] = float(score)
+                # Unlabelled pixels (an anomaly without a mask) cannot be scored pixel by pixel.
+                if not self.pixels or (sample.label and sample.mask is None):
+                    continue
+                truth = _ground_truth(sample)
+                anomaly_map = resize_map(square_map, *truth.shape).numpy()
+                for setting, paths in members.items():
+                    if sample.path in paths:
+                        pixel_metrics[setting].update(anomaly_map, truth)
+        results = {}
+        for setting, test in self.settings.items():
+            labels = [s.label for s in test]
+            scores = [image_scores[s.path] for s in test]
+            results[setting] = {"image_auroc": image_auroc(labels, scores), "image_f1_max": f1_max(labels, scores)[0]}
+            if self.pixels:
+                results[setting].update(pixel_auroc=pixel_metrics[setting].pixel_auroc(),
+                                        aupro=pixel_metrics[setting].aupro())
+        return results, seconds
+
+
+def _fit_method(method: str, split: Split, train: FeatureSet, options: BenchmarkOptions) -> Scorer:
+    seed = split.seed
+    if method in ("funad", "funad*"):
+        config = {**options.funad_config, "seed": seed}
+        model = FunAD(cache_dir=options.cache_dir, progress=options.progress, **config)
+        if method == "funad":
+            model.fit_features(train)
+        else:
+            with tempfile.TemporaryDirectory(prefix="funad-star-") as folder:
+                synthetic = write_synthetic_anomalies(train.paths, options.funad_star_ratio, seed, Path(folder))
+                features = model.extract(list(train.paths) + synthetic, description="FUN-AD* synthetic features")
+                model.fit_features(features, num_synthetic=len(synthetic))
+
+        def score(patches: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+            patch_scores = model.patch_scores(patches).cpu()
+            return patch_scores.amax(dim=1).numpy(), patch_scores.numpy()
+
+        return score
+    method_features = train.method_features("patch")
+    if method == "patchcore":
+        return PatchCore(options.coreset_fraction, reweight=options.patchcore_reweight, seed=seed).fit(
+            method_features).score
+    if method == "softpatch":
+        return SoftPatch(options.softpatch_noise, options.coreset_fraction, seed=seed).fit(method_features).score
+    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
+                  on_split_done: Callable[[dict], None] | None = None) -> dict:
+    """Fit and evaluate every method on every split; the per-run records and the extraction time.
+
+    ``on_split_done`` gets the outcome so far after each split, so a long run that is stopped
+    still leaves its finished splits behind.
+    """
+    if options.funad_config.get("level", "patch") != "patch":
+        raise ValueError("the benchmark evaluates anomaly maps: it needs level 'patch'")
+    extractor = FunAD(cache_dir=options.cache_dir, progress=options.progress, **options.funad_config)
+    paths = list(dict.fromkeys([p for s in splits for p in s.train] + [t.path for s in splits for t in s.test]))
+    started = time.perf_counter()
+    features = extractor.extract(paths, description="benchmark features")
+    extract_seconds = time.perf_counter() - started
+    if features.failures:
+        path, reason = next(iter(features.failures.items()))
+        raise ValueError(f"{len(features.failures)} benchmark images could not be read (first: {path}: {reason})")
+    index = {p: i for i, p in enumerate(features.paths)}
+    runs = []
+    for split in splits:
+        evaluator = _Evaluator(split, options.settings, features, index, extractor, pixels)
+        train = _subset(features, index, split.train)
+        for method in options.methods:
+            logger.info("%s: ratio %g, seed %d: fitting %s", split.category, split.ratio, split.seed, method)
+            started = time.perf_counter()
+            scorer = _fit_method(method, split, train, options)
+            fit_seconds = time.perf_counter() - started
+            results, predict_seconds = evaluator.evaluate(scorer)
+            for setting, metrics in results.items():
+                runs.append({"method": method, "ratio": split.ratio, "seed": split.seed, "setting": setting,
+                             **metrics, "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
+                             "num_train": len(split.train), "num_moved": int(sum(split.moved)),
+                             "num_test": len(split.test_set(setting))})
+        if on_split_done is not None:
+            on_split_done({"runs": runs, "extract_seconds": extract_seconds, "num_images": len(paths)})
+    return {"runs": runs, "extract_seconds": extract_seconds, "num_images": len(paths)}
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Mean and standard deviation (ddof 1; 0 for one seed) of every metric per ratio, setting and method."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["ratio"], run["setting"], run["method"]), []).append(run)
+    summary = []
+    for (ratio, setting, method), members in groups.items():
+        row = {"ratio": ratio, "setting": setting, "method": method, "seeds": [r["seed"] for r in members]}
+        for metric in METRICS + ("fit_seconds", "predict_seconds"):
+            values = np.array([r[metric] for r in members if metric in r], dtype=np.float64)
+            if len(values):
+                row[metric] = {"mean": float(values.mean()),
+                               "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+        summary.append(row)
+    return summary
+
+
+def format_table(summary: list[dict]) -> str:
+    """A Markdown table: metrics in percent as mean ± std, fit/predict times in seconds."""
+    metrics = [m for m in METRICS if any(m in row for row in summary)]
+    header = ["ratio", "setting", "method", *metrics, "fit s", "predict s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in sorted(summary, key=lambda r: (r["ratio"], r["setting"], METHODS.index(r["method"]))):
+        cells = [f"{row['ratio']:g}", row["setting"], row["method"]]
+        cells += [f"{100 * row[m]['mean']:.2f} ± {100 * row[m]['std']:.2f}" if m in row else "-" for m in metrics]
+        cells += [f"{row[m]['mean']:.1f}" for m in ("fit_seconds", "predict_seconds")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,26 @@
+"""`funad report PRED_DIR [--ground-truth DIR]`: one self-contained report.html for a prediction folder."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("report", help="write report.html for a `funad predict` output folder")
+    parser.add_argument("predictions", type=Path, help="output folder of `funad predict`")
+    parser.add_argument("--ground-truth", type=Path, default=None,
+                        help="MVTec-layout mask folder (<type>/<name>_mask.png); images in a 'good' folder are "
+                             "normal, others anomalous. Adds image AUROC, precision/recall/F1 and pixel AUROC")
+    parser.add_argument("--out", type=Path, default=None, help="report file (default PRED_DIR/report.html)")
+    parser.set_defaults(run=run_report)
+
+
+def run_report(args: argparse.Namespace) -> None:
+    from funad.reports.html import write_report
+
+    path = write_report(args.predictions, ground_truth=args.ground_truth, out_path=args.out)
+    print(path)

@@ -1,0 +1,202 @@
+"""Training checkpoints: a killed run continues from its last finished epoch, with the same result.
+
+A checkpoint folder holds ``checkpoint.json`` (format version, the run's identity, epoch,
+history, the numpy RNG state, the optimizer's hyperparameters, the name and SHA-256 of the
+tensor file) and ``epoch-NNNNN.safetensors`` (Local-Net weights, optimizer buffers, torch
+generator states). Both are written under a temporary name and renamed into place, the JSON
+last: its rename is the commit point, so a kill at any moment leaves the previous checkpoint
+or the new one, never a mix. No pickle.
+
+Restoring at an epoch boundary reproduces an uninterrupted run exactly because nothing else
+carries over from one epoch to the next: the memory bank is rebuilt from the Local-Net and the
+numpy RNG at the start of every epoch, the feature noise draws from the run's torch generator,
+and the features are fixed (their digest is part of the run's identity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from funad.config import FunADConfig
+from funad.features.backbones import file_sha256
+from funad.features.extraction import FeatureSet
+from funad.method.trainer import EpochRecord, TrainingState
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT_VERSION = 1
+MANIFEST = "checkpoint.json"
+
+# Settings that change speed only, never what is computed; a resumed run may change them.
+_SPEED_ONLY_SETTINGS = ("num_workers", "batch_size_extract")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is corrupt, from another funad version, or from a different run."""
+
+
+def _sha256_json(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def training_identity(config: FunADConfig, image_paths: Sequence[Path], features: FeatureSet, backbone: dict,
+                      weights_id: str | None) -> dict:
+    """What a checkpoint must match to be resumed: settings, image list, backbone, feature values.
+
+    The feature digest catches an image file replaced under the same name and features
+    recomputed differently (another preprocessing, or a non-deterministic GPU extraction
+    without the cache), either of which would make the resumed result differ.
+    """
+    settings = {k: v for k, v in config.to_dict().items() if k not in _SPEED_ONLY_SETTINGS}
+    feature_digest = hashlib.sha256()
+    for patches, global_ in zip(features.patches, features.globals_):
+        feature_digest.update(np.ascontiguousarray(patches).tobytes())
+        feature_digest.update(np.ascontiguousarray(global_).tobytes())
+    return {
+        "configuration": _sha256_json(settings),
+        "training images": _sha256_json([str(Path(p).resolve()) for p in image_paths]),
+        "backbone": _sha256_json({"backbone": backbone, "weights": weights_id}),
+        "features": feature_digest.hexdigest(),
+    }
+
+
+class TrainingCheckpoint:
+    """Saves a :class:`TrainingState` after every epoch into ``folder`` and restores it.
+
+    With ``resume`` a valid checkpoint in ``folder`` is continued; without it training starts
+    from epoch 0 and the first save replaces whatever an earlier run left there.
+    """
+
+    def __init__(self, folder: str | Path, *, resume: bool):
+        self.folder = Path(folder)
+        self.resume = resume
+        self.identity: dict | None = None
+
+    # ----------------------------------------------------------------- restoring
+    def start(self, state: TrainingState, identity: dict) -> TrainingState:
+        """``state`` (fresh from ``make_state``) advanced to the checkpoint when resuming."""
+        self.identity = identity
+        if not (self.folder / MANIFEST).exists():
+            if self.resume:
+                logger.warning("no checkpoint in %s yet: training starts from epoch 0", self.folder)
+            return state
+        if not self.resume:
+            logger.warning("starting a new run: the checkpoint an earlier run left in %s will be replaced "
+                           "(resume it with --resume / resume=True)", self.folder)
+            return state
+        manifest = self._read_manifest()
+        changed = [part for part, digest in identity.items() if manifest["identity"].get(part) != digest]
+        if changed:
+            raise CheckpointError(
+                f"{self.folder}: this checkpoint belongs to a different run (changed: {', '.join(changed)}); "
+                f"drop --resume to start over, or delete {self.folder}")
+        self._restore(state, manifest)
+        logger.info("resuming from the checkpoint in %s after epoch %d", self.folder, state.epoch)
+        return state
+
+    def _read_manifest(self) -> dict:
+        path = self.folder / MANIFEST
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise CheckpointError(f"{path}: unreadable checkpoint ({error}); delete {self.folder} to start over") \
+                from error
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        if version != CHECKPOINT_FORMAT_VERSION:
+            raise CheckpointError(f"{path}: checkpoint format {version!r}, this funad reads "
+                                  f"{CHECKPOINT_FORMAT_VERSION}; delete {self.folder} to start over")
+        return manifest
+
+    def _restore(self, state: TrainingState, manifest: dict) -> None:
+        tensor_path = self.folder / str(manifest.get("tensors"))
+        if not tensor_path.is_file() or file_sha256(tensor_path) != manifest.get("tensors_sha256"):
+            raise CheckpointError(f"{tensor_path}: missing or altered (checksum mismatch); "
+                                  f"delete {self.folder} to start over")
+        try:
+            tensors = load_file(str(tensor_path))
+            state.local_net.load_state_dict(
+                {k.removeprefix("local_net."): v for k, v in tensors.items() if k.startswith("local_net.")})
+            state.optimizer.load_state_dict(_optimizer_state_from(tensors, manifest["optimizer"]))
+            state.generator.set_state(tensors["torch_generator"])
+            # make_state seeds torch's global RNG; restoring it keeps any later global draw identical too.
+            torch.set_rng_state(tensors["torch_global_rng"])
+            state.rng.bit_generator.state = manifest["numpy_rng"]
+            state.epoch = int(manifest["epoch"])
+            state.history = [EpochRecord(**record) for record in manifest["history"]]
+        except (SafetensorError, RuntimeError, KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{self.folder}: checkpoint does not fit this model ({error}); "
+                                  f"delete {self.folder} to start over") from error
+
+    # ----------------------------------------------------------------- saving
+    def saving_after(self, on_epoch_end: Callable[[TrainingState], None] | None):
+        """An epoch-end callback that saves first, then runs ``on_epoch_end`` (if any)."""
+        def callback(state: TrainingState) -> None:
+            self.save(state)
+            if on_epoch_end:
+                on_epoch_end(state)
+        return callback
+
+    def save(self, state: TrainingState) -> None:
+        if self.identity is None:
+            raise RuntimeError("TrainingCheckpoint.start() must be called before save()")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"local_net.{k}": v.detach().cpu().contiguous() for k, v in state.local_net.state_dict().items()}
+        optimizer_tensors, optimizer_rest = _split_optimizer_state(state.optimizer.state_dict())
+        tensors.update(optimizer_tensors)
+        tensors["torch_generator"] = state.generator.get_state()
+        tensors["torch_global_rng"] = torch.get_rng_state()
+        name = f"epoch-{state.epoch:05d}.safetensors"
+        _write_atomically(self.folder / name, lambda temporary: save_file(tensors, str(temporary)))
+        manifest = {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "identity": self.identity,
+            "epoch": state.epoch,
+            "history": [vars(record) for record in state.history],
+            "numpy_rng": state.rng.bit_generator.state,
+            "optimizer": optimizer_rest,
+            "tensors": name,
+            "tensors_sha256": file_sha256(self.folder / name),
+        }
+        _write_atomically(self.folder / MANIFEST, lambda temporary: temporary.write_text(json.dumps(manifest)))
+        for leftover in self.folder.iterdir():  # older epochs and temporaries of a killed save
+            if leftover.name not in (MANIFEST, name):
+                leftover.unlink()
+
+
+def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    temporary = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    write(temporary)
+    with open(temporary, "rb+") as handle:  # on disk before the rename makes it visible
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
+
+
+def _split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors (``optimizer.<param>.<buffer>``) for safetensors; hyperparameters and numbers for JSON."""
+    tensors, numbers = {}, {}
+    for index, buffers in state_dict["state"].items():
+        for name, value in buffers.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                numbers[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "numbers": numbers}
+
+
+def _optimizer_state_from(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+    entries = [(k.removeprefix("optimizer."), v) for k, v in tensors.items() if k.startswith("optimizer.")]
+    state: dict[int, dict] = {}
+    for key, value in entries + list(rest["numbers"].items()):
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": rest["param_groups"]}

@@ -1,0 +1,59 @@
+"""Metrics of a prediction folder against MVTec-layout ground truth.
+
+Layout (as in MVTec AD): a test image ``.../test/<type>/<name>.png`` is normal when ``<type>`` is
+``good`` and anomalous otherwise; its mask is ``GROUND_TRUTH/<type>/<name>_mask.png`` (non-zero
+pixels are defective). Normal images need no mask.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from funad.metrics import PixelMetrics, image_auroc, threshold_metrics
+from funad.reports.prediction_folder import PredictedImage
+
+logger = logging.getLogger(__name__)
+
+NORMAL_FOLDER = "good"
+
+
+def mask_path(ground_truth: Path, image_path: Path) -> Path:
+    return ground_truth / image_path.parent.name / f"{image_path.stem}_mask.png"
+
+
+def evaluate(images: list[PredictedImage], ground_truth: Path) -> dict[str, float]:
+    """Image AUROC, precision/recall/F1 of the labels, and pixel AUROC where masks exist."""
+    if not ground_truth.is_dir():
+        raise FileNotFoundError(f"ground-truth folder {ground_truth} does not exist")
+    truth = np.array([image.path.parent.name != NORMAL_FOLDER for image in images], dtype=int)
+    scores = np.array([image.score for image in images])
+    results: dict[str, float] = {}
+    if 0 < truth.sum() < len(truth):
+        results["image AUROC"] = image_auroc(truth, scores)
+    else:
+        logger.warning("image AUROC needs normal ('%s' folder) and anomalous test images; only one kind found",
+                       NORMAL_FOLDER)
+    predicted = np.array([image.anomalous for image in images], dtype=int)
+    results.update({f"{name} at the threshold": value for name, value in threshold_metrics(truth, predicted).items()})
+
+    pixels, masks_found = PixelMetrics(), 0
+    for image, anomalous in zip(images, truth):
+        mask = None
+        if anomalous:
+            path = mask_path(ground_truth, image.path)
+            if not path.is_file():
+                logger.warning("no mask %s for %s: left out of the pixel metrics", path, image.path)
+                continue
+            mask = np.asarray(Image.open(path).convert("L")) > 0
+            masks_found += 1
+        if not image.anomaly_map.is_file():
+            logger.warning("anomaly map %s is missing: %s left out of the pixel metrics", image.anomaly_map, image.path)
+            continue
+        pixels.update(np.load(image.anomaly_map), mask)
+    if masks_found:
+        results["pixel AUROC"] = pixels.pixel_auroc()
+    return results

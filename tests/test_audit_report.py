@@ -1,0 +1,124 @@
+"""Label-free threshold end to end: predict labels, `funad audit`, `funad report`."""
+
+import csv
+import html
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import TINY
+from funad.cli import main
+from funad.model import FunAD
+
+
+@pytest.fixture(scope="module")
+def fitted(demo_data, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("audit") / "model"
+    model = FunAD(cache_dir=False, progress=False, pretrained=False, **TINY).fit(demo_data.train_dir)
+    model.save(model_dir)
+    return model, model_dir
+
+
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_threshold_is_saved_and_labels_follow_it(fitted, demo_data):
+    model, model_dir = fitted
+    assert np.isfinite(model.threshold_) and 0.0 <= model.contamination_ <= 1.0
+    assert model.contamination_ == pytest.approx(np.mean(model.train_predict_scores_ > model.threshold_))
+    loaded = FunAD.load(model_dir)
+    assert loaded.threshold_ == pytest.approx(model.threshold_)
+    assert loaded.contamination_ == pytest.approx(model.contamination_)
+    np.testing.assert_array_equal(loaded.label([model.threshold_, model.threshold_ + 1e-3]), [False, True])
+
+
+def test_knn_threshold_is_in_knn_units(demo_data):
+    model = FunAD(cache_dir=False, progress=False, pretrained=False, scorer="knn", **TINY).fit(demo_data.train_dir)
+    banked = model.judged_normal_
+    assert banked.any() and not banked.all()
+    plain = model.score(model.train_paths_)
+    # images outside the bank score exactly as predict scores them ...
+    np.testing.assert_allclose(model.train_predict_scores_[~banked], plain[~banked], rtol=1e-3)
+    # ... banked ones without their own entries, which can only move them further from the bank
+    assert (model.train_predict_scores_[banked] >= plain[banked] * (1 - 1e-3)).all()
+    assert (model.train_predict_scores_[banked] > plain[banked] * (1 + 1e-2)).any()
+
+
+def test_predict_labels_audit_and_report(fitted, demo_data, tmp_path):
+    _, model_dir = fitted
+    out = tmp_path / "pred"
+    assert main(["--quiet", "predict", str(model_dir), str(demo_data.test_dir), "--out", str(out), "--report"]) == 0
+    rows = _rows(out / "scores.csv")
+    assert list(rows[0]) == ["path", "score", "label", "threshold", "heatmap", "map"]
+    threshold = float(rows[0]["threshold"])
+    assert all((r["label"] == "anomalous") == (float(r["score"]) > threshold) for r in rows)
+    assert json.loads((out / "prediction.json").read_text())["model"] == str(model_dir.resolve())
+
+    override = tmp_path / "override"
+    assert main(["--quiet", "predict", str(model_dir), str(demo_data.test_dir), "--out", str(override),
+                 "--threshold", "-1"]) == 0
+    assert {r["label"] for r in _rows(override / "scores.csv")} == {"anomalous"}
+
+    audit = tmp_path / "audit"
+    assert main(["--quiet", "audit", str(model_dir), "--out", str(audit)]) == 0
+    audit_rows = _rows(audit / "audit.csv")
+    assert list(audit_rows[0]) == ["path", "score", "suspected"]
+    scores = [float(r["score"]) for r in audit_rows]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 20
+    assert all((r["suspected"] == "True") == (float(r["score"]) > threshold) for r in audit_rows)
+    suspected = sum(r["suspected"] == "True" for r in audit_rows)
+    assert len(list((audit / "heatmaps").rglob("*.png"))) == suspected
+
+    report = (out / "report.html").read_text()
+    # predictions: image + heatmap each; one histogram; the suspected training images
+    assert report.count("<img") == 2 * len(rows) + 1 + suspected
+    assert report.count('src="data:image/') == report.count("<img")
+    assert "No ground truth given" in report
+
+
+def test_audit_warns_about_missing_training_files(fitted, demo_data, tmp_path, capsys):
+    _, model_dir = fitted
+    model = FunAD.load(model_dir)
+    copy = tmp_path / "train"
+    shutil.copytree(demo_data.train_dir, copy)
+    model.train_paths_ = [copy / p.name for p in model.train_paths_]
+    moved_dir = tmp_path / "model"
+    model.save(moved_dir)
+    (copy / model.train_paths_[0].name).unlink()
+    out = tmp_path / "audit"
+    assert main(["audit", str(moved_dir), "--out", str(out), "--threshold", "-1"]) == 0
+    warnings = capsys.readouterr().err
+    assert "no longer exists" in warnings and model.train_paths_[0].name in warnings
+    assert len(list((out / "heatmaps").rglob("*.png"))) == 19
+
+
+def test_report_with_ground_truth_and_escaping(fitted, demo_data, tmp_path):
+    _, model_dir = fitted
+    # an image whose name needs escaping, in MVTec layout with its mask
+    defect = next(p for p in demo_data.test_paths if p in demo_data.test_masks)
+    test_dir = tmp_path / "test"
+    shutil.copytree(demo_data.test_dir, test_dir)
+    odd_name = 'a<b>&"c'
+    shutil.copy(defect, test_dir / "defect" / f"{odd_name}.png")
+    ground_truth = tmp_path / "ground_truth"
+    shutil.copytree(demo_data.root / "ground_truth", ground_truth)
+    shutil.copy(demo_data.test_masks[defect], ground_truth / "defect" / f"{odd_name}_mask.png")
+    out = tmp_path / "pred"
+    assert main(["--quiet", "predict", str(model_dir), str(test_dir), "--out", str(out)]) == 0
+    report_path = tmp_path / "r" / "report.html"
+    assert main(["--quiet", "report", str(out), "--ground-truth", str(ground_truth), "--out", str(report_path)]) == 0
+    report = report_path.read_text()
+    assert odd_name not in report and html.escape(odd_name) in report
+    for metric in ("image AUROC", "pixel AUROC", "f1 at the threshold"):
+        value = re.search(rf"<th>{metric}</th><td>([0-9.]+)</td>", report)
+        assert value and 0.0 <= float(value.group(1)) <= 1.0
+
+
+def test_report_of_a_folder_that_is_not_one(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 1
+    assert "scores.csv is missing" in capsys.readouterr().err

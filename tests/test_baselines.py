@@ -1,0 +1,78 @@
+"""PatchCore and SoftPatch on small synthetic feature sets."""
+
+import numpy as np
+import pytest
+import torch
+
+from funad.baselines import PatchCore, SoftPatch, greedy_coreset
+from funad.baselines.softpatch import keep_inliers
+from funad.features.extraction import MethodFeatures
+
+
+def _brute_force_k_center(points: np.ndarray, first: int, count: int) -> list[int]:
+    """Textbook greedy k-center: repeatedly add the point farthest from its nearest chosen point."""
+    chosen = [first]
+    while len(chosen) < count:
+        distances = np.linalg.norm(points[:, None, :] - points[chosen][None, :, :], axis=2).min(axis=1)
+        chosen.append(int(np.argmax(distances)))
+    return chosen
+
+
+def test_greedy_coreset_equals_brute_force_k_center():
+    points = torch.randn(200, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64).float()
+    chosen = greedy_coreset(points, 25, projection_dim=None, seed=3)
+    assert len(set(chosen.tolist())) == 25
+    assert chosen.tolist() == _brute_force_k_center(points.double().numpy(), int(chosen[0]), 25)
+
+
+def test_greedy_coreset_picks_the_farthest_points():
+    cluster = torch.randn(300, 16, generator=torch.Generator().manual_seed(0)) * 0.1
+    outliers = torch.eye(16)[:3] * 50.0
+    points = torch.cat([cluster, outliers])
+    # In a random projection too, the three far points stay the farthest from the cluster.
+    chosen = set(greedy_coreset(points, 4, projection_dim=8, seed=0).tolist())
+    assert {300, 301, 302} <= chosen
+
+
+def _features(num_images=20, positions=4, dim=8, seed=0, planted=()) -> MethodFeatures:
+    """Aligned images: each position has its own mean; ``planted`` (image, position) patches are far off."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 3, (positions, dim))
+    arrays = means[None] + rng.normal(0, 0.1, (num_images, positions, dim))
+    for image, position in planted:
+        arrays[image, position] += 5.0
+    return MethodFeatures([a.astype(np.float16) for a in arrays])
+
+
+def test_patchcore_scores_are_nearest_bank_distances():
+    features = _features()
+    model = PatchCore(coreset_fraction=0.5, seed=0).fit(features)
+    queries = torch.randn(3, 4, 8)
+    image_scores, patch_scores = model.score(queries)
+    bank = torch.from_numpy(model.bank_.bank)
+    expected = torch.cdist(queries.reshape(-1, 8), bank).min(dim=1).values.reshape(3, 4)
+    np.testing.assert_allclose(patch_scores, expected.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(image_scores, patch_scores.max(axis=1))
+    reweighted, _ = PatchCore(coreset_fraction=0.5, reweight=True, seed=0).fit(features).score(queries)
+    assert np.all(reweighted <= image_scores + 1e-6) and np.all(reweighted >= 0)
+
+
+def test_softpatch_drops_planted_outlier_patches_and_keeps_their_defects_visible():
+    planted = [(3, 1), (7, 2)]
+    features = _features(planted=planted)
+    softpatch = SoftPatch(noise_fraction=0.05, coreset_fraction=1.0, seed=0).fit(features)
+    assert not softpatch.kept_[3, 1] and not softpatch.kept_[7, 2]
+    assert softpatch.kept_.sum() == 20 * 4 - 4  # int(0.05 * 20) = 1 dropped per position
+    # A test image showing the planted defect: PatchCore has it in its bank and misses it.
+    defect = features.take([3])
+    softpatch_image, _ = softpatch.score(defect)
+    patchcore_image, _ = PatchCore(coreset_fraction=1.0, seed=0).fit(features).score(defect)
+    assert patchcore_image[0] < 1e-3 < 1.0 < softpatch_image[0]
+
+
+def test_keep_inliers_checks_the_noise_fraction():
+    factors = np.arange(12, dtype=float).reshape(6, 2)
+    assert keep_inliers(factors, 0.0).all()
+    np.testing.assert_array_equal(keep_inliers(factors, 0.34)[:, 0], [True] * 4 + [False] * 2)
+    with pytest.raises(ValueError, match="noise_fraction"):
+        keep_inliers(factors, 1.0)

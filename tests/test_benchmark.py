@@ -1,0 +1,162 @@
+"""`funad benchmark`: dataset layouts, the contamination protocol, FUN-AD* and the end-to-end command."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY
+from funad.benchmark.datasets import load_dataset
+from funad.benchmark.protocol import load_split, make_split
+from funad.cli import main
+from funad.data.augment import write_synthetic_anomalies
+
+
+def _write_image(path, value=128, size=16):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def test_mvtec_layout_of_the_demo_dataset(demo_data):
+    dataset = load_dataset(demo_data.root)
+    assert dataset.layout == "mvtec"
+    assert len(dataset.train) == 20
+    assert sorted(s.path for s in dataset.test) == sorted(demo_data.test_paths)
+    anomalies = [s for s in dataset.test if s.label]
+    assert len(anomalies) == 4 and all(s.mask == demo_data.test_masks[s.path] for s in anomalies)
+    assert dataset.has_masks
+
+
+def test_visa_layout(tmp_path):
+    rows = [["object", "split", "label", "image", "mask"]]
+    for index in range(5):
+        image = f"candle/Data/Images/Normal/{index:04d}.JPG"
+        _write_image(tmp_path / image)
+        rows.append(["candle", "train" if index < 4 else "test", "normal", image, ""])
+    image, mask = "candle/Data/Images/Anomaly/0000.JPG", "candle/Data/Masks/Anomaly/0000.png"
+    _write_image(tmp_path / image), _write_image(tmp_path / mask, 255)
+    rows += [["candle", "test", "anomaly", image, mask], ["pcb1", "train", "normal", "x.JPG", ""]]
+    (tmp_path / "split_csv").mkdir()
+    with open(tmp_path / "split_csv" / "1cls.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    dataset = load_dataset(tmp_path, "candle")
+    assert dataset.layout == "visa" and len(dataset.train) == 4
+    assert [(s.label, s.mask) for s in dataset.test] == [(0, None), (1, tmp_path / mask)]
+    with pytest.raises(ValueError, match="--category is required"):
+        load_dataset(tmp_path)
+
+
+def test_generic_folder_layout_with_and_without_masks(tmp_path):
+    for index in range(10):
+        _write_image(tmp_path / "normal" / f"n{index}.png")
+    for index in range(3):
+        _write_image(tmp_path / "abnormal" / f"a{index}.png", 30)
+    _write_image(tmp_path / "masks" / "a0_mask.png", 255)
+    dataset = load_dataset(tmp_path)
+    assert dataset.layout == "folders"
+    assert len(dataset.train) == 8  # every 5th normal is held out for testing
+    assert [s.label for s in dataset.test] == [0, 0, 1, 1, 1]
+    assert [s.mask.name if s.mask else None for s in dataset.test if s.label] == ["a0_mask.png", None, None]
+    (tmp_path / "masks" / "a0_mask.png").unlink()
+    (tmp_path / "masks").rmdir()
+    assert not load_dataset(tmp_path).has_masks
+
+
+def test_unknown_layout_names_the_folder(tmp_path):
+    _write_image(tmp_path / "pictures" / "x.png")
+    with pytest.raises(ValueError, match=f"{tmp_path}: no known dataset layout"):
+        load_dataset(tmp_path)
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+def test_split_moves_int_ratio_times_normals_and_settings_differ(demo_data):
+    dataset = load_dataset(demo_data.root)
+    split = make_split(dataset, 0.15, seed=4)
+    moved = split.moved_paths
+    assert len(moved) == int(0.15 * 20) == 3
+    assert split.train[:20] == dataset.train and set(split.train[20:]) == moved
+    anomalies = {s.path for s in dataset.test if s.label}
+    assert moved <= anomalies
+    assert {s.path for s in split.test_set("overlap")} == {s.path for s in dataset.test}
+    assert {s.path for s in split.test_set("no-overlap")} == {s.path for s in dataset.test} - moved
+    assert make_split(dataset, 0.15, seed=4).moved_paths == moved
+    assert len({frozenset(make_split(dataset, 0.15, seed=s).moved_paths) for s in range(8)}) > 1
+    assert make_split(dataset, 0.0, seed=0).moved_paths == set()
+    with pytest.raises(ValueError, match="only 4"):
+        make_split(dataset, 0.2, seed=0)
+
+
+def test_split_file_round_trip(demo_data, tmp_path):
+    split = make_split(load_dataset(demo_data.root), 0.1, seed=1)
+    path = split.save(tmp_path)
+    assert path.name == f"{split.category}_0.1_1.json"
+    loaded = load_split(path)
+    assert (loaded.train, loaded.moved, loaded.test) == (split.train, split.moved, split.test)
+    data = json.loads(path.read_text())
+    data["train"][0]["path"] = str(tmp_path / "gone.png")
+    path.write_text(json.dumps(data))
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        load_split(path)
+
+
+# --------------------------------------------------------------------------- FUN-AD*
+
+
+def test_synthetic_anomalies_are_deterministic_files(demo_data, tmp_path):
+    paths = sorted(demo_data.train_dir.iterdir())
+    first = write_synthetic_anomalies(paths, 0.1, seed=0, folder=tmp_path / "a")
+    second = write_synthetic_anomalies(paths, 0.1, seed=0, folder=tmp_path / "b")
+    assert len(first) == round(0.1 * 20) == 2
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    assert write_synthetic_anomalies(paths, 0.0, seed=0, folder=tmp_path / "c") == []
+
+
+def test_funad_star_trains_with_synthetic_images_but_reports_only_real_ones(demo_data):
+    from funad.model import FunAD
+
+    model = FunAD(cache_dir=False, progress=False, synthetic_ratio=0.25, **TINY).fit(demo_data.train_dir)
+    assert len(model.train_paths_) == len(model.train_scores_) == len(model.judged_normal_) == 20
+    assert all(p.parent == demo_data.train_dir for p in model.train_paths_)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _flags(settings: dict) -> list[str]:
+    return [item for key, value in settings.items() for item in ("--" + key.replace("_", "-"), str(value))]
+
+
+def test_benchmark_command_writes_every_method_and_setting(demo_data, tmp_path, capsys):
+    out = tmp_path / "results"
+    flags = _flags({k: v for k, v in TINY.items() if k != "batch_size_extract"})
+    assert main(["--quiet", "benchmark", str(demo_data.root), "--contamination", "0.1", "--seeds", "0",
+                 "--out", str(out), "--no-cache", *flags]) == 0
+    results = json.loads((out / "results.json").read_text())
+    runs = {(r["method"], r["setting"]): r for r in results["runs"]}
+    assert set(runs) == {(m, s) for m in ("funad", "funad*", "patchcore", "softpatch") for s in ("no-overlap", "overlap")}
+    for run in runs.values():
+        for metric in ("image_auroc", "pixel_auroc", "aupro", "image_f1_max"):
+            assert 0.0 <= run[metric] <= 1.0
+        assert run["num_moved"] == 2 and run["fit_seconds"] > 0
+    assert runs[("funad", "overlap")]["num_test"] == 8 and runs[("funad", "no-overlap")]["num_test"] == 6
+    assert {"torch", "faiss-cpu", "scikit-learn"} <= set(results["versions"])
+    assert "funad*" in capsys.readouterr().out
+    split_file = out / "splits" / f"{demo_data.root.name}_0.1_0.json"
+    assert split_file.is_file()
+    assert results["split_files"] == [str(split_file)] and results["complete"] is True
+
+    # The written split reruns as it is, here for one quick method.
+    rerun = tmp_path / "rerun"
+    assert main(["--quiet", "benchmark", "--split", str(split_file), "--methods", "patchcore", "--setting", "overlap",
+                 "--out", str(rerun), "--no-cache", *flags]) == 0
+    rerun_results = json.loads((rerun / "results.json").read_text())
+    assert [(r["method"], r["setting"], r["num_moved"]) for r in rerun_results["runs"]] == [("patchcore", "overlap", 2)]
+    assert json.loads((rerun / "splits" / split_file.name).read_text()) == json.loads(split_file.read_text())

@@ -1,0 +1,143 @@
+"""The fast paths give the same results as the plain ones (no timing here: see benchmarks/speed.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from funad.features.extraction import MethodFeatures
+from funad.method.local_net import LocalNet
+from funad.method.memory_bank import build_memory_bank
+from funad.method.neighbours import _matmul_nearest, nearest_neighbour, nearest_other_point, squared_distances
+
+
+def _grouped_points(seed: int, images: int, per_image: int, dim: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    points = torch.randn(images * per_image, dim, generator=generator)
+    return points, torch.arange(images).repeat_interleave(per_image)
+
+
+@pytest.mark.parametrize("query_images", [range(0, 4), range(8, 12), range(20, 24)])
+def test_faiss_search_with_image_exclusion_equals_exact_matmul(query_images):
+    keys, key_groups = _grouped_points(0, images=20, per_image=15)
+    queries, _ = _grouped_points(1, images=4, per_image=30)
+    query_groups = torch.tensor(list(query_images)).repeat_interleave(30)  # some, all or none in the bank
+
+    distances, indices = nearest_neighbour(queries, keys, query_groups, key_groups)
+    expected_distances, expected_indices = _matmul_nearest(queries, keys, query_groups, key_groups)
+
+    assert torch.equal(indices, expected_indices)
+    torch.testing.assert_close(distances, expected_distances, rtol=1e-5, atol=1e-4)
+    assert (key_groups[indices] != query_groups).all()
+
+
+def test_matmul_search_equals_the_full_distance_matrix_in_several_blocks(monkeypatch):
+    import funad.method.neighbours as neighbours
+
+    keys, key_groups = _grouped_points(2, images=10, per_image=12)
+    queries, query_groups = _grouped_points(3, images=10, per_image=7)
+    monkeypatch.setattr(neighbours, "BLOCK_ELEMENTS", 5 * len(keys))  # 5 query rows per block
+    distances, indices = _matmul_nearest(queries, keys, query_groups, key_groups)
+
+    full = squared_distances(queries, keys).masked_fill(query_groups[:, None] == key_groups[None], float("inf"))
+    expected_distances, expected_indices = full.min(dim=1)
+    assert torch.equal(indices, expected_indices)
+    torch.testing.assert_close(distances, expected_distances, rtol=1e-5, atol=1e-4)
+
+
+def test_search_without_groups_and_without_admissible_keys():
+    keys, key_groups = _grouped_points(4, images=3, per_image=5)
+    queries = keys[:4] + 0.01
+    distances, indices = nearest_neighbour(queries, keys)
+    assert indices.tolist() == [0, 1, 2, 3]
+
+    distances, indices = nearest_neighbour(queries, keys, torch.zeros(4, dtype=torch.long), torch.zeros(15, dtype=torch.long))
+    assert torch.isinf(distances).all() and (indices == -1).all()
+
+
+def test_nearest_other_point_equals_exact_search_and_never_returns_the_point_itself():
+    points, _ = _grouped_points(5, images=1, per_image=300)
+    points[7] = points[3]  # an exact duplicate may be found before the point itself
+    own = torch.arange(len(points))
+    nearest = nearest_other_point(points)
+    _, expected = _matmul_nearest(points, points, own, own)
+
+    assert (nearest != own).all()
+    assert nearest[3] == 7 and nearest[7] == 3
+    different = own[(own != 3) & (own != 7)]
+    assert torch.equal(nearest[different], expected[different])
+    assert nearest_other_point(points[:1]).tolist() == [-1]
+
+
+def _features(images: int, patches: int = 20, dim: int = 16) -> MethodFeatures:
+    rng = np.random.default_rng(0)
+    return MethodFeatures([rng.standard_normal((patches, dim)).astype(np.float16) for _ in range(images)])
+
+
+def test_take_rows_gathers_each_images_own_positions():
+    features = _features(5)
+    positions = [np.array([0, 3]), np.array([1, 2]), np.array([19, 4])]
+    taken = features.take_rows([4, 0, 2], positions)
+    for row, (image, kept) in enumerate(zip([4, 0, 2], positions)):
+        assert torch.equal(taken[row], features.take([image], kept)[0])
+
+
+@pytest.mark.parametrize("patch_fraction", [0.25, 1.0])
+def test_batched_bank_equals_the_bank_built_image_by_image(patch_fraction):
+    features = _features(12)
+    torch.manual_seed(0)
+    net = LocalNet(features.dim, (32, 8))
+    settings = dict(tau_m=0.5, image_ratio=0.5, patch_fraction=patch_fraction, device=torch.device("cpu"))
+    bank = build_memory_bank(net, features, rng=np.random.default_rng(3), **settings)
+
+    # The per-image construction the batched one replaces, with the same random draws in the same order.
+    rng = np.random.default_rng(3)
+    rng.choice(np.flatnonzero(bank.candidate_normals), size=len(bank.bank_images), replace=False)
+    per_image = max(1, int(round(patch_fraction * features.num_patches)))
+    rows, ids = [], []
+    for image in bank.bank_images:
+        positions = None if per_image >= features.num_patches else np.sort(
+            rng.choice(features.num_patches, per_image, replace=False))
+        with torch.no_grad():
+            rows.append(net.adapt(features.take([image], positions))[0])
+        ids += [int(image)] * len(rows[-1])
+
+    torch.testing.assert_close(bank.features, torch.cat(rows))
+    assert bank.image_ids.tolist() == ids
+
+
+def test_bank_cap_keeps_every_bank_image_with_fewer_patches():
+    features = _features(40)
+    net = LocalNet(features.dim, (32, 8))
+    common = dict(tau_m=1.0, image_ratio=1.0, patch_fraction=1.0, device=torch.device("cpu"))
+    capped = build_memory_bank(net, features, rng=np.random.default_rng(0), max_entries=200, **common)
+    uncapped = build_memory_bank(net, features, rng=np.random.default_rng(0), max_entries=None, **common)
+
+    assert len(uncapped.features) == len(uncapped.bank_images) * features.num_patches
+    assert len(capped.features) <= 200
+    counts = np.bincount(capped.image_ids.numpy(), minlength=len(features))
+    assert set(counts[capped.bank_images]) == {200 // len(capped.bank_images)}
+    assert np.array_equal(capped.bank_images, uncapped.bank_images)
+
+
+def test_channels_last_extraction_equals_the_plain_forward_pass(tmp_path):
+    from PIL import Image
+
+    from funad.data.images import load_image
+    from funad.features.backbones import create_backbone
+    from funad.features.extraction import iterate_features, preprocess
+
+    torch.manual_seed(0)
+    backbone = create_backbone("efficientnet_lite0", pretrained=False, image_size=64).eval()
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(3):
+        paths.append(tmp_path / f"{index}.png")
+        Image.fromarray(rng.integers(0, 255, (80, 72, 3), dtype=np.uint8)).save(paths[-1])
+    with torch.inference_mode():
+        expected = backbone(torch.stack([preprocess(load_image(p), backbone.preprocessing)
+                                         for p in paths])).patches
+
+    batches = list(iterate_features(backbone, paths, batch_size=2, num_workers=0, device=torch.device("cpu"),
+                                    progress=False, description=""))
+    found = torch.cat([batch.features.patches for batch in batches])
+    torch.testing.assert_close(found, expected, rtol=1e-4, atol=1e-4)
