@@ -77,7 +77,7 @@ def benchmark_fit(model: FunAD, paths: list[Path]) -> tuple[FunAD, MethodFeature
     """Fit with timing of each phase; returns the model, its training features and one epoch's seconds."""
     started, cpu_started = time.perf_counter(), cpu_seconds()
     features = model.extract(paths, description="extracting")
-    extraction = time.perf_counter() - started
+    extraction, extraction_cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     epoch_ends = []
     training_started = time.perf_counter()
     model.fit_features(features, on_epoch_end=lambda state: epoch_ends.append(time.perf_counter()))
@@ -90,7 +90,8 @@ def benchmark_fit(model: FunAD, paths: list[Path]) -> tuple[FunAD, MethodFeature
     print(f"total {total:.1f} s = extraction {extraction:.1f} s ({extraction / total:.0%}) + training "
           f"{epochs.sum():.1f} s ({epochs.sum() / total:.0%}; {epochs.mean():.2f} s/epoch, min {epochs.min():.2f}) "
           f"+ final bank and threshold {after_training:.1f} s ({after_training / total:.0%})")
-    print(f"CPU time {cpu_seconds() - cpu_started:.0f} s over {os.cpu_count()} cores; "
+    print(f"CPU time {cpu_seconds() - cpu_started:.0f} s (extraction {extraction_cpu:.0f} s) over "
+          f"{os.cpu_count()} cores; "
           f"peak RSS: this process {own:.0f} MB, largest DataLoader worker {workers:.0f} MB")
     return model, features.method_features(model.config.level), float(np.median(epochs))
 
@@ -135,20 +136,24 @@ def benchmark_predict(model: FunAD, features: MethodFeatures, paths: list[Path],
     list(model.predict(paths[:batch_size]))  # warm-up: backbone weights, first-call allocations
     print(f"\n## predict ({len(paths)} images, batch {batch_size}, {torch.get_num_threads()} torch threads, "
           f"bank {len(patchcore.knn_.bank_)} patches)   load average {load_average()}")
-    print("| DataLoader workers | bare backbone img/s | FUN-AD predict img/s | PatchCore-style img/s "
-          "| predict / bare | predict / PatchCore |")
+    print("img/s of wall time (in brackets: img per CPU-second, the figure a busy machine inflates least)")
+    print("| DataLoader workers | bare backbone | FUN-AD predict | PatchCore-style | predict / bare "
+          "| predict / PatchCore |")
     print("|---|---|---|---|---|---|")
     for count in workers:
         best = {name: float("inf") for name in runs}
+        best_cpu = dict(best)
         for _ in range(repeats):
             for name, function in runs.items():
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), cpu_seconds()
                 function(count)
                 best[name] = min(best[name], time.perf_counter() - started)
-        rates = {name: len(paths) / seconds for name, seconds in best.items()}
-        bare_rate, predict_rate, patchcore_rate = rates.values()
-        print(f"| {count} | {bare_rate:.1f} | {predict_rate:.1f} | {patchcore_rate:.1f} | "
-              f"{predict_rate / bare_rate:.2f} | {predict_rate / patchcore_rate:.2f} |")
+                best_cpu[name] = min(best_cpu[name], cpu_seconds() - cpu_started)
+        bare, predict, patchcore_ = (len(paths) / seconds for seconds in best.values())
+        bare_cpu, predict_cpu, patchcore_cpu = (len(paths) / seconds for seconds in best_cpu.values())
+        print(f"| {count} | {bare:.1f} ({bare_cpu:.1f}) | {predict:.1f} ({predict_cpu:.1f}) | "
+              f"{patchcore_:.1f} ({patchcore_cpu:.1f}) | {predict / bare:.2f} ({predict_cpu / bare_cpu:.2f}) | "
+              f"{predict / patchcore_:.2f} ({predict_cpu / patchcore_cpu:.2f}) |")
     model.config.num_workers = patchcore.config.num_workers = configured_workers
     print(f"load average {load_average()}")
 
@@ -165,7 +170,7 @@ def synthetic_features(folder: Path, count: int, patches: int, dim: int, seed: i
 def benchmark_growth(config: FunADConfig, sizes: list[int], patches: int, dim: int) -> None:
     print(f"\n## training cost per epoch vs training-set size (synthetic {patches}x{dim} fp16, "
           f"bank cap {config.bank_max_patches})   load average {load_average()}")
-    print("| images | s/epoch | ms/image | per image vs smallest | bank entries | peak RSS MB |")
+    print("| images | s/epoch (CPU s) | CPU ms/image | per image vs smallest (CPU) | bank entries | peak RSS MB |")
     print("|---|---|---|---|---|---|")
     smallest = None
     with tempfile.TemporaryDirectory(prefix="funad-speed-") as folder:
@@ -173,13 +178,13 @@ def benchmark_growth(config: FunADConfig, sizes: list[int], patches: int, dim: i
             features = synthetic_features(Path(folder) / str(size), size, patches, dim, seed=size)
             trainer = Trainer(config, features, resolve_device(config.device))
             state = make_state(config, dim, trainer.device)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), cpu_seconds()
             trainer.run_epoch(state)
-            seconds = time.perf_counter() - started
-            per_image = seconds / size
+            seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+            per_image = cpu / size
             smallest = smallest or per_image
             bank = trainer.final_bank(state)
-            print(f"| {size} | {seconds:.1f} | {1000 * per_image:.1f} | {per_image / smallest:.2f} | "
+            print(f"| {size} | {seconds:.1f} ({cpu:.1f}) | {1000 * per_image:.1f} | {per_image / smallest:.2f} | "
                   f"{len(bank.features)} | {peak_rss_mb()[0]:.0f} |")
     print(f"load average {load_average()}")
 

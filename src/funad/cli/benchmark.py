@@ -62,6 +62,8 @@ def run_benchmark_command(args: argparse.Namespace) -> None:
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    if hasattr(args, "seed"):
+        raise ValueError("funad benchmark seeds each run with its split's seed: use --seeds, not --seed")
     if args.split:
         splits = [load_split(path) for path in args.split]
         source = {"splits": [str(p) for p in args.split]}
