@@ -205,6 +205,12 @@ def run_candidates(args, train_store, test_store, test: Split) -> list[dict]:
         train_x = train_store.tensor(prep.image_size, prep.mean, prep.std)
         test_x = test_store.tensor(prep.image_size, prep.mean, prep.std)
         speed, cpu_per_image = throughput(backbone, train_x[:args.batch], args.repeats)
+        if args.speed_only:
+            rows.append(dict(candidate=spec, size=prep.image_size, grid=f"{backbone.grid[0]}x{backbone.grid[1]}",
+                             dim=backbone.patch_dim, image_auroc=float("nan"), pixel_auroc=float("nan"), img_s=speed,
+                             cpu_ms=1000 * cpu_per_image))
+            print(f"  {spec}: {speed:.1f} img/s  {1000 * cpu_per_image:.0f} CPU ms/img", file=sys.stderr, flush=True)
+            continue
         train_f = extract(backbone, train_x, args.batch)
         test_f = extract(backbone, test_x, args.batch)
         image_auroc, pixel_auroc = evaluate(train_f, test_f, backbone.grid, test, args.fraction, args.seed)
@@ -259,7 +265,7 @@ def print_table(rows: list[dict]) -> None:
         speed = "      -" if np.isnan(row["img_s"]) else f"{row['img_s']:7.1f}"
         cpu = "     -" if np.isnan(row["cpu_ms"]) else f"{row['cpu_ms']:6.0f}"
         print(f"{row['candidate']:<{width}}  {row['size']:>4}  {row['grid']:<5} {row['dim']:>4}   "
-              f"{row['image_auroc']:.4f}     {row['pixel_auroc']:.4f}   {speed}      {cpu}")
+              f"{row['image_auroc']:6.4f}     {row['pixel_auroc']:6.4f}   {speed}      {cpu}")
 
 
 def main(argv=None) -> int:
@@ -271,6 +277,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5, help="timed batches for the throughput (best is kept)")
+    parser.add_argument("--speed-only", action="store_true", help="measure throughput only, skip the AUROCs")
     parser.add_argument("--fraction", type=float, default=0.1, help="memory-bank subsample of train patches")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--predict-images", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--growth", default="100,500,2000", help="training-set sizes for the per-epoch cost")
-    parser.add_argument("--sections", default="faithful,predict,growth", help="what to run after the fit")
+    parser.add_argument("--sections", default="fit,faithful,predict,growth", help="faithful and predict imply fit")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
 
@@ -208,14 +208,17 @@ def main() -> None:
     train_paths, held_out = split_paths(args.data, seed=0)
     with tempfile.TemporaryDirectory(prefix="funad-speed-cache-") as cache:
         model = FunAD(cache_dir=cache, progress=False, device=args.device, epochs=args.epochs)
-        model, features, default_epoch = benchmark_fit(model, train_paths)
+        if sections & {"fit", "faithful", "predict"}:  # the latter two need the fitted model
+            model, features, default_epoch = benchmark_fit(model, train_paths)
         if "faithful" in sections:
             benchmark_faithful(model.config, features, default_epoch, args.faithful_iterations)
         if "predict" in sections:
             benchmark_predict(model, features, held_out[:args.predict_images],
                               [int(w) for w in args.workers.split(",")], args.repeats)
     if "growth" in sections:
-        benchmark_growth(model.config, [int(n) for n in args.growth.split(",")], features.num_patches, features.dim)
+        grid = model.backbone.grid
+        benchmark_growth(model.config, [int(n) for n in args.growth.split(",")], grid[0] * grid[1],
+                         model.backbone.patch_dim)
 
 
 if __name__ == "__main__":

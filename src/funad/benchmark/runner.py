@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 METHODS = ("funad", "funad*", "patchcore", "softpatch")
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
 SCORING_BATCH = 16
-_VERSIONED_PACKAGES = ("funad", "torch", "numpy", "faiss-cpu", "scikit-learn", "timm")
+_VERSIONED_PACKAGES = ("torch", "numpy", "faiss-cpu", "scikit-learn", "timm")
 
 #: ``[B, K, D]`` float32 patches -> (image scores [B], patch scores [B, K]).
 Scorer = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
@@ -148,7 +148,10 @@ def _fit_method(method: str, split: Split, train: FeatureSet, options: Benchmark
 
 
 def package_versions() -> dict[str, str]:
-    versions = {}
+    import funad
+
+    # funad's own version from the code that ran (it may run from a source tree, uninstalled).
+    versions = {"funad": funad.__version__}
     for name in _VERSIONED_PACKAGES:
         try:
             versions[name] = metadata.version(name)
