@@ -117,7 +117,7 @@ def benchmark_predict(model: FunAD, features: MethodFeatures, paths: list[Path],
                       repeats: int) -> None:
     patchcore = copy.copy(model)  # shares the backbone; only the scorer differs
     patchcore.config = dataclasses.replace(model.config, scorer="knn")
-    patchcore.knn_ = NearestNeighbourScorer(0.1, model.config.seed).fit(features)
+    patchcore.knn_ = NearestNeighbourScorer(0.1, model.config.seed, sampling="random").fit(features)
     batch_size = model.config.batch_size_extract
 
     def bare(count: int) -> None:

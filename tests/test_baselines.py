@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from funad.baselines import PatchCore, SoftPatch, greedy_coreset
+from funad.baselines import PatchCore, SoftPatch
+from funad.inference.coreset import greedy_coreset
 from funad.baselines.softpatch import keep_inliers
 from funad.features.extraction import MethodFeatures
 
@@ -49,7 +50,7 @@ def test_patchcore_scores_are_nearest_bank_distances():
     model = PatchCore(coreset_fraction=0.5, seed=0).fit(features)
     queries = torch.randn(3, 4, 8)
     image_scores, patch_scores = model.score(queries)
-    bank = torch.from_numpy(model.bank_.bank)
+    bank = model.bank_.bank_
     expected = torch.cdist(queries.reshape(-1, 8), bank).min(dim=1).values.reshape(3, 4)
     np.testing.assert_allclose(patch_scores, expected.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(image_scores, patch_scores.max(axis=1))

@@ -70,8 +70,11 @@ class FunADConfig:
 
     # Inference
     map_sigma: float = 4.0  # Gaussian smoothing in pixels at the backbone's input size
-    scorer: Literal["local_net", "knn"] = "local_net"
-    knn_patch_fraction: float = 0.1  # "knn": share of the judged-normal patches kept
+    # "knn" (default): nearest-neighbour distance to a greedy coreset of the patches of the training
+    # images the trained Local-Net judged normal; "local_net": the paper's Local-Net score. On
+    # bottle with 10 % contamination "knn" measured higher image and pixel AUROC (README).
+    scorer: Literal["local_net", "knn"] = "knn"
+    knn_patch_fraction: float = 0.01  # "knn": coreset size as a share of the judged-normal patches
 
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from sklearn.neighbors import LocalOutlierFactor
 
-from funad.baselines.patchcore import PROJECTION_DIM, NearestNeighbourBank, coreset_size, greedy_coreset
 from funad.features.extraction import MethodFeatures
+from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
+from funad.inference.knn import NearestNeighbourScorer
 
 #: SoftPatch's LOF neighbourhood size.
 LOF_NEIGHBOURS = 6
@@ -73,7 +74,7 @@ class SoftPatch:
         candidate_factors = factors[self.kept_]
         chosen = greedy_coreset(candidates, coreset_size(len(candidates), self.coreset_fraction),
                                 projection_dim=self.projection_dim, seed=self.seed)
-        self.bank_ = NearestNeighbourBank(candidates[chosen])
+        self.bank_ = NearestNeighbourScorer().set_bank(candidates[chosen])
         self.weights_ = candidate_factors[chosen]
         return self
 

@@ -1,48 +1,71 @@
 """A nearest-neighbour (PatchCore-style) patch scorer on raw backbone features.
 
-FUN-AD uses it to score with a bank built only from the training images it judged normal;
-built from every training image, it is the plain contaminated baseline.
+FUN-AD's default scorer: a bank built only from the training images the method judged normal
+(a greedy coreset of their patches). Built from every training image it is the plain
+contaminated baseline; the PatchCore and SoftPatch baselines search with it too.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import faiss
 import numpy as np
 import torch
 
 from funad.features.extraction import MethodFeatures
+from funad.inference.coreset import coreset_size, greedy_coreset
 
 
 class NearestNeighbourScorer:
-    def __init__(self, patch_fraction: float = 0.1, seed: int = 0):
+    """``fit(features, image_indices)`` banks a share of the chosen images' patches; ``score`` searches it.
+
+    ``sampling="coreset"`` keeps a greedy k-center coreset of all their patches (covers rare
+    normal patterns with few entries); ``"random"`` keeps a random share of each image's patches.
+    """
+
+    def __init__(self, patch_fraction: float = 0.01, seed: int = 0,
+                 sampling: Literal["coreset", "random"] = "coreset"):
         self.patch_fraction = patch_fraction
         self.seed = seed
+        self.sampling = sampling
 
     def fit(self, features: MethodFeatures, image_indices: np.ndarray | None = None) -> "NearestNeighbourScorer":
-        """Bank a random ``patch_fraction`` of the patches of the chosen images (all by default)."""
-        rng = np.random.default_rng(self.seed)
         indices = np.arange(len(features)) if image_indices is None else np.asarray(image_indices)
-        per_image = max(1, int(round(self.patch_fraction * features.num_patches)))
-        rows, image_ids = [], []
-        for image in indices:
-            positions = np.sort(rng.choice(features.num_patches, min(per_image, features.num_patches), replace=False))
-            rows.append(features.take([image], positions)[0])
-            image_ids.append(np.full(len(positions), image))
-        return self.set_bank(torch.cat(rows), np.concatenate(image_ids))
+        if self.sampling == "coreset":
+            patches = features.take(indices).reshape(-1, features.dim)
+            image_ids = np.repeat(indices, features.num_patches)
+            chosen = greedy_coreset(patches, coreset_size(len(patches), self.patch_fraction), seed=self.seed)
+            return self.set_bank(patches[chosen], image_ids[chosen])
+        rng = np.random.default_rng(self.seed)
+        per_image = min(features.num_patches, coreset_size(features.num_patches, self.patch_fraction))
+        positions = [np.sort(rng.choice(features.num_patches, per_image, replace=False)) for _ in indices]
+        bank = features.take_rows(indices, positions).reshape(-1, features.dim)
+        return self.set_bank(bank, np.repeat(indices, per_image))
 
     def set_bank(self, bank: torch.Tensor, image_ids: np.ndarray | None = None) -> "NearestNeighbourScorer":
         """``image_ids`` (the training image of each entry) is known only at fit time; a loaded bank has none."""
         self.bank_ = bank.float().contiguous()
+        self.bank_array_ = self.bank_.numpy()
         self.image_ids_ = image_ids
         self.index_ = faiss.IndexFlatL2(self.bank_.shape[1])
-        self.index_.add(self.bank_.numpy())
+        self.index_.add(self.bank_array_)
         return self
 
+    def __len__(self) -> int:
+        return len(self.bank_)
+
+    def search(self, queries: np.ndarray | torch.Tensor, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Euclidean distances to, and indices of, the ``k`` nearest bank entries: ``[Q, k]`` each."""
+        if isinstance(queries, torch.Tensor):
+            queries = queries.detach().float().cpu().numpy()
+        distances, indices = self.index_.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return np.sqrt(np.maximum(distances, 0.0)), indices
+
     def score(self, patches: torch.Tensor) -> torch.Tensor:
-        """Euclidean distance of each patch to its nearest bank entry; ``[B, K, D]`` -> ``[B, K]``."""
-        flat = patches.reshape(-1, patches.shape[-1]).float().cpu().contiguous().numpy()
-        distances, _ = self.index_.search(flat, 1)
-        return torch.from_numpy(np.sqrt(np.maximum(distances[:, 0], 0))).view(patches.shape[:-1])
+        """Distance of each patch to its nearest bank entry; ``[B, K, D]`` -> ``[B, K]``."""
+        distances, _ = self.search(patches.reshape(-1, patches.shape[-1]))
+        return torch.from_numpy(distances[:, 0]).view(patches.shape[:-1])
 
     def training_image_scores(self, features: MethodFeatures) -> np.ndarray:
         """Each training image's score as :meth:`score` gives it, but against the bank without its own patches.
@@ -56,10 +79,7 @@ class NearestNeighbourScorer:
         neighbours = min(len(self.image_ids_), int(np.bincount(self.image_ids_).max()) + 1)
         scores = np.empty(len(features))
         for image in range(len(features)):
-            queries = features.take([image])[0].contiguous().numpy()
-            distances, hits = self.index_.search(queries, neighbours)
-            other = self.image_ids_[hits] != image
-            first_other = np.argmax(other, axis=1)
-            nearest = distances[np.arange(len(queries)), first_other]
-            scores[image] = np.sqrt(np.maximum(nearest, 0)).max()
+            distances, hits = self.search(features.take([image])[0], neighbours)
+            first_other = np.argmax(self.image_ids_[hits] != image, axis=1)
+            scores[image] = distances[np.arange(len(distances)), first_other].max()
         return scores
