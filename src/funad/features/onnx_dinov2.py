@@ -403,8 +403,10 @@ class OnnxDinov2Backbone(Backbone):
             out = torch.empty((batch, tokens, self.embed_dim), dtype=torch.float32, device=images.device)
             binding.bind_output(name, "cuda", device_id, np.float32, tuple(out.shape), out.data_ptr())
             outputs.append(out)
-        torch.cuda.current_stream(images.device).synchronize()
+        torch.cuda.current_stream(images.device).synchronize()  # the input is written
+        binding.synchronize_inputs()
         session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
         return outputs
 
     # -- features
