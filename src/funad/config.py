@@ -71,10 +71,12 @@ class FunADConfig:
     # Inference
     map_sigma: float = 4.0  # Gaussian smoothing in pixels at the backbone's input size
     # "knn" (default): nearest-neighbour distance to a greedy coreset of the patches of the training
-    # images the trained Local-Net judged normal; "local_net": the paper's Local-Net score. On
-    # bottle with 10 % contamination "knn" measured higher image and pixel AUROC (README).
+    # images the trained Local-Net scores lowest (the share knn_normal_share); "local_net": the
+    # paper's Local-Net score. On bottle with 10 % contamination "knn" measured higher image and
+    # pixel AUROC (README, "Defaults").
     scorer: Literal["local_net", "knn"] = "knn"
-    knn_patch_fraction: float = 0.01  # "knn": coreset size as a share of the judged-normal patches
+    knn_normal_share: float = 0.5
+    knn_patch_fraction: float = 0.01  # "knn": coreset size as a share of those images' patches
 
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -84,7 +86,7 @@ class FunADConfig:
     def __post_init__(self) -> None:
         self.head_hidden = tuple(self.head_hidden)
         for name in ("tau_m", "tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction", "knn_patch_fraction",
-                     "synthetic_ratio"):
+                     "knn_normal_share", "synthetic_ratio"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")

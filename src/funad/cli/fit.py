@@ -17,7 +17,8 @@ logger = logging.getLogger(__name__)
 _FIT_OPTIONS = (
     "backbone", "weights", "image_size", "level", "epochs", "batch_size", "learning_rate", "momentum",
     "tau_m", "bank_image_ratio", "tau_n", "tau_a", "lambda_ms", "patches_per_image", "bank_patch_fraction",
-    "bank_rebuild", "scorer", "knn_patch_fraction", "map_sigma", "seed", "device", "num_workers",
+    "bank_rebuild", "bank_max_patches", "scorer", "knn_normal_share", "knn_patch_fraction", "map_sigma", "seed",
+    "device", "num_workers",
     "synthetic_ratio",
 )
 
