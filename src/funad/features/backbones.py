@@ -126,11 +126,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _timm_model(model_name: str, weights, pretrained: bool, **kwargs) -> nn.Module:

