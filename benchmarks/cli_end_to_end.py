@@ -12,7 +12,7 @@ label-free threshold's labels on the test set (no-overlap and overlap), and how 
 moved (planted) anomalies the audit ranks in its top n (precision@n). Labels are read only to
 score the outputs, never by the commands.
 
-    python benchmarks/cli_end_to_end.py RESULTS_DIR/splits/bottle_0.1_0.json --work /tmp/e2e
+    python benchmarks/cli_end_to_end.py RESULTS_DIR/splits/bottle_0.1_0.json --work e2e-run
 """
 
 from __future__ import annotations

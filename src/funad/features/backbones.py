@@ -52,16 +52,14 @@ class FeatureBatch:
 
 
 class Backbone(nn.Module):
-    """Base class: subclasses set the attributes below and implement :meth:`forward`."""
+    """Base class: subclasses set the attributes below and implement
+    ``forward(images [B, 3, S, S]) -> FeatureBatch``."""
 
     name: str
     preprocessing: Preprocessing
     grid: tuple[int, int]
     patch_dim: int
     global_dim: int
-
-    def forward(self, images: torch.Tensor) -> FeatureBatch:  # pragma: no cover - interface
-        raise NotImplementedError
 
     def describe(self) -> dict:
         """What a saved model records to rebuild this backbone and check a feature cache."""

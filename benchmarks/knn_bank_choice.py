@@ -1,0 +1,85 @@
+"""Which training images, and how many of their patches, should form the "knn" scorer's bank?
+
+For each split written by `funad benchmark`, fits FUN-AD once on the cached features, then scores
+the whole test set (the overlap setting) with nearest-neighbour banks built from different
+label-free choices of training images: the paper's min-max split (``judged_normal_``) or the
+lowest-scoring share of the images, each with a greedy coreset or a random share of patches.
+Labels are read only to evaluate.
+
+    python benchmarks/knn_bank_choice.py runs/bottle_10/splits/bottle_0.1_*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from funad import FunAD
+from funad.inference.knn import NearestNeighbourScorer
+from funad.inference.maps import patch_scores_to_maps
+from funad.metrics import PixelMetrics, image_auroc
+
+CHOICES = {  # name: (image rule, patch fraction, sampling)
+    "min-max split, coreset 1%": ("judged", 0.01, "coreset"),
+    "lowest 40%, coreset 1%": (0.4, 0.01, "coreset"),
+    "lowest 50%, coreset 1%": (0.5, 0.01, "coreset"),
+    "lowest 60%, coreset 1%": (0.6, 0.01, "coreset"),
+    "lowest 50%, coreset 10%": (0.5, 0.1, "coreset"),
+    "lowest 50%, random 10%": (0.5, 0.1, "random"),
+}
+
+
+def bank_images(model: FunAD, rule) -> np.ndarray:
+    if rule == "judged":
+        return np.flatnonzero(model.judged_normal_)
+    return np.argsort(model.train_scores_, kind="stable")[:int(rule * len(model.train_scores_))]
+
+
+def evaluate(split_file: Path) -> dict[str, tuple[float, float, int]]:
+    split = json.loads(split_file.read_text())
+    train = [Path(item["path"]) for item in split["train"]]
+    moved = np.array([item["moved"] for item in split["train"]])
+    model = FunAD(progress=False, seed=split["seed"])
+    train_features = model.extract(train)
+    test_features = model.extract([Path(item["path"]) for item in split["test"]])
+    model.fit_features(train_features)
+    labels = np.array([item["label"] for item in split["test"]])
+    size = model.backbone.preprocessing.image_size
+    test = test_features.method_features("patch")
+    results = {}
+    for name, (rule, fraction, sampling) in CHOICES.items():
+        images = bank_images(model, rule)
+        scorer = NearestNeighbourScorer(fraction, split["seed"], sampling).fit(
+            train_features.method_features("patch"), images)
+        scores = scorer.score(test.take(range(len(test))))
+        maps = patch_scores_to_maps(scores, test_features.grid, size, model.config.map_sigma)
+        pixels = PixelMetrics()
+        for item, anomaly_map in zip(split["test"], maps):
+            mask = np.asarray(Image.open(item["mask"])) > 0 if item["mask"] else None
+            width, height = Image.open(item["path"]).size
+            resized = torch.nn.functional.interpolate(anomaly_map[None, None], size=(height, width), mode="bilinear")
+            pixels.update(resized[0, 0].numpy(), mask)
+        results[name] = (image_auroc(labels, scores.amax(1).numpy()), pixels.pixel_auroc(), int(moved[images].sum()))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("splits", nargs="+", type=Path)
+    args = parser.parse_args()
+    per_split = [evaluate(path) for path in args.splits]
+    print("| bank | image AUROC | pixel AUROC | planted anomalies in the bank's images |")
+    print("|---|---|---|---|")
+    for name in CHOICES:
+        values = np.array([result[name] for result in per_split])
+        print(f"| {name} | {100 * values[:, 0].mean():.2f} | {100 * values[:, 1].mean():.2f} | "
+              f"{' / '.join(str(int(v)) for v in values[:, 2])} |")
+
+
+if __name__ == "__main__":
+    main()
