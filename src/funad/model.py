@@ -16,7 +16,7 @@ from funad.data.augment import write_synthetic_anomalies
 from funad.data.images import SkippedImage, check_images, discover_images
 from funad.features.backbones import Backbone, create_backbone, file_sha256
 from funad.features.cache import FeatureCache, default_cache_dir
-from funad.features.extraction import FeatureSet, extract_features, iterate_features, resolve_device
+from funad.features.extraction import FeatureSet, MethodFeatures, extract_features, iterate_features, resolve_device
 from funad.inference.knn import NearestNeighbourScorer
 from funad.inference.maps import patch_scores_to_maps, resize_map
 from funad.method.checkpoint import TrainingCheckpoint, training_identity
@@ -151,7 +151,8 @@ class FunAD:
         if self.config.scorer == "knn":
             self.knn_ = NearestNeighbourScorer(self.config.knn_patch_fraction, self.config.seed).fit(
                 method_features, self.knn_bank_images())
-            self.train_predict_scores_ = self.knn_.training_image_scores(method_features)[:real]
+            real_features = MethodFeatures(method_features.arrays[:real])  # synthetic anomalies excluded
+            self.train_predict_scores_ = self.knn_.training_image_scores(real_features)
         else:
             self.train_predict_scores_ = self.train_scores_
         estimate = estimate_threshold(self.train_predict_scores_, self.judged_normal_)
