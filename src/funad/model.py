@@ -20,7 +20,6 @@ from funad.features.extraction import FeatureSet, MethodFeatures, extract_featur
 from funad.inference.knn import NearestNeighbourScorer
 from funad.inference.maps import patch_scores_to_maps, resize_map
 from funad.method.checkpoint import TrainingCheckpoint, training_identity
-from funad.method.local_net import LocalNet
 from funad.method.threshold import estimate_threshold
 from funad.method.trainer import Trainer, TrainingState, make_state
 
@@ -108,17 +107,25 @@ class FunAD:
         """
         paths = _as_paths(images)
         usable, skipped = check_images(paths, strict=strict)
-        with tempfile.TemporaryDirectory(prefix="funad-synthetic-") as folder:
-            # FUN-AD*: synthetic anomalies join the unlabelled pool (none unless synthetic_ratio > 0);
-            # their features outlive the folder (in memory or in the feature cache).
-            synthetic = write_synthetic_anomalies(usable, self.config.synthetic_ratio, self.config.seed, Path(folder))
-            features = self.extract(usable + synthetic, description="extracting features")
+        features, num_synthetic = self.extract_training_set(usable)
         self.skipped_ = skipped + [SkippedImage(path, reason) for path, reason in features.failures.items()]
         if len(features) < MIN_TRAINING_IMAGES:
             raise ValueError(f"FUN-AD needs at least {MIN_TRAINING_IMAGES} usable training images; "
                              f"found {len(features)} in {', '.join(str(p) for p in _roots(images))}")
         return self.fit_features(features, state=state, on_epoch_end=on_epoch_end, checkpoint=checkpoint,
-                                 num_synthetic=len(synthetic))
+                                 num_synthetic=num_synthetic)
+
+    def extract_training_set(self, paths: Sequence[Path]) -> tuple[FeatureSet, int]:
+        """Features of the training images, followed by FUN-AD*'s synthetic anomalies (if any).
+
+        With ``synthetic_ratio`` > 0, synthetic anomalies made from the training images join the
+        unlabelled pool; their features outlive their temporary files (in memory or in the cache).
+        Returns the features and how many of them, at the end, are synthetic.
+        """
+        with tempfile.TemporaryDirectory(prefix="funad-synthetic-") as folder:
+            synthetic = write_synthetic_anomalies(paths, self.config.synthetic_ratio, self.config.seed, Path(folder))
+            features = self.extract(list(paths) + synthetic, description="extracting features")
+        return features, len(synthetic)
 
     def fit_features(self, features: FeatureSet, *, state: TrainingState | None = None,
                      on_epoch_end=None, checkpoint: TrainingCheckpoint | None = None,

@@ -34,8 +34,12 @@ class ModelFormatError(ValueError):
 
 
 def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in ("funad", "torch", "timm", "numpy", "faiss-cpu", "safetensors"):
+    """Versions recorded beside saved models and benchmark results."""
+    import funad
+
+    # funad's own version from the code that ran (it may run from a source tree, uninstalled).
+    versions = {"funad": funad.__version__}
+    for name in ("torch", "timm", "numpy", "faiss-cpu", "safetensors", "scikit-learn", "onnxruntime"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

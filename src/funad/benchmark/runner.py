@@ -11,10 +11,8 @@ extracting its synthetic images, which is part of its cost.
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +23,6 @@ from PIL import Image
 from funad.baselines import PatchCore, SoftPatch
 from funad.benchmark.datasets import Sample
 from funad.benchmark.protocol import Split
-from funad.data.augment import write_synthetic_anomalies
 from funad.data.images import image_size
 from funad.features.extraction import FeatureSet
 from funad.inference.maps import patch_scores_to_maps, resize_map
@@ -37,7 +34,6 @@ logger = logging.getLogger(__name__)
 METHODS = ("funad", "funad*", "patchcore", "softpatch")
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
 SCORING_BATCH = 16
-_VERSIONED_PACKAGES = ("torch", "numpy", "faiss-cpu", "scikit-learn", "timm")
 
 #: ``[B, K, D]`` float32 patches -> (image scores [B], patch scores [B, K]).
 Scorer = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
@@ -124,14 +120,14 @@ def _fit_method(method: str, split: Split, train: FeatureSet, options: Benchmark
     seed = split.seed
     if method in ("funad", "funad*"):
         config = {**options.funad_config, "seed": seed}
+        if method == "funad*":
+            config["synthetic_ratio"] = options.funad_star_ratio
         model = FunAD(cache_dir=options.cache_dir, progress=options.progress, **config)
-        if method == "funad":
-            model.fit_features(train)
+        if model.config.synthetic_ratio > 0:
+            features, num_synthetic = model.extract_training_set(train.paths)
+            model.fit_features(features, num_synthetic=num_synthetic)
         else:
-            with tempfile.TemporaryDirectory(prefix="funad-star-") as folder:
-                synthetic = write_synthetic_anomalies(train.paths, options.funad_star_ratio, seed, Path(folder))
-                features = model.extract(list(train.paths) + synthetic, description="FUN-AD* synthetic features")
-                model.fit_features(features, num_synthetic=len(synthetic))
+            model.fit_features(train)
 
         def score(patches: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
             patch_scores = model.patch_scores(patches).cpu()
@@ -145,19 +141,6 @@ def _fit_method(method: str, split: Split, train: FeatureSet, options: Benchmark
     if method == "softpatch":
         return SoftPatch(options.softpatch_noise, options.coreset_fraction, seed=seed).fit(method_features).score
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-
-
-def package_versions() -> dict[str, str]:
-    import funad
-
-    # funad's own version from the code that ran (it may run from a source tree, uninstalled).
-    versions = {"funad": funad.__version__}
-    for name in _VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,

@@ -56,7 +56,8 @@ def _dataset(args: argparse.Namespace):
 def run_benchmark_command(args: argparse.Namespace) -> None:
     from funad.benchmark.plots import plot_sweep
     from funad.benchmark.protocol import load_split, make_split
-    from funad.benchmark.runner import METHODS, BenchmarkOptions, format_table, package_versions, run_benchmark
+    from funad.benchmark.runner import METHODS, BenchmarkOptions, format_table, run_benchmark
+    from funad.persistence import package_versions
 
     methods = tuple(args.methods or METHODS)
     unknown = set(methods) - set(METHODS)
