@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from funad.utils.masks import read_mask
+
 MAP_SIZE = 256
 SIGMA = 4.0
 DEFAULT_CANDIDATES = [
@@ -75,8 +77,8 @@ def load_category(root: Path) -> tuple[Split, Split]:
             else:
                 labels.append(1)
                 mask_path = root / "ground_truth" / defect / f"{path.stem}_mask.png"
-                mask = Image.open(mask_path).convert("L").resize((MAP_SIZE, MAP_SIZE), Image.NEAREST)
-                masks.append(np.asarray(mask) > 127)
+                mask = Image.fromarray(read_mask(mask_path)).resize((MAP_SIZE, MAP_SIZE), Image.NEAREST)
+                masks.append(np.asarray(mask))
     return Split(train, np.zeros(len(train), dtype=int), None), Split(paths, np.array(labels), np.stack(masks))
 
 
@@ -151,7 +153,7 @@ def parse_layers(text: str) -> tuple[int, ...]:
 
 def build(spec: str):
     from funad.features.backbones import create_backbone
-    from funad.features.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
+    from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
 
     if not spec.startswith("onnx:"):
         return create_backbone(spec)
@@ -224,7 +226,7 @@ def run_candidates(args, train_store, test_store, test: Split) -> list[dict]:
 
 def run_sweep(args, train_store, test_store, test: Split) -> list[dict]:
     """Extract all blocks once, then score many layer / norm / CLS / pooling combinations."""
-    from funad.features.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
+    from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
 
     path = packaged_model_path()
     probe = OnnxDinov2Backbone(path, layers=range(12), local_kernel=1, image_size=args.sweep_size)

@@ -16,13 +16,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
 from funad import FunAD
-from funad.inference.knn import NearestNeighbourScorer
-from funad.inference.maps import patch_scores_to_maps
+from funad.data.images import image_size
+from funad.inference.scorers.knn import NearestNeighbourScorer
+from funad.inference.scoring import score_images
 from funad.metrics import PixelMetrics, image_auroc
+from funad.utils.masks import read_mask
 
 CHOICES = {  # name: (image rule, patch fraction, sampling)
     "min-max split, coreset 1%": ("judged", 0.01, "coreset"),
@@ -56,15 +56,12 @@ def evaluate(split_file: Path) -> dict[str, tuple[float, float, int]]:
         images = bank_images(model, rule)
         scorer = NearestNeighbourScorer(fraction, split["seed"], sampling).fit(
             train_features.method_features("patch"), images)
-        scores = scorer.score(test.take(range(len(test))))
-        maps = patch_scores_to_maps(scores, test_features.grid, size, model.config.map_sigma)
+        scored = score_images(scorer, test.take(range(len(test))), test_features.grid, size, model.config.map_sigma)
         pixels = PixelMetrics()
-        for item, anomaly_map in zip(split["test"], maps):
-            mask = np.asarray(Image.open(item["mask"])) > 0 if item["mask"] else None
-            width, height = Image.open(item["path"]).size
-            resized = torch.nn.functional.interpolate(anomaly_map[None, None], size=(height, width), mode="bilinear")
-            pixels.update(resized[0, 0].numpy(), mask)
-        results[name] = (image_auroc(labels, scores.amax(1).numpy()), pixels.pixel_auroc(), int(moved[images].sum()))
+        for row, item in enumerate(split["test"]):
+            mask = read_mask(item["mask"]) if item["mask"] else None
+            pixels.update(scored.anomaly_map(row, *image_size(Path(item["path"]))), mask)
+        results[name] = (image_auroc(labels, scored.scores.numpy()), pixels.pixel_auroc(), int(moved[images].sum()))
     return results
 
 

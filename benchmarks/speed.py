@@ -37,8 +37,9 @@ import torch
 
 from funad.config import FunADConfig
 from funad.features.cache import FeatureCache
-from funad.features.extraction import MethodFeatures, iterate_features, resolve_device
-from funad.inference.knn import NearestNeighbourScorer
+from funad.features.containers import MethodFeatures
+from funad.features.extraction import iterate_features, resolve_device
+from funad.inference.scorers.knn import NearestNeighbourScorer
 from funad.method.trainer import Trainer, make_state
 from funad.model import FunAD
 
@@ -69,7 +70,8 @@ def split_paths(folder: Path, seed: int) -> tuple[list[Path], list[Path]]:
     rng = np.random.default_rng(seed)
     chosen = set(rng.choice(len(anomalous), size=int(0.1 * len(normals)), replace=False).tolist())
     contamination = [p for i, p in enumerate(anomalous) if i in chosen]
-    held_out = sorted((folder / "test" / "good").glob("*.png")) + [p for i, p in enumerate(anomalous) if i not in chosen]
+    held_out = sorted((folder / "test" / "good").glob("*.png"))
+    held_out += [p for i, p in enumerate(anomalous) if i not in chosen]
     return normals + contamination, held_out
 
 
@@ -108,7 +110,8 @@ def benchmark_faithful(config: FunADConfig, features: MethodFeatures, default_ep
         trainer.step(state, batch, trainer.final_bank(state))  # a fresh bank every iteration
     per_iteration = (time.perf_counter() - started) / len(batches)
     per_epoch = per_iteration * int(np.ceil(len(features) / faithful.batch_size))
-    print(f"\n## faithful schedule ({', '.join(f'{k}={v}' for k, v in FAITHFUL.items())})   load average {load_average()}")
+    settings = ", ".join(f"{k}={v}" for k, v in FAITHFUL.items())
+    print(f"\n## faithful schedule ({settings})   load average {load_average()}")
     print(f"{per_iteration:.1f} s/iteration over {len(batches)} iterations -> {per_epoch:.0f} s/epoch "
           f"= {per_epoch / default_epoch:.0f}x a default epoch ({default_epoch:.2f} s)")
 
@@ -116,8 +119,9 @@ def benchmark_faithful(config: FunADConfig, features: MethodFeatures, default_ep
 def benchmark_predict(model: FunAD, features: MethodFeatures, paths: list[Path], workers: list[int],
                       repeats: int) -> None:
     patchcore = copy.copy(model)  # shares the backbone; only the scorer differs
-    patchcore.config = dataclasses.replace(model.config, scorer="knn")
-    patchcore.knn_ = NearestNeighbourScorer(0.1, model.config.seed, sampling="random").fit(features)
+    patchcore.config = dataclasses.replace(model.config)  # predict sets num_workers on each
+    patchcore.fitted_ = dataclasses.replace(
+        model.fitted_, scorer=NearestNeighbourScorer(0.1, model.config.seed, sampling="random").fit(features))
     batch_size = model.config.batch_size_extract
 
     def bare(count: int) -> None:
@@ -135,7 +139,7 @@ def benchmark_predict(model: FunAD, features: MethodFeatures, paths: list[Path],
             "PatchCore-style 10 % bank": lambda count: run(patchcore, count)}
     list(model.predict(paths[:batch_size]))  # warm-up: backbone weights, first-call allocations
     print(f"\n## predict ({len(paths)} images, batch {batch_size}, {torch.get_num_threads()} torch threads, "
-          f"bank {len(patchcore.knn_.bank_)} patches)   load average {load_average()}")
+          f"bank {len(patchcore.scorer_.bank_)} patches)   load average {load_average()}")
     print("img/s of wall time (in brackets: img per CPU-second, the figure a busy machine inflates least)")
     print("| DataLoader workers | bare backbone | FUN-AD predict | PatchCore-style | predict / bare "
           "| predict / PatchCore |")

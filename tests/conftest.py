@@ -1,3 +1,5 @@
+import csv
+
 import pytest
 import torch
 
@@ -14,4 +16,30 @@ def demo_data(tmp_path_factory):
 
 
 # Small and fast: the small CNN at 64 px inputs (an 8x8 grid), two epochs, no worker processes, no cache.
-TINY = dict(backbone="efficientnet_lite0", image_size=64, epochs=2, batch_size=8, patches_per_image=16, num_workers=0, batch_size_extract=8)
+TINY = dict(backbone="efficientnet_lite0", image_size=64, epochs=2, batch_size=8, patches_per_image=16, num_workers=0,
+            batch_size_extract=8)
+
+
+def _cli_flags(settings: dict) -> list[str]:
+    return [item for key, value in settings.items() for item in ("--" + key.replace("_", "-"), str(value))]
+
+
+@pytest.fixture(scope="session")
+def cli_flags():
+    """``settings`` as command-line flags: ``{"image_size": 64}`` -> ``["--image-size", "64"]``."""
+    return _cli_flags
+
+
+@pytest.fixture(scope="session")
+def tiny_cli_flags():
+    """TINY as ``funad fit`` flags (the feature batch size is no flag)."""
+    return _cli_flags({k: v for k, v in TINY.items() if k != "batch_size_extract"})
+
+
+@pytest.fixture(scope="session")
+def read_csv():
+    """A CSV file's rows as dicts."""
+    def read(path):
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+    return read

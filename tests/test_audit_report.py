@@ -1,6 +1,5 @@
 """Label-free threshold end to end: predict labels, `funad audit`, `funad report`."""
 
-import csv
 import html
 import json
 import re
@@ -9,9 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import TINY
 from funad.cli import main
 from funad.model import FunAD
+
+from conftest import TINY
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +20,6 @@ def fitted(demo_data, tmp_path_factory):
     model = FunAD(cache_dir=False, progress=False, pretrained=False, **TINY).fit(demo_data.train_dir)
     model.save(model_dir)
     return model, model_dir
-
-
-def _rows(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_threshold_is_saved_and_labels_follow_it(fitted, demo_data):
@@ -39,7 +34,8 @@ def test_threshold_is_saved_and_labels_follow_it(fitted, demo_data):
 
 def test_knn_threshold_is_in_knn_units(demo_data):
     model = FunAD(cache_dir=False, progress=False, pretrained=False, scorer="knn", **TINY).fit(demo_data.train_dir)
-    banked = model.judged_normal_
+    banked = np.zeros(len(model.train_paths_), dtype=bool)
+    banked[np.unique(model.scorer_.bank_.image_ids)] = True  # the images with patches in the bank
     assert banked.any() and not banked.all()
     plain = model.score(model.train_paths_)
     # images outside the bank score exactly as predict scores them ...
@@ -49,12 +45,12 @@ def test_knn_threshold_is_in_knn_units(demo_data):
     assert (model.train_predict_scores_[banked] > plain[banked] * (1 + 1e-2)).any()
 
 
-def test_predict_labels_audit_and_report(fitted, demo_data, tmp_path):
+def test_predict_labels_audit_and_report(fitted, demo_data, tmp_path, read_csv):
     _, model_dir = fitted
     out = tmp_path / "pred"
     assert main(["--quiet", "predict", str(model_dir), str(demo_data.test_dir), "--out", str(out), "--report"]) == 0
-    rows = _rows(out / "scores.csv")
-    assert list(rows[0]) == ["path", "score", "label", "threshold", "heatmap", "map"]
+    rows = read_csv(out / "scores.csv")
+    assert list(rows[0]) == ["path", "score", "label", "threshold", "heatmap", "map", "error"]
     threshold = float(rows[0]["threshold"])
     assert all((r["label"] == "anomalous") == (float(r["score"]) > threshold) for r in rows)
     assert json.loads((out / "prediction.json").read_text())["model"] == str(model_dir.resolve())
@@ -62,11 +58,11 @@ def test_predict_labels_audit_and_report(fitted, demo_data, tmp_path):
     override = tmp_path / "override"
     assert main(["--quiet", "predict", str(model_dir), str(demo_data.test_dir), "--out", str(override),
                  "--threshold", "-1"]) == 0
-    assert {r["label"] for r in _rows(override / "scores.csv")} == {"anomalous"}
+    assert {r["label"] for r in read_csv(override / "scores.csv")} == {"anomalous"}
 
     audit = tmp_path / "audit"
     assert main(["--quiet", "audit", str(model_dir), "--out", str(audit)]) == 0
-    audit_rows = _rows(audit / "audit.csv")
+    audit_rows = read_csv(audit / "audit.csv")
     assert list(audit_rows[0]) == ["path", "score", "suspected"]
     scores = [float(r["score"]) for r in audit_rows]
     assert scores == sorted(scores, reverse=True) and len(scores) == 20
@@ -86,7 +82,7 @@ def test_audit_warns_about_missing_training_files(fitted, demo_data, tmp_path, c
     model = FunAD.load(model_dir)
     copy = tmp_path / "train"
     shutil.copytree(demo_data.train_dir, copy)
-    model.train_paths_ = [copy / p.name for p in model.train_paths_]
+    model.fitted_.train_paths = [copy / p.name for p in model.train_paths_]
     moved_dir = tmp_path / "model"
     model.save(moved_dir)
     (copy / model.train_paths_[0].name).unlink()

@@ -12,13 +12,21 @@ CASES = {
     "wide_resnet50_2": (64, (8, 8), 1536, 2048),
     "dino_vitb8": (64, (8, 8), 1536, 768),  # the paper's: CLS (+) patch token
     "dinov2_vits14": (56, (4, 4), 768, 384),
+    "dinov2_vitb14": (56, (4, 4), 1536, 768),
+    "imgfocus_dinov2_vits14": (56, (4, 4), 384, 384),  # fixed ONNX weights (offline), run at 56 px
 }
+# Backbones without a random-weight variant; their weights ship in a package.
+FIXED_WEIGHTS = {"imgfocus_dinov2_vits14"}
+
+
+def test_every_registered_backbone_has_a_case():
+    assert set(CASES) == set(list_backbones())
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_backbone_shapes_with_random_weights(name):
     size, grid, patch_dim, global_dim = CASES[name]
-    backbone = create_backbone(name, pretrained=False, image_size=size)
+    backbone = create_backbone(name, pretrained=name in FIXED_WEIGHTS, image_size=size)
     assert (backbone.grid, backbone.patch_dim, backbone.global_dim) == (grid, patch_dim, global_dim)
     features = backbone(torch.randn(2, 3, size, size))
     assert features.patches.shape == (2, grid[0] * grid[1], patch_dim)

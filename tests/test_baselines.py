@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from funad.baselines import PatchCore, SoftPatch
-from funad.inference.coreset import greedy_coreset
 from funad.baselines.softpatch import keep_inliers
-from funad.features.extraction import MethodFeatures
+from funad.features.containers import MethodFeatures
+from funad.inference.coreset import greedy_coreset
 
 
 def _brute_force_k_center(points: np.ndarray, first: int, count: int) -> list[int]:
@@ -45,16 +45,22 @@ def _features(num_images=20, positions=4, dim=8, seed=0, planted=()) -> MethodFe
     return MethodFeatures([a.astype(np.float16) for a in arrays])
 
 
+def _scores(scorer, patches: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(image scores [B], patch scores [B, K])."""
+    patch_scores = scorer.score_patches(patches)
+    return scorer.image_scores(patches, patch_scores).numpy(), patch_scores.numpy()
+
+
 def test_patchcore_scores_are_nearest_bank_distances():
     features = _features()
     model = PatchCore(coreset_fraction=0.5, seed=0).fit(features)
     queries = torch.randn(3, 4, 8)
-    image_scores, patch_scores = model.score(queries)
-    bank = model.bank_.bank_
+    image_scores, patch_scores = _scores(model, queries)
+    bank = model.bank_.patches
     expected = torch.cdist(queries.reshape(-1, 8), bank).min(dim=1).values.reshape(3, 4)
     np.testing.assert_allclose(patch_scores, expected.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(image_scores, patch_scores.max(axis=1))
-    reweighted, _ = PatchCore(coreset_fraction=0.5, reweight=True, seed=0).fit(features).score(queries)
+    reweighted, _ = _scores(PatchCore(coreset_fraction=0.5, reweight=True, seed=0).fit(features), queries)
     assert np.all(reweighted <= image_scores + 1e-6) and np.all(reweighted >= 0)
 
 
@@ -66,8 +72,8 @@ def test_softpatch_drops_planted_outlier_patches_and_keeps_their_defects_visible
     assert softpatch.kept_.sum() == 20 * 4 - 4  # int(0.05 * 20) = 1 dropped per position
     # A test image showing the planted defect: PatchCore has it in its bank and misses it.
     defect = features.take([3])
-    softpatch_image, _ = softpatch.score(defect)
-    patchcore_image, _ = PatchCore(coreset_fraction=1.0, seed=0).fit(features).score(defect)
+    softpatch_image, _ = _scores(softpatch, defect)
+    patchcore_image, _ = _scores(PatchCore(coreset_fraction=1.0, seed=0).fit(features), defect)
     assert patchcore_image[0] < 1e-3 < 1.0 < softpatch_image[0]
 
 

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY
 from funad.benchmark.datasets import load_dataset
 from funad.benchmark.protocol import load_split, make_split
 from funad.cli import main
 from funad.data.augment import write_synthetic_anomalies
+
+from conftest import TINY
 
 
 def _write_image(path, value=128, size=16):
@@ -130,18 +131,14 @@ def test_funad_star_trains_with_synthetic_images_but_reports_only_real_ones(demo
 # --------------------------------------------------------------------------- end to end
 
 
-def _flags(settings: dict) -> list[str]:
-    return [item for key, value in settings.items() for item in ("--" + key.replace("_", "-"), str(value))]
-
-
-def test_benchmark_command_writes_every_method_and_setting(demo_data, tmp_path, capsys):
+def test_benchmark_command_writes_every_method_and_setting(demo_data, tmp_path, capsys, tiny_cli_flags):
     out = tmp_path / "results"
-    flags = _flags({k: v for k, v in TINY.items() if k != "batch_size_extract"})
     assert main(["--quiet", "benchmark", str(demo_data.root), "--contamination", "0.1", "--seeds", "0",
-                 "--out", str(out), "--no-cache", *flags]) == 0
+                 "--out", str(out), "--no-cache", *tiny_cli_flags]) == 0
     results = json.loads((out / "results.json").read_text())
     runs = {(r["method"], r["setting"]): r for r in results["runs"]}
-    assert set(runs) == {(m, s) for m in ("funad", "funad*", "patchcore", "softpatch") for s in ("no-overlap", "overlap")}
+    methods, settings = ("funad", "funad*", "patchcore", "softpatch"), ("no-overlap", "overlap")
+    assert set(runs) == {(m, s) for m in methods for s in settings}
     for run in runs.values():
         for metric in ("image_auroc", "pixel_auroc", "aupro", "image_f1_max"):
             assert 0.0 <= run[metric] <= 1.0
@@ -156,7 +153,7 @@ def test_benchmark_command_writes_every_method_and_setting(demo_data, tmp_path, 
     # The written split reruns as it is, here for one quick method.
     rerun = tmp_path / "rerun"
     assert main(["--quiet", "benchmark", "--split", str(split_file), "--methods", "patchcore", "--setting", "overlap",
-                 "--out", str(rerun), "--no-cache", *flags]) == 0
+                 "--out", str(rerun), "--no-cache", *tiny_cli_flags]) == 0
     rerun_results = json.loads((rerun / "results.json").read_text())
     assert [(r["method"], r["setting"], r["num_moved"]) for r in rerun_results["runs"]] == [("patchcore", "overlap", 2)]
     assert json.loads((rerun / "splits" / split_file.name).read_text()) == json.loads(split_file.read_text())

@@ -1,22 +1,15 @@
 """The command line's output contract: files, columns, shapes."""
 
-import csv
-
 import numpy as np
 from PIL import Image
 
-from conftest import TINY
 from funad.cli import main
 
 
-def _flags(settings: dict) -> list[str]:
-    return [item for key, value in settings.items() for item in ("--" + key.replace("_", "-"), str(value))]
-
-
-def test_fit_then_predict(demo_data, tmp_path):
+def test_fit_then_predict(demo_data, tmp_path, tiny_cli_flags, read_csv):
     model_dir = tmp_path / "model"
-    flags = _flags({k: v for k, v in TINY.items() if k != "batch_size_extract"})
-    assert main(["--quiet", "fit", str(demo_data.train_dir), "--out", str(model_dir), "--no-cache", *flags]) == 0
+    assert main(["--quiet", "fit", str(demo_data.train_dir), "--out", str(model_dir), "--no-cache",
+                 *tiny_cli_flags]) == 0
     assert (model_dir / "model.safetensors").exists()
 
     # two inputs with the same file name in different folders must not overwrite each other
@@ -24,14 +17,18 @@ def test_fit_then_predict(demo_data, tmp_path):
         (tmp_path / folder).mkdir()
         Image.open(demo_data.test_paths[0]).resize((40, 24)).save(tmp_path / folder / "part.png")
     out = tmp_path / "out"
-    inputs = [str(tmp_path / "line_a"), str(tmp_path / "line_b" / "part.png"), str(demo_data.test_paths[1])]
+    unreadable = tmp_path / "unreadable.png"
+    unreadable.write_bytes(b"not an image")
+    inputs = [str(tmp_path / "line_a"), str(tmp_path / "line_b" / "part.png"), str(unreadable),
+              str(demo_data.test_paths[1])]
     assert main(["--quiet", "predict", str(model_dir), *inputs, "--out", str(out)]) == 0
 
-    with open(out / "scores.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["path", "score", "label", "threshold", "heatmap", "map"]
-    assert len(rows) == 3
-    assert all(np.isfinite(float(r["score"])) for r in rows)
+    rows = read_csv(out / "scores.csv")
+    assert list(rows[0]) == ["path", "score", "label", "threshold", "heatmap", "map", "error"]
+    assert [r["path"] for r in rows][2] == str(unreadable) and len(rows) == 4  # one row per input, in order
+    assert rows[2]["error"] and rows[2]["score"] == "nan" and not rows[2]["map"]
+    rows = [r for i, r in enumerate(rows) if i != 2]
+    assert all(np.isfinite(float(r["score"])) and not r["error"] for r in rows)
     maps = sorted((out / "maps").rglob("*.npy"))
     heatmaps = sorted((out / "heatmaps").rglob("*.png"))
     assert len(maps) == 3 and len(heatmaps) == 3

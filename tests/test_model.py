@@ -4,11 +4,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from conftest import TINY
 from funad import FunAD
 from funad.persistence import ModelFormatError
+
+from conftest import TINY
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +23,29 @@ def test_fit_learns_attributes(fitted, demo_data):
     assert fitted.train_scores_.shape == (20,)
     assert fitted.judged_normal_.dtype == bool and fitted.judged_normal_.any()
     assert len(fitted.history_) == TINY["epochs"]
+
+
+def test_predict_gives_one_result_per_input_even_for_an_unreadable_image(fitted, demo_data, tmp_path, caplog):
+    unreadable = tmp_path / "unreadable.png"
+    unreadable.write_bytes(b"not an image")
+    inputs = [demo_data.test_paths[0], unreadable, demo_data.test_paths[1]]
+    predictions = list(fitted.predict(inputs))
+    assert [p.path for p in predictions] == inputs
+    assert predictions[1].error and predictions[1].anomaly_map is None and np.isnan(predictions[1].score)
+    assert predictions[0].error is None and predictions[2].error is None
+    scores = fitted.score(inputs)
+    assert np.isnan(scores[1]) and np.isfinite(scores[[0, 2]]).all()
+    assert str(unreadable) in caplog.text
+    maps = fitted.anomaly_maps(inputs)
+    assert maps[1] is None and maps[0].shape == (64, 64)
+
+
+def test_fit_leaves_the_callers_global_random_sequence_alone(demo_data):
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    FunAD(cache_dir=False, progress=False, **TINY).fit(demo_data.train_dir)
+    assert torch.equal(torch.rand(4), expected)
 
 
 def test_scores_and_maps(fitted, demo_data, tmp_path):
@@ -39,7 +64,7 @@ def test_save_load_gives_identical_scores(fitted, demo_data, tmp_path):
     directory = fitted.save(tmp_path / "model")
     assert {p.name for p in directory.iterdir()} == {"model.safetensors", "model.json"}
     manifest = json.loads((directory / "model.json").read_text())
-    assert manifest["config"]["epochs"] == TINY["epochs"] and "torch" in manifest["versions"]
+    assert manifest["estimator"]["config"]["epochs"] == TINY["epochs"] and "torch" in manifest["versions"]
     loaded = FunAD.load(directory)
     loaded.progress = False
     np.testing.assert_array_equal(loaded.score(demo_data.test_paths), fitted.score(demo_data.test_paths))
@@ -66,13 +91,6 @@ def test_image_level_mode(demo_data):
     maps = model.anomaly_maps(demo_data.test_paths[:2])
     scores = model.score(demo_data.test_paths[:2])
     assert np.allclose(maps[0], scores[0])  # one score per image: the map is constant
-
-
-def test_knn_scorer_round_trip(demo_data, tmp_path):
-    model = FunAD(cache_dir=False, progress=False, scorer="knn", **TINY).fit(demo_data.train_dir)
-    loaded = FunAD.load(model.save(tmp_path / "knn"))
-    loaded.progress = False
-    np.testing.assert_allclose(loaded.score(demo_data.test_paths), model.score(demo_data.test_paths), rtol=1e-6)
 
 
 def test_too_few_images_is_a_clear_error(demo_data, tmp_path):

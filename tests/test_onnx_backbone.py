@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from funad.features.backbones import create_backbone
-from funad.features.onnx_dinov2 import OnnxDinov2Backbone, analyse_vit_graph, packaged_model_path
+from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone, analyse_vit_graph, packaged_model_path
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_concat_config_and_last_block_matches_graph(model_path, images):
     import onnx
     import onnxruntime
 
-    from funad.features.onnx_dinov2 import truncate_graph
+    from funad.features.backbones.onnx_dinov2 import truncate_graph
 
     small = images[:1]
     backbone = OnnxDinov2Backbone(model_path, layers=(6, -1), combine="concat", apply_norm=True,

@@ -13,7 +13,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY
 from funad import FunAD
 from funad.cli import main
 from funad.cli.fit import run_folder
@@ -21,6 +20,8 @@ from funad.features.backbones import create_backbone
 from funad.features.cache import FeatureCache
 from funad.features.extraction import extract_features
 from funad.method.checkpoint import CheckpointError, TrainingCheckpoint
+
+from conftest import TINY
 
 EPOCHS = 3
 SETTINGS = dict(TINY, epochs=EPOCHS)
@@ -128,16 +129,12 @@ def test_corrupt_checkpoint_is_a_clear_error(features, tmp_path):
         model.fit_features(features, checkpoint=TrainingCheckpoint(folder, resume=True))
 
 
-def _flags(settings: dict) -> list[str]:
-    return [item for key, value in settings.items() for item in ("--" + key.replace("_", "-"), str(value))]
-
-
-def test_killed_cli_run_resumes_to_the_identical_model(demo_data, tmp_path):
+def test_killed_cli_run_resumes_to_the_identical_model(demo_data, tmp_path, tiny_cli_flags, cli_flags):
     """SIGKILL a real `funad fit` after its first checkpoint; `--resume` must finish it identically."""
     epochs = 5
     cache = tmp_path / "cache"
     command = ["fit", str(demo_data.train_dir), "--cache-dir", str(cache),
-               *_flags({k: v for k, v in TINY.items() if k != "batch_size_extract"} | {"epochs": epochs})]
+               *tiny_cli_flags, *cli_flags({"epochs": epochs})]
     interrupted = tmp_path / "interrupted"
     manifest = run_folder(interrupted) / "checkpoint" / "checkpoint.json"
     # The same thread count as this process (conftest): float sums must add up in the same order.
@@ -167,7 +164,7 @@ def test_killed_cli_run_resumes_to_the_identical_model(demo_data, tmp_path):
     assert resumed.keys() == reference.keys()
     for name in reference:
         assert torch.equal(resumed[name], reference[name]), name
-    history = [json.loads((d / "model.json").read_text())["history"] for d in (interrupted, uninterrupted)]
+    history = [json.loads((d / "model.json").read_text())["fitted"]["history"] for d in (interrupted, uninterrupted)]
     assert history[0] == history[1] and len(history[0]) == epochs
 
 

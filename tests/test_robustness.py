@@ -1,7 +1,6 @@
 """Bad input gets a clear error, no model file can run code, degenerate data gives no NaN."""
 
 import ast
-import csv
 import json
 import shutil
 import struct
@@ -12,18 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
 from funad import FunAD
 from funad.cli import main
 from funad.data.images import MAX_IMAGE_PIXELS, ImageLoadError, check_images
-from funad.features.extraction import FeatureSet
+from funad.features.containers import FeatureSet
 from funad.method.pseudo_labels import assign_pseudo_labels, min_max_normalise, noise_scale, perturb
 from funad.model import MIN_TRAINING_IMAGES
 from funad.persistence import ModelFormatError
 
+from conftest import TINY
+
 SOURCE = Path(__file__).parents[1] / "src" / "funad"
-CLI_TINY = [item for key, value in TINY.items() if key != "batch_size_extract"
-            for item in ("--" + key.replace("_", "-"), str(value))]
 
 
 @pytest.fixture(scope="module")
@@ -37,29 +35,29 @@ def folder_with_corrupt_image(demo_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fitted_dir(folder_with_corrupt_image, tmp_path_factory):
+def fitted_dir(folder_with_corrupt_image, tmp_path_factory, tiny_cli_flags):
     """A model fitted by the CLI on a folder with one corrupt file (shared by the tamper tests)."""
     folder, _ = folder_with_corrupt_image
     directory = tmp_path_factory.mktemp("fitted") / "model"
-    assert main(["--quiet", "fit", str(folder), "--out", str(directory), "--no-cache", *CLI_TINY]) == 0
+    assert main(["--quiet", "fit", str(folder), "--out", str(directory), "--no-cache", *tiny_cli_flags]) == 0
     return directory
 
 
 # ----------------------------------------------------------------- bad images
-def test_strict_turns_a_corrupt_image_into_an_error_naming_it(folder_with_corrupt_image, tmp_path, capsys):
+def test_strict_turns_a_corrupt_image_into_an_error_naming_it(folder_with_corrupt_image, tmp_path, capsys,
+                                                              tiny_cli_flags):
     folder, corrupt = folder_with_corrupt_image
-    code = main(["fit", str(folder), "--strict", "--out", str(tmp_path / "m"), "--no-cache", *CLI_TINY])
+    code = main(["fit", str(folder), "--strict", "--out", str(tmp_path / "m"), "--no-cache", *tiny_cli_flags])
     assert code == 1
     assert str(corrupt) in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 
-def test_without_strict_a_corrupt_image_is_skipped_and_listed(folder_with_corrupt_image, fitted_dir):
+def test_without_strict_a_corrupt_image_is_skipped_and_listed(folder_with_corrupt_image, fitted_dir, read_csv):
     _, corrupt = folder_with_corrupt_image
-    with open(fitted_dir / "skipped.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv(fitted_dir / "skipped.csv")
     assert [row["path"] for row in rows] == [str(corrupt)] and rows[0]["reason"]
-    train_paths = json.loads((fitted_dir / "model.json").read_text())["train_paths"]
+    train_paths = json.loads((fitted_dir / "model.json").read_text())["fitted"]["train_paths"]
     assert len(train_paths) == 20 and str(corrupt) not in train_paths
 
 
@@ -70,13 +68,13 @@ def test_warning_counts_skipped_images(folder_with_corrupt_image, caplog):
     assert "skipped 1 of 21 image files" in caplog.text and str(corrupt) in caplog.text
 
 
-def test_too_few_usable_images_says_how_many_and_where(folder_with_corrupt_image, tmp_path, capsys):
+def test_too_few_usable_images_says_how_many_and_where(folder_with_corrupt_image, tmp_path, capsys, tiny_cli_flags):
     folder, corrupt = folder_with_corrupt_image
     few = tmp_path / "few"
     few.mkdir()
     for path in sorted(folder.glob("*.png"))[:3] + [corrupt]:
         shutil.copy(path, few)
-    assert main(["fit", str(few), "--out", str(tmp_path / "m"), "--no-cache", *CLI_TINY]) == 1
+    assert main(["fit", str(few), "--out", str(tmp_path / "m"), "--no-cache", *tiny_cli_flags]) == 1
     message = capsys.readouterr().err
     assert f"at least {MIN_TRAINING_IMAGES} usable training images; found 3 in {few}" in message
 
@@ -114,9 +112,10 @@ def _tampered_copy(fitted_dir: Path, tmp_path: Path, edit) -> Path:
 
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m.update(format_version=99), "format version 99"),
-    (lambda m: m["config"].update(tau_n=2.0), "invalid configuration.*tau_n"),
-    (lambda m: m["config"].update(secret_hook="os.system"), "invalid configuration.*secret_hook"),
-    (lambda m: m["config"].update(head_hidden=[64, 32]), "does not fit the configuration"),
+    (lambda m: m["estimator"]["config"].update(tau_n=2.0), "invalid configuration.*tau_n"),
+    (lambda m: m["estimator"]["config"].update(secret_hook="os.system"), "invalid configuration.*secret_hook"),
+    (lambda m: m["estimator"]["config"].update(head_hidden=[64, 32]), "does not fit the configuration"),
+    (lambda m: m["fitted"]["scorer"].update(name="nope"), "unknown scorer 'nope'"),
     (lambda m: m["tensor_shapes"].update(train_scores=[3]), "do not match the manifest"),
 ])
 def test_tampered_manifest_is_refused(fitted_dir, tmp_path, edit, message):

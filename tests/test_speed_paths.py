@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from funad.features.extraction import MethodFeatures
+from funad.features.containers import MethodFeatures
 from funad.method.local_net import LocalNet
 from funad.method.memory_bank import build_memory_bank
 from funad.method.neighbours import _matmul_nearest, nearest_neighbour, nearest_other_point, squared_distances
@@ -50,7 +52,8 @@ def test_search_without_groups_and_without_admissible_keys():
     distances, indices = nearest_neighbour(queries, keys)
     assert indices.tolist() == [0, 1, 2, 3]
 
-    distances, indices = nearest_neighbour(queries, keys, torch.zeros(4, dtype=torch.long), torch.zeros(15, dtype=torch.long))
+    no_group = torch.zeros(4, dtype=torch.long), torch.zeros(15, dtype=torch.long)
+    distances, indices = nearest_neighbour(queries, keys, *no_group)
     assert torch.isinf(distances).all() and (indices == -1).all()
 
 
@@ -81,28 +84,33 @@ def test_take_rows_gathers_each_images_own_positions():
         assert torch.equal(taken[row], features.take([image], kept)[0])
 
 
-@pytest.mark.parametrize("patch_fraction", [0.25, 1.0])
-def test_batched_bank_equals_the_bank_built_image_by_image(patch_fraction):
-    features = _features(12)
-    torch.manual_seed(0)
+@settings(max_examples=25, deadline=None)
+@given(images=st.integers(2, 12), patch_fraction=st.floats(0.05, 1.0), image_ratio=st.floats(0.1, 1.0),
+       max_entries=st.none() | st.integers(1, 300), seed=st.integers(0, 2**16))
+def test_bank_holds_adapted_patches_of_a_share_of_the_candidate_normals(images, patch_fraction, image_ratio,
+                                                                        max_entries, seed):
+    features = _features(images)
     net = LocalNet(features.dim, (32, 8))
-    settings = dict(tau_m=0.5, image_ratio=0.5, patch_fraction=patch_fraction, device=torch.device("cpu"))
-    bank = build_memory_bank(net, features, rng=np.random.default_rng(3), **settings)
+    bank = build_memory_bank(net, features, tau_m=0.5, image_ratio=image_ratio, patch_fraction=patch_fraction,
+                             rng=np.random.default_rng(seed), device=torch.device("cpu"), max_entries=max_entries)
 
-    # The per-image construction the batched one replaces, with the same random draws in the same order.
-    rng = np.random.default_rng(3)
-    rng.choice(np.flatnonzero(bank.candidate_normals), size=len(bank.bank_images), replace=False)
-    per_image = max(1, int(round(patch_fraction * features.num_patches)))
-    rows, ids = [], []
-    for image in bank.bank_images:
-        positions = None if per_image >= features.num_patches else np.sort(
-            rng.choice(features.num_patches, per_image, replace=False))
-        with torch.no_grad():
-            rows.append(net.adapt(features.take([image], positions))[0])
-        ids += [int(image)] * len(rows[-1])
-
-    torch.testing.assert_close(bank.features, torch.cat(rows))
-    assert bank.image_ids.tolist() == ids
+    candidates = np.flatnonzero(bank.candidate_normals)
+    assert set(bank.bank_images) <= set(candidates) and len(set(bank.bank_images)) == len(bank.bank_images)
+    assert len(bank.bank_images) == min(len(candidates), max(1, round(image_ratio * len(candidates))))
+    counts = np.bincount(bank.image_ids.numpy(), minlength=images)[bank.bank_images]
+    assert len(set(counts)) == 1 and 1 <= counts[0] <= features.num_patches  # the same share of every bank image
+    if max_entries is not None:
+        assert counts[0] == 1 or counts.sum() <= max_entries
+    with torch.no_grad():  # every entry is one of its own image's adapted patches, none twice
+        for image in bank.bank_images:
+            own = net.adapt(features.take([image])[0])
+            entries = bank.features[bank.image_ids == int(image)]
+            matches = torch.cdist(entries, own).argmin(dim=1)
+            torch.testing.assert_close(entries, own[matches])
+            assert len(set(matches.tolist())) == len(entries)
+    again = build_memory_bank(net, features, tau_m=0.5, image_ratio=image_ratio, patch_fraction=patch_fraction,
+                              rng=np.random.default_rng(seed), device=torch.device("cpu"), max_entries=max_entries)
+    assert torch.equal(again.features, bank.features)  # the same draws for the same seed
 
 
 def test_bank_cap_keeps_every_bank_image_with_fewer_patches():
@@ -124,7 +132,7 @@ def test_channels_last_extraction_equals_the_plain_forward_pass(tmp_path):
 
     from funad.data.images import load_image
     from funad.features.backbones import create_backbone
-    from funad.features.extraction import iterate_features, preprocess
+    from funad.features.extraction import iterate_features, place_backbone, preprocess
 
     torch.manual_seed(0)
     backbone = create_backbone("efficientnet_lite0", pretrained=False, image_size=64).eval()
@@ -137,7 +145,12 @@ def test_channels_last_extraction_equals_the_plain_forward_pass(tmp_path):
         expected = backbone(torch.stack([preprocess(load_image(p), backbone.preprocessing)
                                          for p in paths])).patches
 
+    # Extraction uses the backbone as given; placing it (channels-last weights) is the caller's explicit step.
     batches = list(iterate_features(backbone, paths, batch_size=2, num_workers=0, device=torch.device("cpu"),
                                     progress=False, description=""))
+    assert all(p.is_contiguous() for p in backbone.parameters())
+    place_backbone(backbone, torch.device("cpu"))
+    batches += list(iterate_features(backbone, paths, batch_size=2, num_workers=0, device=torch.device("cpu"),
+                                     progress=False, description=""))
     found = torch.cat([batch.features.patches for batch in batches])
-    torch.testing.assert_close(found, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(found, torch.cat([expected, expected]), rtol=1e-4, atol=1e-4)

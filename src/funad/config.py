@@ -1,6 +1,6 @@
 """Every setting of a FUN-AD run in one plain dataclass.
 
-Defaults of the method's hyperparameters are the paper's (see FUNAD_SPEC); the schedule
+Defaults of the method's hyperparameters are the paper's (see docs/method.md); the schedule
 settings (epochs, patch sampling, bank sampling, rebuild frequency) default to a CPU-friendly
 schedule whose accuracy was measured against the paper's schedule (README, "Defaults").
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
+
+from funad.inference.scorers.registry import list_scorers
 
 
 def default_num_workers() -> int:
@@ -73,8 +75,8 @@ class FunADConfig:
     # "knn" (default): nearest-neighbour distance to a greedy coreset of the patches of the training
     # images the trained Local-Net scores lowest (the share knn_normal_share); "local_net": the
     # paper's Local-Net score. On bottle with 10 % contamination "knn" measured higher image and
-    # pixel AUROC (README, "Defaults").
-    scorer: Literal["local_net", "knn"] = "knn"
+    # pixel AUROC (README, "Defaults"). Any registered scorer (funad.inference.scorers.registry).
+    scorer: str = "knn"
     knn_normal_share: float = 0.5
     knn_patch_fraction: float = 0.01  # "knn": coreset size as a share of those images' patches
 
@@ -94,8 +96,8 @@ class FunADConfig:
             raise ValueError(f"tau_a ({self.tau_a}) must not be below tau_n ({self.tau_n})")
         if self.level not in ("patch", "image"):
             raise ValueError(f"level must be 'patch' or 'image', got {self.level!r}")
-        if self.scorer not in ("local_net", "knn"):
-            raise ValueError(f"scorer must be 'local_net' or 'knn', got {self.scorer!r}")
+        if self.scorer not in list_scorers():
+            raise ValueError(f"scorer must be one of {', '.join(list_scorers())}; got {self.scorer!r}")
         if self.bank_rebuild not in ("epoch", "iteration"):
             raise ValueError(f"bank_rebuild must be 'epoch' or 'iteration', got {self.bank_rebuild!r}")
         if self.bank_max_patches is not None and self.bank_max_patches < 1:
@@ -109,7 +111,7 @@ class FunADConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FunADConfig":
+    def from_dict(cls, data: dict) -> FunADConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

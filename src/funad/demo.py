@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from funad.data.synthetic import make_demo_dataset
 from funad.metrics import PixelMetrics, image_auroc
 from funad.model import FunAD
+from funad.utils.masks import read_mask
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def run_demo(out: Path, *, seed: int = 0, progress: bool = True, **params) -> di
     for prediction in model.predict(dataset.test_paths):
         scores.append(prediction.score)
         mask_path = dataset.test_masks.get(prediction.path)
-        mask = np.asarray(Image.open(mask_path)) > 0 if mask_path else None
+        mask = read_mask(mask_path) if mask_path else None
         pixels.update(prediction.anomaly_map, mask)
     predict_seconds = time.perf_counter() - started
     result = {

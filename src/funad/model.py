@@ -1,12 +1,14 @@
-"""The user-facing estimator: ``FunAD(...).fit(folder)``, then ``score`` / ``anomaly_maps`` / ``save``."""
+"""The user-facing estimator: ``FunAD(...).fit(folder)``, then ``score`` / ``anomaly_maps`` / ``predict`` / ``save``."""
 
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,14 +16,18 @@ import torch
 from funad.config import FunADConfig
 from funad.data.augment import write_synthetic_anomalies
 from funad.data.images import SkippedImage, check_images, discover_images
-from funad.features.backbones import Backbone, create_backbone, file_sha256
+from funad.features.backbones import Backbone, create_backbone
 from funad.features.cache import FeatureCache, default_cache_dir
-from funad.features.extraction import FeatureSet, MethodFeatures, extract_features, iterate_features, resolve_device
-from funad.inference.knn import NearestNeighbourScorer
-from funad.inference.maps import patch_scores_to_maps, resize_map
+from funad.features.containers import FeatureSet
+from funad.features.extraction import extract_features, iterate_features, place_backbone, resolve_device
+from funad.fitted_state import FittedState
+from funad.inference.scorers.registry import create_scorer
+from funad.inference.scoring import score_images
 from funad.method.checkpoint import TrainingCheckpoint, training_identity
 from funad.method.threshold import estimate_threshold
 from funad.method.trainer import Trainer, TrainingState, make_state
+from funad.persistence import MANIFEST, ModelFormatError, load_model, save_model
+from funad.utils.files import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -32,31 +38,42 @@ MIN_TRAINING_IMAGES = 8
 
 @dataclass
 class Prediction:
+    """One input image's result; an unreadable image gets ``error`` (why), a NaN score and no map."""
+
     path: Path
     score: float
-    anomaly_map: np.ndarray  # float32 [height, width]
+    anomaly_map: np.ndarray | None  # float32 [height, width]
+    error: str | None = None
 
 
-def _as_paths(images: str | Path | Iterable[str | Path]) -> list[Path]:
-    return discover_images(images)
+def _fitted_attribute(name: str, doc: str) -> property:
+    """A read-only ``<name>_`` attribute of the estimator, held by its :class:`FittedState`."""
+    return property(lambda self: getattr(self._fitted(), name), doc=doc)
 
 
 class FunAD:
     """Fully unsupervised anomaly detector (FUN-AD) on an unlabelled, possibly contaminated image set.
 
-    Parameters are the fields of :class:`funad.config.FunADConfig`. Fitted attributes:
-    ``local_net_`` (the trained Local-Net), ``train_paths_``, ``train_scores_`` (each training
-    image's final score), ``judged_normal_`` (the images the final memory bank treats as normal),
-    ``history_`` (per-epoch statistics) and, with ``scorer="knn"``, ``knn_`` (a nearest-neighbour
-    bank of the patches of the lowest-scoring training images, :meth:`knn_bank_images`). ``train_predict_scores_`` are the training scores
-    in the units ``predict`` outputs (with ``knn``: each image scored without its own bank
-    entries); from them alone come ``threshold_`` (a score above it is anomalous, see
-    :meth:`label`) and ``contamination_``, the estimated share of anomalous training images
-    (:mod:`funad.method.threshold`).
+    Parameters are the fields of :class:`funad.config.FunADConfig`. ``fit`` sets ``fitted_``
+    (:class:`funad.fitted_state.FittedState`), shown as the fitted attributes below, and
+    ``skipped_`` (the training files that could not be read).
     """
 
-    def __init__(self, *, pretrained: bool = True, cache_dir: str | Path | None = None, progress: bool = True,
-                 **params):
+    scorer_ = _fitted_attribute("scorer", "the patch scorer predict uses (``scorer``), fitted on the trusted images")
+    local_net_ = _fitted_attribute("local_net", "the trained Local-Net")
+    train_paths_ = _fitted_attribute("train_paths", "the training images")
+    train_scores_ = _fitted_attribute("train_scores", "each training image's final Local-Net score")
+    train_predict_scores_ = _fitted_attribute(
+        "train_predict_scores", "the training scores in predict's units (a scorer that stores training patches "
+        "scores each image without its own); the threshold is set on them")
+    judged_normal_ = _fitted_attribute("judged_normal", "the images the final memory bank treats as normal")
+    threshold_ = _fitted_attribute("threshold", "label-free threshold: a score above it is anomalous (:meth:`label`)")
+    contamination_ = _fitted_attribute("contamination", "estimated share of anomalous training images "
+                                       "(:mod:`funad.method.threshold`)")
+    history_ = _fitted_attribute("history", "per-epoch training statistics")
+
+    def __init__(self, *, pretrained: bool = True, cache_dir: str | Path | bool | None = None, progress: bool = True,
+                 **params: Any):
         self.config = FunADConfig(**params)
         self.pretrained = pretrained
         self.cache_dir = cache_dir
@@ -70,8 +87,9 @@ class FunAD:
             # Random weights (pretrained=False, tests) are seeded so that a saved model reloads the same.
             with torch.random.fork_rng():
                 torch.manual_seed(self.config.seed)
-                self._backbone = create_backbone(self.config.backbone, weights=self.config.weights,
-                                                 pretrained=self.pretrained, image_size=self.config.image_size)
+                backbone = create_backbone(self.config.backbone, weights=self.config.weights,
+                                           pretrained=self.pretrained, image_size=self.config.image_size)
+            self._backbone = place_backbone(backbone, self.device)
         return self._backbone
 
     @property
@@ -81,7 +99,7 @@ class FunAD:
     def weights_id(self) -> str | None:
         """Identifies the backbone weights for the feature cache; None (no caching) for random weights."""
         if self.config.weights:
-            return "sha256:" + file_sha256(self.config.weights)
+            return "sha256:" + file_digest(self.config.weights)
         return f"pretrained:{self.config.backbone}" if self.pretrained else None
 
     def _feature_cache(self) -> FeatureCache | None:
@@ -98,14 +116,14 @@ class FunAD:
 
     # ----------------------------------------------------------------- training
     def fit(self, images: str | Path | Iterable[str | Path], *, strict: bool = False,
-            state: TrainingState | None = None, on_epoch_end=None,
-            checkpoint: TrainingCheckpoint | None = None) -> "FunAD":
+            state: TrainingState | None = None, on_epoch_end: Callable[[TrainingState], None] | None = None,
+            checkpoint: TrainingCheckpoint | None = None) -> FunAD:
         """Train on an unlabelled folder (searched recursively) or a list of image files.
 
         ``checkpoint`` saves the training state after every epoch and, with ``resume=True``,
         continues a run that was interrupted (see :mod:`funad.method.checkpoint`).
         """
-        paths = _as_paths(images)
+        paths = discover_images(images)
         usable, skipped = check_images(paths, strict=strict)
         features, num_synthetic = self.extract_training_set(usable)
         self.skipped_ = skipped + [SkippedImage(path, reason) for path, reason in features.failures.items()]
@@ -128,8 +146,8 @@ class FunAD:
         return features, len(synthetic)
 
     def fit_features(self, features: FeatureSet, *, state: TrainingState | None = None,
-                     on_epoch_end=None, checkpoint: TrainingCheckpoint | None = None,
-                     num_synthetic: int = 0) -> "FunAD":
+                     on_epoch_end: Callable[[TrainingState], None] | None = None,
+                     checkpoint: TrainingCheckpoint | None = None, num_synthetic: int = 0) -> FunAD:
         """Train on already extracted features (the benchmark reuses one extraction for many runs).
 
         The last ``num_synthetic`` features are FUN-AD*'s synthetic anomalies: they take part in
@@ -149,118 +167,110 @@ class FunAD:
             on_epoch_end = checkpoint.saving_after(on_epoch_end)
         state = trainer.fit(state, progress=self.progress, on_epoch_end=on_epoch_end)
         bank = trainer.final_bank(state)
-        self.local_net_ = state.local_net.eval()
+        local_net = state.local_net.eval()
         real = len(features) - num_synthetic
-        self.train_paths_ = list(features.paths[:real])
-        self.train_scores_ = bank.image_scores[:real]
-        self.judged_normal_ = bank.candidate_normals[:real]
-        self.history_ = state.history
-        if self.config.scorer == "knn":
-            self.knn_ = NearestNeighbourScorer(self.config.knn_patch_fraction, self.config.seed).fit(
-                method_features, self.knn_bank_images())
-            real_features = MethodFeatures(method_features.arrays[:real])  # synthetic anomalies excluded
-            self.train_predict_scores_ = self.knn_.training_image_scores(real_features)
-        else:
-            self.train_predict_scores_ = self.train_scores_
-        estimate = estimate_threshold(self.train_predict_scores_, self.judged_normal_)
-        self.threshold_, self.contamination_ = estimate.threshold, estimate.contamination
+        train_scores = bank.image_scores[:real]
+        judged_normal = bank.candidate_normals[:real]
+        scorer = create_scorer(self.config, local_net).fit(method_features, self.trusted_images(train_scores))
+        # Each scorer scores the synthetic anomalies too (one pass over the features); they are dropped here.
+        train_predict_scores = scorer.score_training_images(method_features)[:real]
+        estimate = estimate_threshold(train_predict_scores, judged_normal)
+        self.fitted_ = FittedState(scorer, local_net, list(features.paths[:real]), train_scores, train_predict_scores,
+                                   judged_normal, estimate.threshold, estimate.contamination, state.history)
         logger.info("label-free threshold %.6g (%s): %.1f%% of the training images look anomalous",
                     estimate.threshold, estimate.method, 100 * estimate.contamination)
         return self
 
-    def knn_bank_images(self) -> np.ndarray:
-        """The training images whose patches form the "knn" bank: the lowest-scoring share.
+    def trusted_images(self, train_scores: np.ndarray) -> np.ndarray:
+        """The training images a scorer may learn normality from (the "knn" bank): the lowest-scoring share.
 
-        A quantile of the Local-Net's scores rather than its min-max split (``judged_normal_``):
-        on bottle the split kept only 15-20 % of the images (one extreme score stretches the
-        range), too few to cover normal variation; the lower half held no planted anomaly in
-        three seeds and scored higher (README, "Defaults").
+        ``train_scores``: the Local-Net's final image scores. A quantile of them rather than its
+        min-max split (``judged_normal_``): on bottle the split kept only 15-20 % of the images
+        (one extreme score stretches the range), too few to cover normal variation; the lower half
+        held no planted anomaly in three seeds and scored higher (README, "Defaults").
         """
-        count = max(1, int(round(self.config.knn_normal_share * len(self.train_scores_))))
-        return np.sort(np.argsort(self.train_scores_, kind="stable")[:count])
+        count = max(1, int(round(self.config.knn_normal_share * len(train_scores))))
+        return np.sort(np.argsort(train_scores, kind="stable")[:count])
 
     # ----------------------------------------------------------------- inference
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "local_net_"):
+    def _fitted(self) -> FittedState:
+        if not hasattr(self, "fitted_"):
             raise RuntimeError("this FunAD model is not fitted yet: call fit() or FunAD.load()")
+        fitted: FittedState = self.fitted_
+        return fitted
 
-    @torch.no_grad()
-    def patch_scores(self, patches: torch.Tensor) -> torch.Tensor:
-        """``[B, K, D]`` method features -> ``[B, K]`` patch scores with the configured scorer."""
-        self._check_fitted()
-        if self.config.scorer == "knn":
-            return self.knn_.score(patches).to(patches.device)
-        return self.local_net_.score(patches)
-
-    def predict(self, images: str | Path | Iterable[str | Path]) -> Iterable[Prediction]:
+    def predict(self, images: str | Path | Iterable[str | Path]) -> Iterator[Prediction]:
         """Score and map each image, streaming (one batch in memory at a time).
 
-        Unreadable images are logged and skipped.
+        Exactly one :class:`Prediction` per input image, in order; an unreadable image is
+        logged and gets its ``error``.
         """
-        self._check_fitted()
-        paths = _as_paths(images)
-        device = self.device
-        self.local_net_.to(device)
+        scorer = self._fitted().scorer
+        paths = discover_images(images)
         backbone = self.backbone
-        size = backbone.preprocessing.image_size
         for batch in iterate_features(backbone, paths, batch_size=self.config.batch_size_extract,
-                                      num_workers=self.config.num_workers, device=device,
+                                      num_workers=self.config.num_workers, device=self.device,
                                       progress=self.progress, description="predicting"):
-            if self.config.level == "image":
-                features = batch.features.global_[:, None, :]
-            else:
-                features = batch.features.patches
-            scores = self.patch_scores(features.float())
-            if self.config.level == "image":  # one score per image: the map is that score everywhere
-                maps = scores.view(-1, 1, 1).expand(-1, size, size)
-            else:
-                maps = patch_scores_to_maps(scores, backbone.grid, size, self.config.map_sigma)
-            image_scores = scores.amax(dim=1).cpu()
+            patches = batch.features.method_patches(self.config.level).float()
+            scored = score_images(scorer, patches, backbone.grid, backbone.preprocessing.image_size,
+                                  self.config.map_sigma)
             for row, index in enumerate(batch.indices):
                 if batch.errors[row]:
-                    logger.warning("skipped %s: %s", paths[index], batch.errors[row])
-                    continue
-                height, width = batch.sizes[row]
-                anomaly_map = resize_map(maps[row], height, width).cpu().numpy().astype(np.float32)
-                yield Prediction(paths[index], float(image_scores[row]), anomaly_map)
+                    logger.warning("cannot score %s: %s", paths[index], batch.errors[row])
+                    yield Prediction(paths[index], math.nan, None, batch.errors[row])
+                else:
+                    anomaly_map = scored.anomaly_map(row, *batch.sizes[row])
+                    yield Prediction(paths[index], float(scored.scores[row]), anomaly_map)
 
-    def label(self, scores, threshold: float | None = None) -> np.ndarray:
+    def label(self, scores: float | Sequence[float] | np.ndarray, threshold: float | None = None) -> np.ndarray:
         """True where a score is anomalous: above ``threshold`` (default: the label-free ``threshold_``)."""
-        self._check_fitted()
-        return np.asarray(scores, dtype=np.float64) > (self.threshold_ if threshold is None else threshold)
+        fitted = self._fitted()
+        return np.asarray(scores, dtype=np.float64) > (fitted.threshold if threshold is None else threshold)
 
     def heatmap_range(self) -> tuple[float, float]:
         """Colour range for heatmaps, the same for every image so that colours compare across images.
 
-        Local-Net scores lie in (0, 1); nearest-neighbour distances are unbounded, so they span 0 to
-        the highest training image score (in predict units).
+        The scorer's own range where it has one (Local-Net scores lie in (0, 1)); unbounded
+        distances span 0 to the highest training image score (in predict units).
         """
-        self._check_fitted()
-        if self.config.scorer == "knn":
-            return 0.0, float(np.max(self.train_predict_scores_))
-        return 0.0, 1.0
+        fitted = self._fitted()
+        return fitted.scorer.score_range or (0.0, float(np.max(fitted.train_predict_scores)))
 
-    def score(self, images) -> np.ndarray:
-        """One anomaly score per image (higher = more anomalous)."""
+    def score(self, images: str | Path | Iterable[str | Path]) -> np.ndarray:
+        """One anomaly score per image (higher = more anomalous); NaN for an unreadable image (logged)."""
         return np.array([p.score for p in self.predict(images)], dtype=np.float64)
 
-    def anomaly_maps(self, images) -> list[np.ndarray]:
-        """One float32 map per image at the image's original height x width."""
+    def anomaly_maps(self, images: str | Path | Iterable[str | Path]) -> list[np.ndarray | None]:
+        """One float32 map per image at the image's original height x width; None for an unreadable image."""
         return [p.anomaly_map for p in self.predict(images)]
 
     # ----------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
-        from funad.persistence import save_model
-
-        self._check_fitted()
-        return save_model(self, Path(directory))
+        estimator = {"config": self.config.to_dict(), "pretrained": self.pretrained,
+                     "backbone": self.backbone.describe(), "weights_id": self.weights_id()}
+        return save_model(Path(directory), self._fitted(), estimator)
 
     @classmethod
-    def load(cls, directory: str | Path, **overrides) -> "FunAD":
-        from funad.persistence import load_model
+    def load(cls, directory: str | Path, **overrides: Any) -> FunAD:
+        """A saved model; ``overrides`` change settings that do not change what was fitted (``device``)."""
+        directory = Path(directory)
+        saved = load_model(directory)
+        manifest = directory / MANIFEST
+        try:
+            config = FunADConfig.from_dict(saved.estimator["config"]).to_dict() | overrides
+            model = cls(pretrained=saved.estimator["pretrained"], **config)
+        except (TypeError, ValueError) as error:  # an edited manifest: unknown key or out-of-range value
+            raise ModelFormatError(f"{manifest}: invalid configuration ({error})") from error
+        if model.backbone.describe() != saved.estimator["backbone"]:
+            raise ModelFormatError(f"{directory}: backbone {model.backbone.describe()} differs from the saved "
+                                   f"{saved.estimator['backbone']}")
+        net = saved.state.local_net
+        if (net.hidden, net.slope) != (model.config.head_hidden, model.config.leaky_slope):
+            raise ModelFormatError(f"{directory}: the saved Local-Net (hidden {net.hidden}, slope {net.slope}) does "
+                                   f"not fit the configuration in {manifest.name}")
+        model.fitted_ = saved.state
+        return model
 
-        return load_model(Path(directory), **overrides)
 
-
-def _roots(images) -> list[Path]:
+def _roots(images: str | Path | Iterable[str | Path]) -> list[Path]:
     return [Path(images)] if isinstance(images, (str, Path)) else [Path(p) for p in images][:3]

@@ -7,55 +7,55 @@ Built from the paper's description on this package's cached patch features:
 * patch score = Euclidean distance to the nearest bank entry (faiss, exact search);
 * image score = the largest patch score, optionally reweighted as in the paper's eq. 7.
 
-Deviations: the backbone is whatever produced the features (not WRN50 layers 2+3 with 3x3
-local averaging), and the coreset starts from one seeded random patch.
+This is the "knn" scorer's bank on every training image, plus the reweighting. Deviations: the
+backbone is whatever produced the features (not WRN50 layers 2+3 with 3x3 local averaging), and
+the coreset starts from one seeded random patch.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Self
+
 import numpy as np
 import torch
 
-from funad.features.extraction import MethodFeatures
-from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
-from funad.inference.knn import NearestNeighbourScorer
+from funad.inference.coreset import PROJECTION_DIM
+from funad.inference.scorers.base import register_scorer
+from funad.inference.scorers.knn import NearestNeighbourScorer
+
+if TYPE_CHECKING:
+    from funad.config import FunADConfig
+    from funad.method.local_net import LocalNet
 
 #: b of the paper's reweighting: neighbours of the nearest bank entry that set its local density.
 REWEIGHT_NEIGHBOURS = 9
 
 
-def all_patches(features: MethodFeatures, image_indices: np.ndarray | None = None) -> torch.Tensor:
-    """Every patch of the chosen images as float32 [n * K, D]."""
-    indices = np.arange(len(features)) if image_indices is None else np.asarray(image_indices)
-    return features.take(indices).reshape(-1, features.dim)
+@register_scorer("patchcore")
+class PatchCore(NearestNeighbourScorer):
+    """PatchCore on precomputed patch features: ``fit(features)``, then ``score_patches(patches)``.
 
-
-class PatchCore:
-    """PatchCore on precomputed patch features: ``fit(features)``, then ``score(patches)``."""
+    With ``reweight`` the image score is the paper's reweighted largest patch score (the
+    training images' scores are not reweighted).
+    """
 
     def __init__(self, coreset_fraction: float = 0.1, *, projection_dim: int | None = PROJECTION_DIM,
                  reweight: bool = False, seed: int = 0):
-        self.coreset_fraction = coreset_fraction
-        self.projection_dim = projection_dim
+        super().__init__(coreset_fraction, seed, "coreset", projection_dim)
         self.reweight = reweight
-        self.seed = seed
 
-    def fit(self, features: MethodFeatures) -> "PatchCore":
-        patches = all_patches(features)
-        chosen = greedy_coreset(patches, coreset_size(len(patches), self.coreset_fraction),
-                                projection_dim=self.projection_dim, seed=self.seed)
-        self.bank_ = NearestNeighbourScorer().set_bank(patches[chosen])
-        return self
+    @classmethod
+    def from_config(cls, config: FunADConfig, local_net: LocalNet) -> Self:
+        return cls(seed=config.seed)
 
-    def score(self, patches: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """``[B, K, D]`` -> (image scores [B], patch scores [B, K])."""
-        flat = patches.reshape(-1, patches.shape[-1]).numpy()
-        distances, nearest = self.bank_.search(flat)
-        patch_scores = distances[:, 0].reshape(patches.shape[:2])
-        image_scores = patch_scores.max(axis=1)
-        if self.reweight:
-            image_scores = image_scores * self._density_weights(flat, nearest[:, 0], patch_scores)
-        return image_scores, patch_scores
+    def image_scores(self, patches: torch.Tensor, patch_scores: torch.Tensor) -> torch.Tensor:
+        image_scores = patch_scores.amax(dim=1)
+        if not self.reweight:
+            return image_scores
+        flat = patches.reshape(-1, patches.shape[-1]).cpu().numpy()
+        _, nearest = self.bank_.search(flat)
+        weights = self._density_weights(flat, nearest[:, 0], patch_scores.cpu().numpy())
+        return (image_scores.cpu() * torch.from_numpy(weights)).to(patch_scores.device)
 
     def _density_weights(self, flat: np.ndarray, nearest: np.ndarray, patch_scores: np.ndarray) -> np.ndarray:
         """The paper's eq. 7 factor 1 - exp(|m_test - m*|) / sum_{m in N_b(m*)} exp(|m_test - m|).
@@ -68,9 +68,15 @@ class PatchCore:
         """
         num_images, num_patches = patch_scores.shape
         worst = np.arange(num_images) * num_patches + patch_scores.argmax(axis=1)
-        anchors = self.bank_.bank_array_[nearest[worst]]
+        bank = self.bank_.index.keys
+        anchors = bank[nearest[worst]]
         _, neighbourhoods = self.bank_.search(anchors, min(REWEIGHT_NEIGHBOURS, len(self.bank_)))
         queries = flat[worst][:, None, :]
-        distances = np.linalg.norm(self.bank_.bank_array_[neighbourhoods] - queries, axis=2)
+        distances = np.linalg.norm(bank[neighbourhoods] - queries, axis=2)
         anchor_distance = patch_scores.max(axis=1)[:, None]
-        return 1.0 - 1.0 / np.exp(distances - anchor_distance).sum(axis=1)
+        result: np.ndarray = 1.0 - 1.0 / np.exp(distances - anchor_distance).sum(axis=1)
+        return result
+
+    def settings(self) -> dict[str, Any]:
+        return {"coreset_fraction": self.patch_fraction, "projection_dim": self.projection_dim,
+                "reweight": self.reweight, "seed": self.seed}

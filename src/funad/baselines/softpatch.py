@@ -20,13 +20,20 @@ implemented. The backbone is whatever produced the cached features.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Self
+
 import numpy as np
 import torch
 from sklearn.neighbors import LocalOutlierFactor
 
-from funad.features.extraction import MethodFeatures
+from funad.features.containers import MethodFeatures
 from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
-from funad.inference.knn import NearestNeighbourScorer
+from funad.inference.patch_bank import PatchBank
+from funad.inference.scorers.base import PatchScorer, ScorerState, leave_own_image_out, register_scorer
+
+if TYPE_CHECKING:
+    from funad.config import FunADConfig
+    from funad.method.local_net import LocalNet
 
 #: SoftPatch's LOF neighbourhood size.
 LOF_NEIGHBOURS = 6
@@ -55,8 +62,11 @@ def keep_inliers(factors: np.ndarray, noise_fraction: float) -> np.ndarray:
     return ranks >= dropped
 
 
-class SoftPatch:
-    """SoftPatch on precomputed patch features: ``fit(features)``, then ``score(patches)``."""
+@register_scorer("softpatch")
+class SoftPatch(PatchScorer):
+    """SoftPatch on precomputed patch features: ``fit(features)``, then ``score_patches(patches)``."""
+
+    score_range = None
 
     def __init__(self, noise_fraction: float = 0.15, coreset_fraction: float = 0.1, *,
                  lof_neighbours: int = LOF_NEIGHBOURS, projection_dim: int | None = PROJECTION_DIM, seed: int = 0):
@@ -66,20 +76,50 @@ class SoftPatch:
         self.projection_dim = projection_dim
         self.seed = seed
 
-    def fit(self, features: MethodFeatures) -> "SoftPatch":
-        patches = features.take(np.arange(len(features)))
+    @classmethod
+    def from_config(cls, config: FunADConfig, local_net: LocalNet) -> Self:
+        return cls(seed=config.seed)
+
+    def fit(self, features: MethodFeatures, image_ids: np.ndarray | None = None) -> Self:
+        indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
+        patches = features.take(indices)
         factors = positional_outlier_factors(patches, self.lof_neighbours)
         self.kept_ = keep_inliers(factors, self.noise_fraction)
         candidates = patches[torch.from_numpy(self.kept_)]
-        candidate_factors = factors[self.kept_]
+        candidate_images = np.broadcast_to(indices[:, None], self.kept_.shape)[self.kept_]
         chosen = greedy_coreset(candidates, coreset_size(len(candidates), self.coreset_fraction),
                                 projection_dim=self.projection_dim, seed=self.seed)
-        self.bank_ = NearestNeighbourScorer().set_bank(candidates[chosen])
-        self.weights_ = candidate_factors[chosen]
+        self.bank_ = PatchBank(candidates[chosen], candidate_images[chosen])
+        self.weights_ = factors[self.kept_][chosen]
         return self
 
-    def score(self, patches: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """``[B, K, D]`` -> (image scores [B], patch scores [B, K])."""
-        distances, nearest = self.bank_.search(patches.reshape(-1, patches.shape[-1]).numpy())
-        patch_scores = (distances[:, 0] * self.weights_[nearest[:, 0]]).reshape(patches.shape[:2])
-        return patch_scores.max(axis=1), patch_scores
+    def _weighted_nearest(self, distances: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+        """The distance to the nearest bank entry times that entry's outlier factor."""
+        weighted: np.ndarray = distances * self.weights_[nearest]
+        return weighted
+
+    def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        distances, nearest = self.bank_.search(patches.reshape(-1, patches.shape[-1]))
+        patch_scores = self._weighted_nearest(distances[:, 0], nearest[:, 0])
+        return torch.from_numpy(patch_scores).view(patches.shape[:-1]).to(patches.device)
+
+    def score_training_images(self, features: MethodFeatures) -> np.ndarray:
+        def patch_scores(image: int) -> np.ndarray:
+            return self._weighted_nearest(*self.bank_.nearest_from_other_images(features.take([image])[0], image))
+
+        return leave_own_image_out(features, patch_scores)
+
+    def settings(self) -> dict[str, Any]:
+        return {"noise_fraction": self.noise_fraction, "coreset_fraction": self.coreset_fraction,
+                "lof_neighbours": self.lof_neighbours, "projection_dim": self.projection_dim, "seed": self.seed}
+
+    def state_dict(self) -> ScorerState:
+        return ScorerState(self.bank_.tensors() | {"weights": torch.from_numpy(self.weights_)}, self.settings())
+
+    @classmethod
+    def from_state(cls, state: ScorerState, local_net: LocalNet) -> Self:
+        scorer = cls(**state.settings)
+        bank = dict(state.tensors)
+        scorer.weights_ = bank.pop("weights").numpy()
+        scorer.bank_ = PatchBank.from_tensors(bank)
+        return scorer

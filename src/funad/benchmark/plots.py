@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: the benchmark runs on machines without a display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from funad.benchmark.runner import METHODS  # noqa: E402
+from funad.benchmark.runner import METHODS
 
 _LINE_STYLES = {"no-overlap": "-", "overlap": "--"}
 

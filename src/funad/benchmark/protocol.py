@@ -1,4 +1,4 @@
-"""The contaminated-data protocol of SoftPatch and FUN-AD (FUNAD_SPEC, "Evaluation protocol").
+"""The contaminated-data protocol of SoftPatch and FUN-AD (docs/method.md, "Evaluation protocol").
 
 n = int(ratio x number of normal training images) test anomalies, drawn at random (seeded), are
 moved unlabelled into the training set. *No-overlap* removes them from the test set; *overlap*

@@ -12,31 +12,28 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import torch
-from PIL import Image
 
 from funad.baselines import PatchCore, SoftPatch
 from funad.benchmark.datasets import Sample
 from funad.benchmark.protocol import Split
 from funad.data.images import image_size
-from funad.features.extraction import FeatureSet
-from funad.inference.maps import patch_scores_to_maps, resize_map
+from funad.features.containers import FeatureSet
+from funad.inference.scorers.base import PatchScorer
+from funad.inference.scoring import score_images
 from funad.metrics import PixelMetrics, f1_max, image_auroc
 from funad.model import FunAD
+from funad.utils.masks import read_mask
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("funad", "funad*", "patchcore", "softpatch")
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
 SCORING_BATCH = 16
-
-#: ``[B, K, D]`` float32 patches -> (image scores [B], patch scores [B, K]).
-Scorer = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -52,36 +49,27 @@ class BenchmarkOptions:
     progress: bool = False
 
 
-def _subset(features: FeatureSet, index: dict[Path, int], paths: list[Path]) -> FeatureSet:
-    rows = [index[p] for p in paths]
-    return FeatureSet(list(paths), [features.patches[r] for r in rows],
-                      [features.globals_[r] for r in rows], features.grid)
-
-
 def _ground_truth(sample: Sample) -> np.ndarray:
     """Boolean mask at the mask's (= the image's) resolution; all False for a normal image."""
     if sample.mask is None:
         return np.zeros(image_size(sample.path), dtype=bool)
-    try:
-        return np.asarray(Image.open(sample.mask).convert("L")) > 0
-    except OSError as error:
-        raise ValueError(f"{sample.mask}: cannot read the ground-truth mask of {sample.path} ({error})") from error
+    return read_mask(sample.mask)
 
 
 class _Evaluator:
     """Scores a split's test images with one method and computes every metric for each setting."""
 
-    def __init__(self, split: Split, settings: tuple[str, ...], features: FeatureSet, index: dict[Path, int],
+    def __init__(self, split: Split, settings: tuple[str, ...], features: FeatureSet,
                  model: FunAD, pixels: bool):
         self.settings = {s: split.test_set(s) for s in settings}
         # Each test image once, even when it belongs to both settings' test sets.
         self.samples = list({sample.path: sample for test in self.settings.values() for sample in test}.values())
-        self.features = _subset(features, index, [sample.path for sample in self.samples])
+        self.features = features.subset([sample.path for sample in self.samples])
         self.grid, self.size = features.grid, model.backbone.preprocessing.image_size
         self.sigma = model.config.map_sigma
         self.pixels = pixels
 
-    def evaluate(self, scorer: Scorer) -> tuple[dict[str, dict[str, float]], float]:
+    def evaluate(self, scorer: PatchScorer) -> tuple[dict[str, dict[str, float]], float]:
         """Metrics per setting, and the seconds spent scoring and mapping (not evaluating)."""
         pixel_metrics = {s: PixelMetrics() for s in self.settings}
         members = {s: {sample.path for sample in test} for s, test in self.settings.items()}
@@ -91,17 +79,16 @@ class _Evaluator:
         for start in range(0, len(self.samples), SCORING_BATCH):
             batch = self.samples[start:start + SCORING_BATCH]
             started = time.perf_counter()
-            scores, patch_scores = scorer(method_features.take(range(start, start + len(batch))))
-            maps = patch_scores_to_maps(torch.as_tensor(patch_scores, dtype=torch.float32), self.grid, self.size,
-                                        self.sigma)
+            scored = score_images(scorer, method_features.take(range(start, start + len(batch))), self.grid,
+                                  self.size, self.sigma)
             seconds += time.perf_counter() - started
-            for sample, score, square_map in zip(batch, scores, maps):
-                image_scores[sample.path] = float(score)
+            for row, sample in enumerate(batch):
+                image_scores[sample.path] = float(scored.scores[row])
                 # Unlabelled pixels (an anomaly without a mask) cannot be scored pixel by pixel.
                 if not self.pixels or (sample.label and sample.mask is None):
                     continue
                 truth = _ground_truth(sample)
-                anomaly_map = resize_map(square_map, *truth.shape).numpy()
+                anomaly_map = scored.anomaly_map(row, *truth.shape)
                 for setting, paths in members.items():
                     if sample.path in paths:
                         pixel_metrics[setting].update(anomaly_map, truth)
@@ -116,7 +103,7 @@ class _Evaluator:
         return results, seconds
 
 
-def _fit_method(method: str, split: Split, train: FeatureSet, options: BenchmarkOptions) -> Scorer:
+def _fit_method(method: str, split: Split, train: FeatureSet, options: BenchmarkOptions) -> PatchScorer:
     seed = split.seed
     if method in ("funad", "funad*"):
         config = {**options.funad_config, "seed": seed}
@@ -128,18 +115,13 @@ def _fit_method(method: str, split: Split, train: FeatureSet, options: Benchmark
             model.fit_features(features, num_synthetic=num_synthetic)
         else:
             model.fit_features(train)
-
-        def score(patches: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-            patch_scores = model.patch_scores(patches).cpu()
-            return patch_scores.amax(dim=1).numpy(), patch_scores.numpy()
-
-        return score
+        return model.scorer_
     method_features = train.method_features("patch")
     if method == "patchcore":
         return PatchCore(options.coreset_fraction, reweight=options.patchcore_reweight, seed=seed).fit(
-            method_features).score
+            method_features)
     if method == "softpatch":
-        return SoftPatch(options.softpatch_noise, options.coreset_fraction, seed=seed).fit(method_features).score
+        return SoftPatch(options.softpatch_noise, options.coreset_fraction, seed=seed).fit(method_features)
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 
@@ -160,11 +142,10 @@ def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
     if features.failures:
         path, reason = next(iter(features.failures.items()))
         raise ValueError(f"{len(features.failures)} benchmark images could not be read (first: {path}: {reason})")
-    index = {p: i for i, p in enumerate(features.paths)}
     runs = []
     for split in splits:
-        evaluator = _Evaluator(split, options.settings, features, index, extractor, pixels)
-        train = _subset(features, index, split.train)
+        evaluator = _Evaluator(split, options.settings, features, extractor, pixels)
+        train = features.subset(split.train)
         for method in options.methods:
             logger.info("%s: ratio %g, seed %d: fitting %s", split.category, split.ratio, split.seed, method)
             started = time.perf_counter()

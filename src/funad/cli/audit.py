@@ -52,6 +52,8 @@ def run_audit(args: argparse.Namespace) -> None:
             logger.warning("training image %s no longer exists: no heatmap for it", path)
     names = dict(zip(present, output_names(present)))
     for prediction in model.predict(present):
+        if prediction.anomaly_map is None:
+            continue  # unreadable now: predict has logged why
         save_overlay(prediction.path, prediction.anomaly_map,
                      (args.out / "heatmaps" / names[prediction.path]).with_suffix(".png"), model.heatmap_range())
     print(f"{len(suspects)} of {len(scores)} training images score above {threshold:.6g}; "

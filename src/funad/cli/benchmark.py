@@ -57,7 +57,7 @@ def run_benchmark_command(args: argparse.Namespace) -> None:
     from funad.benchmark.plots import plot_sweep
     from funad.benchmark.protocol import load_split, make_split
     from funad.benchmark.runner import METHODS, BenchmarkOptions, format_table, run_benchmark
-    from funad.persistence import package_versions
+    from funad.utils.versions import package_versions
 
     methods = tuple(args.methods or METHODS)
     unknown = set(methods) - set(METHODS)

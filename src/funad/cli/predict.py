@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="label images with a score above VALUE anomalous (default: the model's label-free threshold)")
+                        help="label images with a score above VALUE anomalous "
+                             "(default: the model's label-free threshold)")
     parser.add_argument("--report", action="store_true", help="also write report.html (see `funad report`)")
     parser.set_defaults(run=run_predict)
 
@@ -64,23 +65,30 @@ def run_predict(args: argparse.Namespace) -> None:
     threshold = model.threshold_ if args.threshold is None else args.threshold
     write_description(args.out, args.model, threshold, "model" if args.threshold is None else "--threshold")
     started = time.perf_counter()
-    count = anomalous = 0
+    count = anomalous = failed = 0
     with open(args.out / SCORES, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for prediction in model.predict(paths):
+            if prediction.anomaly_map is None:  # unreadable: a row that says why, no map
+                writer.writerow([str(prediction.path), "nan", "", f"{threshold:.9g}", "", "", prediction.error])
+                failed += 1
+                continue
             name = names[prediction.path]
-            map_name, heatmap_name = Path("maps") / name.with_suffix(".npy"), Path("heatmaps") / name.with_suffix(".png")
+            map_name = Path("maps") / name.with_suffix(".npy")
+            heatmap_name = Path("heatmaps") / name.with_suffix(".png")
             (args.out / map_name).parent.mkdir(parents=True, exist_ok=True)
             np.save(args.out / map_name, prediction.anomaly_map)
             save_overlay(prediction.path, prediction.anomaly_map, args.out / heatmap_name, model.heatmap_range())
             is_anomalous = bool(model.label(prediction.score, threshold))
             writer.writerow([str(prediction.path), f"{prediction.score:.6g}", label_name(is_anomalous),
-                             f"{threshold:.9g}", heatmap_name.as_posix(), map_name.as_posix()])
+                             f"{threshold:.9g}", heatmap_name.as_posix(), map_name.as_posix(), ""])
             count += 1
             anomalous += is_anomalous
     logger.info("scored %d images in %.1f s (%d above the threshold %.6g); results in %s",
                 count, time.perf_counter() - started, anomalous, threshold, args.out)
+    if failed:
+        logger.warning("%d images could not be read: see the error column of %s", failed, args.out / SCORES)
     if args.report:
         from funad.reports.html import write_report
 

@@ -8,8 +8,8 @@ same bytes, so a repeated run finds their features in the cache.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image

@@ -30,10 +30,11 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
@@ -247,7 +248,7 @@ def _opened(path: Path, max_pixels: int) -> Iterator[ImageFile.ImageFile]:
 def _open_file(path: Path) -> BinaryIO:
     """The file opened for reading; missing, unreadable and empty files get their own reason."""
     try:
-        file = open(path, "rb")
+        file = open(path, "rb")  # noqa: SIM115 (returned to the caller, who closes it)
     except OSError as error:
         raise ImageLoadError(path, f"cannot read the file ({error.strerror or error})") from error
     if os.fstat(file.fileno()).st_size == 0:

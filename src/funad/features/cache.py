@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from funad.utils.files import file_digest, write_atomically
+
 FEATURE_FORMAT_VERSION = 1
 
 
@@ -49,8 +51,7 @@ class FeatureCache:
     @staticmethod
     def key(path: str | Path) -> str:
         """The image file's content hash: a renamed or moved file still hits the cache."""
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha1").hexdigest()
+        return file_digest(path, "sha1")
 
     def _files(self, key: str) -> tuple[Path, Path]:
         return self.folder / f"{key}.patches.npy", self.folder / f"{key}.global.npy"
@@ -65,14 +66,17 @@ class FeatureCache:
         except (ValueError, OSError):  # a torn write from a killed run: extract again
             return None
         expected = (self.description["grid"][0] * self.description["grid"][1], self.description["patch_dim"])
-        if patches.shape != expected or patches.dtype != np.float16 or global_.shape != (self.description["global_dim"],):
+        global_shape = (self.description["global_dim"],)
+        if patches.shape != expected or patches.dtype != np.float16 or global_.shape != global_shape:
             return None
         return patches, global_
 
     def put(self, key: str, patches: np.ndarray, global_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Write atomically (temporary name, then rename) and return memory-mapped views."""
         for target, array in zip(self._files(key), (patches, global_)):
-            temporary = target.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(temporary, np.ascontiguousarray(array, dtype=np.float16))
-            os.replace(temporary, target)
-        return self.get(key)
+            data = np.ascontiguousarray(array, dtype=np.float16)
+            write_atomically(target, lambda handle, data=data: np.save(handle, data))
+        stored = self.get(key)
+        if stored is None:  # a file written this moment does not read back: the disk, not the data
+            raise OSError(f"feature cache {self.folder}: the features just written for {key} do not read back")
+        return stored

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from funad.data.images import ImageLoadError, load_image
-from funad.features.backbones import Backbone, CNNBackbone, FeatureBatch, Preprocessing
+from funad.features.backbones.base import Backbone, Preprocessing
 from funad.features.cache import FeatureCache
+from funad.features.containers import FeatureBatch, FeatureSet
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ class _ImageDataset(Dataset):
         return index, preprocess(image, self.preprocessing), "", image.height, image.width
 
 
+def place_backbone(backbone: Backbone, device: torch.device) -> Backbone:
+    """Move ``backbone`` (in place) to ``device``, its weights in the memory layout it runs fastest in."""
+    return backbone.to(device, memory_format=backbone.memory_format)
+
+
 @dataclass
 class ImageBatch:
     indices: list[int]  # positions in the list of paths given to iterate_features
@@ -66,62 +72,21 @@ class ImageBatch:
 
 def iterate_features(backbone: Backbone, paths: Sequence[Path], *, batch_size: int, num_workers: int,
                      device: torch.device, progress: bool, description: str) -> Iterator[ImageBatch]:
-    """Backbone features batch by batch, images loaded in parallel worker processes."""
+    """Backbone features batch by batch, images loaded in parallel worker processes.
+
+    The backbone is used as it is: it must already be on ``device`` (:func:`place_backbone`).
+    """
     dataset = _ImageDataset(paths, backbone.preprocessing)
+    # A generator of its own: the loader draws its workers' base seed from it, not from torch's global RNG.
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(num_workers, len(paths)),
-                        pin_memory=device.type == "cuda")
-    # oneDNN and cuDNN run convolutions faster on channels-last tensors (EfficientNet-Lite0 on CPU:
-    # about 1.25x, docs/speed.md); other backbones keep the layout they were written for.
-    layout = torch.channels_last if isinstance(backbone, CNNBackbone) else torch.contiguous_format
-    backbone = backbone.to(device, memory_format=layout)
+                        pin_memory=device.type == "cuda", generator=torch.Generator())
+    layout = backbone.memory_format
     with tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar:
         for indices, images, errors, heights, widths in loader:
             with torch.inference_mode():
                 features = backbone(images.to(device, non_blocking=True, memory_format=layout))
             yield ImageBatch(indices.tolist(), features, list(zip(heights.tolist(), widths.tolist())), list(errors))
             bar.update(len(indices))
-
-
-@dataclass
-class FeatureSet:
-    """Per-image features (fp16, possibly memory-mapped) for a list of images.
-
-    ``patches[i]`` is ``[K, D]`` on ``grid``; ``globals_[i]`` is ``[G]``.
-    """
-
-    paths: list[Path]
-    patches: list[np.ndarray]
-    globals_: list[np.ndarray]
-    grid: tuple[int, int]
-    failures: dict[Path, str] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def method_features(self, level: str) -> "MethodFeatures":
-        if level == "image":
-            return MethodFeatures([g[None, :] for g in self.globals_])
-        return MethodFeatures(self.patches)
-
-
-class MethodFeatures:
-    """The features the method trains on: ``[N, K, D]`` (K = 1 in image mode), read lazily."""
-
-    def __init__(self, arrays: list[np.ndarray]):
-        self.arrays = arrays
-        self.num_patches, self.dim = arrays[0].shape if arrays else (0, 0)
-
-    def __len__(self) -> int:
-        return len(self.arrays)
-
-    def take(self, indices: Sequence[int], positions: np.ndarray | None = None) -> torch.Tensor:
-        """float32 ``[len(indices), P, D]``; ``positions`` selects the same patches in every image."""
-        return self.take_rows(indices, [positions] * len(indices))
-
-    def take_rows(self, indices: Sequence[int], positions: Sequence[np.ndarray | None]) -> torch.Tensor:
-        """float32 ``[len(indices), P, D]`` with each image's own ``positions`` (all of the same length)."""
-        rows = [self.arrays[i] if kept is None else self.arrays[i][kept] for i, kept in zip(indices, positions)]
-        return torch.from_numpy(np.stack(rows).astype(np.float32))
 
 
 def extract_features(

@@ -28,7 +28,7 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 def patch_scores_to_maps(scores: torch.Tensor, grid: tuple[int, int], input_size: int, sigma: float) -> torch.Tensor:
     """``[B, K]`` patch scores -> ``[B, S, S]`` maps at the backbone input size S.
 
-    Bilinear upsampling, then Gaussian smoothing with ``sigma`` pixels at that size (spec: 4 at 224).
+    Bilinear upsampling, then Gaussian smoothing with ``sigma`` pixels at that size (docs/method.md: 4 at 224).
     """
     grids = scores.view(-1, 1, *grid)
     maps = F.interpolate(grids, size=(input_size, input_size), mode="bilinear", align_corners=False)

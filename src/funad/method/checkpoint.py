@@ -2,8 +2,8 @@
 
 A checkpoint folder holds ``checkpoint.json`` (format version, the run's identity, epoch,
 history, the numpy RNG state, the optimizer's hyperparameters, the name and SHA-256 of the
-tensor file) and ``epoch-NNNNN.safetensors`` (Local-Net weights, optimizer buffers, torch
-generator states). Both are written under a temporary name and renamed into place, the JSON
+tensor file) and ``epoch-NNNNN.safetensors`` (Local-Net weights, optimizer buffers, the run's
+torch generator state). Both are written under a temporary name and renamed into place, the JSON
 last: its rename is the commit point, so a kill at any moment leaves the previous checkpoint
 or the new one, never a mix. No pickle.
 
@@ -18,19 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from funad.config import FunADConfig
-from funad.features.backbones import file_sha256
-from funad.features.extraction import FeatureSet
+from funad.features.containers import FeatureSet
 from funad.method.trainer import EpochRecord, TrainingState
+from funad.utils.files import file_digest, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class TrainingCheckpoint:
 
     def _restore(self, state: TrainingState, manifest: dict) -> None:
         tensor_path = self.folder / str(manifest.get("tensors"))
-        if not tensor_path.is_file() or file_sha256(tensor_path) != manifest.get("tensors_sha256"):
+        if not tensor_path.is_file() or file_digest(tensor_path) != manifest.get("tensors_sha256"):
             raise CheckpointError(f"{tensor_path}: missing or altered (checksum mismatch); "
                                   f"delete {self.folder} to start over")
         try:
@@ -128,8 +127,6 @@ class TrainingCheckpoint:
                 {k.removeprefix("local_net."): v for k, v in tensors.items() if k.startswith("local_net.")})
             state.optimizer.load_state_dict(_optimizer_state_from(tensors, manifest["optimizer"]))
             state.generator.set_state(tensors["torch_generator"])
-            # make_state seeds torch's global RNG; restoring it keeps any later global draw identical too.
-            torch.set_rng_state(tensors["torch_global_rng"])
             state.rng.bit_generator.state = manifest["numpy_rng"]
             state.epoch = int(manifest["epoch"])
             state.history = [EpochRecord(**record) for record in manifest["history"]]
@@ -154,9 +151,8 @@ class TrainingCheckpoint:
         optimizer_tensors, optimizer_rest = _split_optimizer_state(state.optimizer.state_dict())
         tensors.update(optimizer_tensors)
         tensors["torch_generator"] = state.generator.get_state()
-        tensors["torch_global_rng"] = torch.get_rng_state()
         name = f"epoch-{state.epoch:05d}.safetensors"
-        _write_atomically(self.folder / name, lambda temporary: save_file(tensors, str(temporary)))
+        write_atomically(self.folder / name, lambda handle: handle.write(save(tensors)))
         manifest = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "identity": self.identity,
@@ -165,20 +161,12 @@ class TrainingCheckpoint:
             "numpy_rng": state.rng.bit_generator.state,
             "optimizer": optimizer_rest,
             "tensors": name,
-            "tensors_sha256": file_sha256(self.folder / name),
+            "tensors_sha256": file_digest(self.folder / name),
         }
-        _write_atomically(self.folder / MANIFEST, lambda temporary: temporary.write_text(json.dumps(manifest)))
+        write_atomically(self.folder / MANIFEST, lambda handle: handle.write(json.dumps(manifest).encode()))
         for leftover in self.folder.iterdir():  # older epochs and temporaries of a killed save
             if leftover.name not in (MANIFEST, name):
                 leftover.unlink()
-
-
-def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    temporary = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    write(temporary)
-    with open(temporary, "rb+") as handle:  # on disk before the rename makes it visible
-        os.fsync(handle.fileno())
-    os.replace(temporary, target)
 
 
 def _split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -1,4 +1,4 @@
-"""The FUN-AD loss: L = L_bal + lambda * L_MS (spec, step 5)."""
+"""The FUN-AD loss: L = L_bal + lambda * L_MS (docs/method.md, step 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""IRMB: the iteratively re-constructed memory bank (spec, step 1)."""
+"""IRMB: the iteratively re-constructed memory bank (docs/method.md, step 1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from funad.features.extraction import MethodFeatures
+from funad.features.containers import MethodFeatures
 from funad.method.local_net import LocalNet
 from funad.method.neighbours import nearest_neighbour
 from funad.method.pseudo_labels import min_max_normalise

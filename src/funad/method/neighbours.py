@@ -1,15 +1,14 @@
 """Exact nearest-neighbour search with self-exclusion: faiss on CPU, blocked matrix products on CUDA.
 
 Both paths are exact (flat L2), so they find the same neighbours; distances agree up to float
-rounding. On CPU faiss is about 2.5x faster than the torch matmul because it fuses the arg-min
-into its blocked BLAS pass instead of materialising the whole distance matrix (docs/speed.md).
+rounding. The faiss path is :mod:`funad.inference.search`.
 """
 
 from __future__ import annotations
 
-import faiss
-import numpy as np
 import torch
+
+from funad.inference.search import FlatIndex
 
 # Distance-matrix block size for the torch path (64 MB of float32): bounds memory for any bank size.
 BLOCK_ELEMENTS = 1 << 24
@@ -21,16 +20,10 @@ def squared_distances(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor
     return (queries.pow(2).sum(1, keepdim=True) - 2 * product + keys.pow(2).sum(1)[None]).clamp_min_(0)
 
 
-def _as_faiss_input(points: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(points.detach().float().cpu().numpy())
-
-
 def _faiss_search(queries: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` nearest keys of each query by exhaustive search (faiss ``IndexFlatL2``)."""
-    index = faiss.IndexFlatL2(keys.shape[1])
-    index.add(_as_faiss_input(keys))
-    distances, indices = index.search(_as_faiss_input(queries), k)
-    return torch.from_numpy(np.maximum(distances, 0)), torch.from_numpy(indices)
+    """The ``k`` nearest keys of each query by exhaustive search: squared distances and indices."""
+    distances, indices = FlatIndex(keys).search(queries, k)
+    return torch.from_numpy(distances), torch.from_numpy(indices)
 
 
 def _matmul_nearest(queries: torch.Tensor, keys: torch.Tensor, query_groups: torch.Tensor | None,

@@ -1,4 +1,4 @@
-"""Patch pseudo-labels from pairwise distances to the memory bank (spec, step 2 and 3)."""
+"""Patch pseudo-labels from pairwise distances to the memory bank (docs/method.md, steps 2 and 3)."""
 
 from __future__ import annotations
 

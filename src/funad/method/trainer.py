@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from funad.config import FunADConfig
-from funad.features.extraction import MethodFeatures
+from funad.features.containers import MethodFeatures
 from funad.method.local_net import LocalNet
 from funad.method.losses import balanced_bce, mutual_smoothness
 from funad.method.memory_bank import MemoryBank, build_memory_bank
@@ -43,8 +43,15 @@ class TrainingState:
 
 
 def make_state(config: FunADConfig, dim: int, device: torch.device) -> TrainingState:
-    torch.manual_seed(config.seed)
-    local_net = LocalNet(dim, config.head_hidden, config.leaky_slope).to(device)
+    """A fresh run: Local-Net initialised from ``config.seed``, the RNGs the run draws from seeded.
+
+    The initialisation draws from torch's global RNG (as ``nn.Linear`` does), seeded inside
+    ``fork_rng`` so that the caller's own global random sequence is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        local_net = LocalNet(dim, config.head_hidden, config.leaky_slope)
+    local_net.to(device)
     optimizer = torch.optim.RMSprop(local_net.parameters(), lr=config.learning_rate, momentum=config.momentum)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     return TrainingState(local_net, optimizer, np.random.default_rng(config.seed), generator)

@@ -11,10 +11,10 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from funad.metrics import PixelMetrics, image_auroc, threshold_metrics
 from funad.reports.prediction_folder import PredictedImage
+from funad.utils.masks import read_mask
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def evaluate(images: list[PredictedImage], ground_truth: Path) -> dict[str, floa
             if not path.is_file():
                 logger.warning("no mask %s for %s: left out of the pixel metrics", path, image.path)
                 continue
-            mask = np.asarray(Image.open(path).convert("L")) > 0
+            mask = read_mask(path)
             masks_found += 1
         if not image.anomaly_map.is_file():
             logger.warning("anomaly map %s is missing: %s left out of the pixel metrics", image.anomaly_map, image.path)

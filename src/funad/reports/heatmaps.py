@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from funad.data.images import load_image
+from funad.utils.files import write_atomically
 
 
 def colourise(anomaly_map: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
@@ -19,7 +19,8 @@ def colourise(anomaly_map: np.ndarray, value_range: tuple[float, float]) -> np.n
     return (colormaps["jet"](scaled)[..., :3] * 255).astype(np.uint8)
 
 
-def overlay(image: np.ndarray, anomaly_map: np.ndarray, value_range: tuple[float, float], alpha: float = 0.5) -> np.ndarray:
+def overlay(image: np.ndarray, anomaly_map: np.ndarray, value_range: tuple[float, float],
+            alpha: float = 0.5) -> np.ndarray:
     colours = colourise(anomaly_map, value_range).astype(np.float32)
     return ((1 - alpha) * image.astype(np.float32) + alpha * colours).astype(np.uint8)
 
@@ -28,7 +29,6 @@ def save_overlay(image_path: Path, anomaly_map: np.ndarray, out_path: Path,
                  value_range: tuple[float, float] = (0.0, 1.0)) -> Path:
     image = np.asarray(load_image(image_path))
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_path.with_name(f".{out_path.name}.{os.getpid()}.png")
-    Image.fromarray(overlay(image, anomaly_map, value_range)).save(temporary)
-    os.replace(temporary, out_path)
+    picture = Image.fromarray(overlay(image, anomaly_map, value_range))
+    write_atomically(out_path, lambda handle: picture.save(handle, format="PNG"))
     return out_path

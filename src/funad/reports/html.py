@@ -80,12 +80,13 @@ def histogram_png(scores: np.ndarray, threshold: float, training_scores: np.ndar
 
 def _training_section(folder: PredictionFolder) -> tuple[str, np.ndarray | None]:
     """The suspected training images (score above the threshold), and all training scores."""
-    from funad.persistence import ModelFormatError, read_training_scores
+    from funad.persistence import ModelFormatError, load_model
 
     if folder.model_dir is None:
         return "<p>No model directory recorded (prediction.json missing): training audit not shown.</p>", None
     try:
-        paths, scores, _ = read_training_scores(folder.model_dir)
+        fitted = load_model(folder.model_dir).state
+        paths, scores = fitted.train_paths, fitted.train_predict_scores
     except ModelFormatError as error:
         logger.warning("report: training audit left out: %s", error)
         return f"<p class=\"missing\">Training audit unavailable: {html.escape(str(error))}</p>", None
@@ -109,7 +110,8 @@ def render_report(folder: PredictionFolder, metrics: dict[str, float] | None) ->
     histogram = histogram_png(np.array([image.score for image in images]), folder.threshold, training_scores)
     flagged = sum(image.anomalous for image in images)
     if metrics:
-        metric_rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{value:.3f}</td></tr>" for name, value in metrics.items())
+        metric_rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{value:.3f}</td></tr>"
+                              for name, value in metrics.items())
         metrics_html = f"<table>{metric_rows}</table>"
     else:
         metrics_html = "<p>No ground truth given (<code>funad report --ground-truth DIR</code>).</p>"

@@ -1,8 +1,9 @@
 """The folder `funad predict` writes, read back: scores.csv rows and prediction.json.
 
-``scores.csv`` has one row per image (path, score, label, threshold, heatmap, map; the last two
-relative to the folder); ``prediction.json`` records the model directory and the threshold used,
-so a report can show the model's suspected training images next to the predictions.
+``scores.csv`` has one row per input image (path, score, label, threshold, heatmap, map, error;
+heatmap and map relative to the folder). An image that could not be read has a NaN score, no
+label, heatmap or map, and the reason in ``error``. ``prediction.json`` records the model
+directory and the threshold used, so a report can show the model's suspected training images next to the predictions.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 
 SCORES = "scores.csv"
 DESCRIPTION = "prediction.json"
-COLUMNS = ["path", "score", "label", "threshold", "heatmap", "map"]
+COLUMNS = ["path", "score", "label", "threshold", "heatmap", "map", "error"]
+#: Columns every prediction folder has (older ones lack "error").
+_REQUIRED = COLUMNS[:-1]
 
 
 @dataclass
@@ -49,10 +52,11 @@ def read_prediction_folder(directory: Path) -> PredictionFolder:
         raise FileNotFoundError(f"{directory} is not a prediction folder: {SCORES} is missing (run `funad predict`)")
     with open(scores_path, newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{scores_path}: columns {missing} are missing (written by an older funad?)")
-        rows = list(reader)
+        # An image predict could not read has an error and nothing to report.
+        rows = [row for row in reader if not row.get("error")]
     if not rows:
         raise ValueError(f"{scores_path} lists no images: nothing to report")
     images = [PredictedImage(Path(row["path"]), _number(row, "score", scores_path, line), row["label"] == "anomalous",

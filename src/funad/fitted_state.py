@@ -1,0 +1,74 @@
+"""Everything ``FunAD.fit`` learns, in one dataclass, and its form as plain tensors plus JSON.
+
+:mod:`funad.persistence` writes that form to a model directory and reads it back; nothing
+outside this module knows how a fitted model is laid out in tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from funad.inference.scorers.base import PatchScorer, ScorerState
+from funad.inference.scorers.registry import scorer_from_state
+from funad.method.local_net import LocalNet
+from funad.method.trainer import EpochRecord
+
+_LOCAL_NET = "local_net."
+_SCORER = "scorer."
+
+
+@dataclass
+class FittedState:
+    scorer: PatchScorer  # what predict scores patches with (config.scorer)
+    local_net: LocalNet  # the trained Local-Net
+    train_paths: list[Path]  # the real training images (FUN-AD*'s synthetic ones left out)
+    train_scores: np.ndarray  # float64 [N]: each training image's final Local-Net score
+    train_predict_scores: np.ndarray  # float64 [N]: the same images in the units predict outputs
+    judged_normal: np.ndarray  # bool [N]: the images the final memory bank treats as normal
+    threshold: float  # label-free: a predict score above it is anomalous
+    contamination: float  # estimated share of anomalous training images
+    history: list[EpochRecord]  # per-epoch training statistics
+
+    def to_saved(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors (for safetensors) and JSON that :meth:`from_saved` turns back into this state."""
+        scorer = self.scorer.state_dict()
+        tensors = {_LOCAL_NET + name: value for name, value in self.local_net.tensors().items()}
+        tensors |= {_SCORER + name: value.detach().cpu().contiguous() for name, value in scorer.tensors.items()}
+        tensors["train_scores"] = torch.from_numpy(np.asarray(self.train_scores, dtype=np.float64))
+        tensors["train_predict_scores"] = torch.from_numpy(np.asarray(self.train_predict_scores, dtype=np.float64))
+        tensors["judged_normal"] = torch.from_numpy(np.asarray(self.judged_normal, dtype=np.uint8))
+        info = {
+            "scorer": {"name": self.scorer.name, "settings": scorer.settings},
+            "local_net": self.local_net.architecture(),
+            "train_paths": [str(path) for path in self.train_paths],
+            "threshold": float(self.threshold),
+            "contamination": float(self.contamination),
+            "history": [asdict(record) for record in self.history],
+        }
+        return tensors, info
+
+    @classmethod
+    def from_saved(cls, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> FittedState:
+        """The state :meth:`to_saved` wrote; KeyError, TypeError or ValueError if it does not fit together."""
+
+        def prefixed(prefix: str) -> dict[str, torch.Tensor]:
+            return {name.removeprefix(prefix): value for name, value in tensors.items() if name.startswith(prefix)}
+
+        scorer = info["scorer"]
+        local_net = LocalNet.from_state(prefixed(_LOCAL_NET), info["local_net"])
+        return cls(
+            scorer=scorer_from_state(scorer["name"], ScorerState(prefixed(_SCORER), scorer["settings"]), local_net),
+            local_net=local_net,
+            train_paths=[Path(path) for path in info["train_paths"]],
+            train_scores=tensors["train_scores"].numpy(),
+            train_predict_scores=tensors["train_predict_scores"].numpy(),
+            judged_normal=tensors["judged_normal"].numpy().astype(bool),
+            threshold=float(info["threshold"]),
+            contamination=float(info["contamination"]),
+            history=[EpochRecord(**record) for record in info["history"]],
+        )

@@ -1,0 +1,67 @@
+"""A bank of patch features that nearest-neighbour scorers search: each patch's distance to the bank."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from funad.features.containers import MethodFeatures
+from funad.inference.search import FlatIndex
+
+
+class PatchBank:
+    """Banked patches ``[M, D]`` and, where known, the training image each came from (``image_ids``).
+
+    Distances are Euclidean (the square root of faiss's squared distances).
+    """
+
+    def __init__(self, patches: torch.Tensor, image_ids: np.ndarray | None = None):
+        self.patches = patches.float().contiguous()
+        self.image_ids = None if image_ids is None else np.asarray(image_ids, dtype=np.int64)
+        self.index = FlatIndex(self.patches)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def search(self, queries: torch.Tensor | np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Euclidean distances to, and indices of, the ``k`` nearest bank entries: ``[Q, k]`` each."""
+        squared, indices = self.index.search(queries, k)
+        return np.sqrt(squared), indices
+
+    def distances(self, patches: torch.Tensor) -> torch.Tensor:
+        """``[B, K, D]`` -> ``[B, K]``: each patch's distance to its nearest bank entry, on the patches' device."""
+        distances, _ = self.search(patches.reshape(-1, patches.shape[-1]))
+        return torch.from_numpy(distances[:, 0]).view(patches.shape[:-1]).to(patches.device)
+
+    def nearest_from_other_images(self, queries: torch.Tensor, image: int) -> tuple[np.ndarray, np.ndarray]:
+        """Distance to, and index of, each query's nearest entry that does not come from ``image``: ``[Q]``.
+
+        A banked training image would otherwise find itself and score ~0; without its own entries
+        it scores as a new image would.
+        """
+        if self.image_ids is None:
+            raise RuntimeError("this bank does not know which image each entry came from")
+        # An image has at most this many bank entries, so one more neighbour always reaches another image.
+        neighbours = min(len(self.image_ids), int(np.bincount(self.image_ids).max()) + 1)
+        distances, hits = self.search(queries, neighbours)
+        first_other = np.argmax(self.image_ids[hits] != image, axis=1)
+        rows = np.arange(len(distances))
+        return distances[rows, first_other], hits[rows, first_other]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The bank as plain tensors (see :meth:`from_tensors`)."""
+        tensors = {"patches": self.patches}
+        if self.image_ids is not None:
+            tensors["image_ids"] = torch.from_numpy(self.image_ids)
+        return tensors
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> PatchBank:
+        image_ids = tensors.get("image_ids")
+        return cls(tensors["patches"], None if image_ids is None else image_ids.numpy())
+
+
+def all_patches(features: MethodFeatures, image_ids: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:
+    """Every patch of the chosen images (all when None) as float32 ``[n * K, D]``, and each patch's image."""
+    indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
+    return features.take(indices).reshape(-1, features.dim), np.repeat(indices, features.num_patches)

@@ -1,0 +1,1 @@
+"""Patch scorers: one protocol (:mod:`.base`), implementations registered by name (:mod:`.registry`)."""

@@ -1,0 +1,58 @@
+"""Content hashes and atomic writes: every file funad writes for later reading goes through here."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's content, read in chunks (large weights files stay out of memory)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, algorithm).hexdigest()
+
+
+def write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write`` into a temporary sibling, flush it to disk, then rename it over ``target``.
+
+    A reader (or a run killed mid-write) sees the old file or the new one, never half of one;
+    the fsync makes sure the rename cannot reach the disk before the data.
+    """
+    temporary = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_directory_atomically(directory: Path, write: Callable[[Path], object]) -> Path:
+    """``write`` a folder's files into a temporary sibling folder, then swap it in for ``directory``.
+
+    An existing ``directory`` is replaced only once the new one is complete.
+    """
+    directory = directory.resolve()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        write(staging)
+        if directory.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+            os.replace(directory, retired / directory.name)
+            os.replace(staging, directory)
+            shutil.rmtree(retired)
+        else:
+            os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory

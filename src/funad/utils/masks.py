@@ -1,0 +1,20 @@
+"""Ground-truth masks: any image file whose non-zero pixels mark the defect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Boolean ``[height, width]``: True where the mask is non-zero.
+
+    Converted to greyscale first, so an RGB or palette mask counts the same pixels as a grey one.
+    """
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L")) > 0
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the ground-truth mask ({error})") from error

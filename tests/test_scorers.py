@@ -1,0 +1,78 @@
+"""Every registered scorer through the estimator: fit, predict, save, load, and the same scores after reloading."""
+
+import numpy as np
+import pytest
+import torch
+
+from funad import FunAD
+from funad.inference.scorers.registry import list_scorers
+from funad.persistence import ModelFormatError
+
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def features(demo_data):
+    return FunAD(cache_dir=False, progress=False, pretrained=False, **TINY).extract(
+        sorted(demo_data.train_dir.glob("*.png")))
+
+
+@pytest.fixture(scope="module", params=list_scorers())
+def fitted(request, features):
+    return FunAD(cache_dir=False, progress=False, pretrained=False, scorer=request.param, **TINY).fit_features(
+        features)
+
+
+def test_the_papers_scorer_and_the_baselines_are_registered():
+    assert {"local_net", "knn", "patchcore", "softpatch"} <= set(list_scorers())
+
+
+def test_unknown_scorer_lists_the_registered_ones():
+    with pytest.raises(ValueError, match="scorer must be one of .*local_net"):
+        FunAD(scorer="nope")
+
+
+def test_predict_save_load_gives_identical_scores_and_maps(fitted, demo_data, tmp_path):
+    scores = fitted.score(demo_data.test_paths)
+    maps = fitted.anomaly_maps(demo_data.test_paths)
+    assert scores.shape == (len(demo_data.test_paths),) and np.isfinite(scores).all()
+    loaded = FunAD.load(fitted.save(tmp_path / "model"))
+    loaded.progress = False
+    assert loaded.scorer_.name == fitted.config.scorer
+    np.testing.assert_array_equal(loaded.score(demo_data.test_paths), scores)
+    for reloaded, original in zip(loaded.anomaly_maps(demo_data.test_paths), maps):
+        np.testing.assert_array_equal(reloaded, original)
+    np.testing.assert_array_equal(loaded.train_predict_scores_, fitted.train_predict_scores_)
+    assert (loaded.threshold_, loaded.contamination_, loaded.history_) == (
+        fitted.threshold_, fitted.contamination_, fitted.history_)
+    assert loaded.heatmap_range() == fitted.heatmap_range()
+
+
+def test_training_scores_are_in_predict_units(fitted):
+    scores = fitted.train_predict_scores_
+    assert scores.shape == (len(fitted.train_paths_),) and np.isfinite(scores).all()
+    assert fitted.contamination_ == pytest.approx(np.mean(scores > fitted.threshold_))
+    low, high = fitted.heatmap_range()
+    assert low <= scores.min() and scores.max() <= high
+
+
+def test_local_net_scores_are_the_local_nets(features):
+    model = FunAD(cache_dir=False, progress=False, pretrained=False, scorer="local_net", **TINY).fit_features(
+        features)
+    np.testing.assert_array_equal(model.train_predict_scores_, model.train_scores_)
+    assert model.heatmap_range() == (0.0, 1.0)
+    patches = torch.from_numpy(np.stack(features.patches[:2]).astype(np.float32))
+    with torch.no_grad():
+        expected = model.local_net_.score(patches)
+    torch.testing.assert_close(model.scorer_.score_patches(patches), expected, rtol=0, atol=0)
+
+
+def test_a_model_in_the_previous_format_is_refused_naming_both_versions(fitted, tmp_path):
+    import json
+
+    directory = fitted.save(tmp_path / "old")
+    manifest = json.loads((directory / "model.json").read_text())
+    manifest["format_version"] = 1
+    (directory / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFormatError, match=r"model format version 1, .*format version 2"):
+        FunAD.load(directory)
