@@ -86,7 +86,7 @@ class FunADConfig:
     num_workers: int = field(default_factory=default_num_workers)
 
     def __post_init__(self) -> None:
-        self.head_hidden = tuple(self.head_hidden)
+        self.head_hidden = tuple(self.head_hidden)  # type: ignore[assignment]  # a list from JSON
         for name in ("tau_m", "tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction", "knn_patch_fraction",
                      "knn_normal_share", "synthetic_ratio"):
             value = getattr(self, name)

@@ -72,7 +72,8 @@ class FunAD:
                                        "(:mod:`funad.method.threshold`)")
     history_ = _fitted_attribute("history", "per-epoch training statistics")
 
-    def __init__(self, *, pretrained: bool = True, cache_dir: str | Path | bool | None = None, progress: bool = True,
+    def __init__(self, *, pretrained: bool = True, cache_dir: str | Path | bool | None = None,
+                 progress: bool = True,
                  **params: Any):
         self.config = FunADConfig(**params)
         self.pretrained = pretrained
@@ -106,7 +107,7 @@ class FunAD:
         weights_id = self.weights_id()
         if self.cache_dir is False or weights_id is None:
             return None
-        root = default_cache_dir() if self.cache_dir is None else Path(self.cache_dir)
+        root = Path(self.cache_dir) if isinstance(self.cache_dir, (str, Path)) else default_cache_dir()
         return FeatureCache(root, self.backbone.describe(), weights_id)
 
     def extract(self, paths: Sequence[Path], description: str = "features") -> FeatureSet:

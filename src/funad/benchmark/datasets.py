@@ -85,7 +85,7 @@ def _visa_csv(root: Path) -> Path:
     return root / "split_csv" / "1cls.csv"
 
 
-def load_visa(root: Path, category: str) -> Dataset:
+def load_visa(root: Path, category: str | None) -> Dataset:
     """VisA's ``split_csv/1cls.csv`` (columns object, split, label, image, mask; paths relative to ``root``)."""
     root = Path(root)
     table = _visa_csv(root)

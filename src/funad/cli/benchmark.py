@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from funad.cli.fit import _add_config_options, _config_overrides
 
@@ -67,7 +68,7 @@ def run_benchmark_command(args: argparse.Namespace) -> None:
         raise ValueError("funad benchmark seeds each run with its split's seed: use --seeds, not --seed")
     if args.split:
         splits = [load_split(path) for path in args.split]
-        source = {"splits": [str(p) for p in args.split]}
+        source: dict[str, Any] = {"splits": [str(p) for p in args.split]}
         pixels = any(sample.mask is not None for split in splits for sample in split.test)
     else:
         dataset = _dataset(args)
@@ -95,8 +96,10 @@ def run_benchmark_command(args: argparse.Namespace) -> None:
         "versions": package_versions(),
     }
     results_path = args.out / "results.json"
-    outcome = run_benchmark(splits, options, pixels,
-                            on_split_done=lambda partial: _write_results(results_path, header, partial, False))
+    def write_partial(partial: dict) -> None:
+        _write_results(results_path, header, partial, False)
+
+    outcome = run_benchmark(splits, options, pixels, on_split_done=write_partial)
     summary = _write_results(results_path, header, outcome, True)
     if len({split.ratio for split in splits}) > 1:
         plot_sweep(summary, args.out / "sweep.png", f"{splits[0].category}: contamination sweep")

@@ -6,8 +6,10 @@ import argparse
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from funad.config import FunADConfig
 
@@ -28,7 +30,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     types = {f.name: f.type for f in fields(FunADConfig)}
     for name in _FIT_OPTIONS:
         default = getattr(defaults, name)
-        kind = {"int": int, "float": float}.get(type(default).__name__, str)
+        kind: Callable[[str], Any] = {"int": int, "float": float}.get(type(default).__name__, str)
         if "int | None" in str(types[name]):
             kind = _optional_int
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=argparse.SUPPRESS,

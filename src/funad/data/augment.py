@@ -30,7 +30,7 @@ class _LazyImages(Sequence):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]  # no slices
         return to_array(load_image(self.paths[index]))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +75,7 @@ class FeatureCache:
     def put(self, key: str, patches: np.ndarray, global_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Write atomically (temporary name, then rename) and return memory-mapped views."""
         for target, array in zip(self._files(key), (patches, global_)):
-            data = np.ascontiguousarray(array, dtype=np.float16)
-            write_atomically(target, lambda handle, data=data: np.save(handle, data))
+            write_atomically(target, partial(np.save, arr=np.ascontiguousarray(array, dtype=np.float16)))
         stored = self.get(key)
         if stored is None:  # a file written this moment does not read back: the disk, not the data
             raise OSError(f"feature cache {self.folder}: the features just written for {key} do not read back")

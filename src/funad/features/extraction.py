@@ -31,7 +31,7 @@ def resolve_device(device: str) -> torch.device:
 
 def preprocess(image: Image.Image, preprocessing: Preprocessing) -> torch.Tensor:
     size = preprocessing.image_size
-    resized = image.resize((size, size), Image.BILINEAR)
+    resized = image.resize((size, size), Image.Resampling.BILINEAR)
     array = np.asarray(resized, dtype=np.float32) / 255.0
     mean = np.asarray(preprocessing.mean, dtype=np.float32)
     std = np.asarray(preprocessing.std, dtype=np.float32)
@@ -59,7 +59,7 @@ class _ImageDataset(Dataset):
 
 def place_backbone(backbone: Backbone, device: torch.device) -> Backbone:
     """Move ``backbone`` (in place) to ``device``, its weights in the memory layout it runs fastest in."""
-    return backbone.to(device, memory_format=backbone.memory_format)
+    return backbone.to(device).to(memory_format=backbone.memory_format)
 
 
 @dataclass
@@ -109,7 +109,7 @@ def extract_features(
     device = torch.device(device)
     patches: dict[int, np.ndarray] = {}
     globals_: dict[int, np.ndarray] = {}
-    keys = [cache.key(path) for path in paths] if cache else [None] * len(paths)
+    keys = [cache.key(path) for path in paths] if cache else [""] * len(paths)
     todo = []
     for index, key in enumerate(keys):
         hit = cache.get(key) if cache else None

@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,12 +45,12 @@ class CheckpointError(ValueError):
     """A checkpoint that is corrupt, from another funad version, or from a different run."""
 
 
-def _sha256_json(value) -> str:
+def _sha256_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-def training_identity(config: FunADConfig, image_paths: Sequence[Path], features: FeatureSet, backbone: dict,
-                      weights_id: str | None) -> dict:
+def training_identity(config: FunADConfig, image_paths: Sequence[Path], features: FeatureSet,
+                      backbone: dict[str, Any], weights_id: str | None) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: settings, image list, backbone, feature values.
 
     The feature digest catches an image file replaced under the same name and features
@@ -79,10 +80,10 @@ class TrainingCheckpoint:
     def __init__(self, folder: str | Path, *, resume: bool):
         self.folder = Path(folder)
         self.resume = resume
-        self.identity: dict | None = None
+        self.identity: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------- restoring
-    def start(self, state: TrainingState, identity: dict) -> TrainingState:
+    def start(self, state: TrainingState, identity: dict[str, Any]) -> TrainingState:
         """``state`` (fresh from ``make_state``) advanced to the checkpoint when resuming."""
         self.identity = identity
         if not (self.folder / MANIFEST).exists():
@@ -103,7 +104,7 @@ class TrainingCheckpoint:
         logger.info("resuming from the checkpoint in %s after epoch %d", self.folder, state.epoch)
         return state
 
-    def _read_manifest(self) -> dict:
+    def _read_manifest(self) -> dict[str, Any]:
         path = self.folder / MANIFEST
         try:
             manifest = json.loads(path.read_text())
@@ -114,9 +115,10 @@ class TrainingCheckpoint:
         if version != CHECKPOINT_FORMAT_VERSION:
             raise CheckpointError(f"{path}: checkpoint format {version!r}, this funad reads "
                                   f"{CHECKPOINT_FORMAT_VERSION}; delete {self.folder} to start over")
-        return manifest
+        manifest_dict: dict[str, Any] = manifest
+        return manifest_dict
 
-    def _restore(self, state: TrainingState, manifest: dict) -> None:
+    def _restore(self, state: TrainingState, manifest: dict[str, Any]) -> None:
         tensor_path = self.folder / str(manifest.get("tensors"))
         if not tensor_path.is_file() or file_digest(tensor_path) != manifest.get("tensors_sha256"):
             raise CheckpointError(f"{tensor_path}: missing or altered (checksum mismatch); "
@@ -135,7 +137,8 @@ class TrainingCheckpoint:
                                   f"delete {self.folder} to start over") from error
 
     # ----------------------------------------------------------------- saving
-    def saving_after(self, on_epoch_end: Callable[[TrainingState], None] | None):
+    def saving_after(self, on_epoch_end: Callable[[TrainingState], None] | None,
+                     ) -> Callable[[TrainingState], None]:
         """An epoch-end callback that saves first, then runs ``on_epoch_end`` (if any)."""
         def callback(state: TrainingState) -> None:
             self.save(state)
@@ -169,7 +172,7 @@ class TrainingCheckpoint:
                 leftover.unlink()
 
 
-def _split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def _split_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors (``optimizer.<param>.<buffer>``) for safetensors; hyperparameters and numbers for JSON."""
     tensors, numbers = {}, {}
     for index, buffers in state_dict["state"].items():
@@ -181,9 +184,9 @@ def _split_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], d
     return tensors, {"param_groups": state_dict["param_groups"], "numbers": numbers}
 
 
-def _optimizer_state_from(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+def _optimizer_state_from(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
     entries = [(k.removeprefix("optimizer."), v) for k, v in tensors.items() if k.startswith("optimizer.")]
-    state: dict[int, dict] = {}
+    state: dict[int, dict[str, Any]] = {}
     for key, value in entries + list(rest["numbers"].items()):
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value

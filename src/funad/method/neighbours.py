@@ -40,7 +40,7 @@ def _matmul_nearest(queries: torch.Tensor, keys: torch.Tensor, query_groups: tor
         block_queries = queries[start:start + rows]
         # ||q||^2 is the same along a row: add it after the arg-min, one pass less over the block.
         block = torch.addmm(key_norms, block_queries, keys.T, alpha=-2)
-        if query_groups is not None:
+        if query_groups is not None and key_groups is not None:
             block.masked_fill_(query_groups[start:start + rows, None] == key_groups[None], float("inf"))
         nearest, indices[start:start + rows] = block.min(dim=1)
         distances[start:start + rows] = (nearest + block_queries.pow(2).sum(1)).clamp_min(0)
@@ -63,7 +63,7 @@ def nearest_neighbour(
     """
     if queries.device.type != "cpu":
         return _matmul_nearest(queries, keys, query_groups, key_groups)
-    if query_groups is None:
+    if query_groups is None or key_groups is None:
         distances, indices = _faiss_search(queries, keys, 1)
         return distances[:, 0], indices[:, 0]
     # Only keys from the queries' own groups can need masking (a batch's images are a few of

@@ -33,6 +33,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.mixture import GaussianMixture
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def robust_tail_threshold(scores: np.ndarray) -> float:
     return median + _TAIL_WIDTHS * _MAD_TO_STD * mad
 
 
-def estimate_threshold(scores, judged_normal=None) -> ThresholdEstimate:
+def estimate_threshold(scores: ArrayLike, judged_normal: ArrayLike | None = None) -> ThresholdEstimate:
     """Threshold and contamination from training ``scores`` (higher = more anomalous).
 
     ``judged_normal`` (bool per score, optional) is the memory bank's split, used to start the
@@ -77,7 +78,7 @@ def estimate_threshold(scores, judged_normal=None) -> ThresholdEstimate:
     return ThresholdEstimate(threshold, float(np.mean(scores > threshold)), "robust tail")
 
 
-def _mixture_threshold(scores: np.ndarray, judged_normal) -> ThresholdEstimate | None:
+def _mixture_threshold(scores: np.ndarray, judged_normal: ArrayLike | None) -> ThresholdEstimate | None:
     """The two-mode threshold, or None when the scores do not show a separate anomalous mode."""
     spread = float(np.std(scores))
     if scores.size < _MIN_SCORES_FOR_MIXTURE or len(np.unique(scores)) < 3 or spread == 0.0:
@@ -103,7 +104,7 @@ def _mixture_threshold(scores: np.ndarray, judged_normal) -> ThresholdEstimate |
     return ThresholdEstimate(threshold, float(np.mean(scores > threshold)), "mixture")
 
 
-def _initial_means(standardised: np.ndarray, judged_normal) -> np.ndarray | None:
+def _initial_means(standardised: np.ndarray, judged_normal: ArrayLike | None) -> np.ndarray | None:
     """Component means from the memory bank's split; None (k-means start) if it has an empty side."""
     if judged_normal is None:
         return None

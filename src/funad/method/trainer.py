@@ -100,7 +100,7 @@ class Trainer:
             loss = loss + c.lambda_ms * mutual_smoothness(torch.sigmoid(logits), pairs)
 
         state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch's stubs leave it untyped
         state.optimizer.step()
         return loss.item(), labels.anomalous.float().mean().item(), labels.ambiguous.float().mean().item()
 
@@ -119,6 +119,7 @@ class Trainer:
             totals += self.step(state, batch, bank)
         state.epoch += 1
         loss, anomalous, ambiguous = totals / len(batches)
+        assert bank is not None  # an epoch has at least one batch
         record = EpochRecord(state.epoch, loss, anomalous, ambiguous, float(bank.candidate_normals.mean()))
         state.history.append(record)
         return record

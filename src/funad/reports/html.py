@@ -64,7 +64,7 @@ def histogram_png(scores: np.ndarray, threshold: float, training_scores: np.ndar
     figure = Figure(figsize=(7, 3), dpi=100)
     axes = figure.subplots()
     values = [scores] if training_scores is None else [scores, training_scores]
-    bins = np.histogram_bin_edges(np.concatenate(values + [[threshold]]), bins=30)
+    bins = np.histogram_bin_edges(np.concatenate(values + [[threshold]]), bins=30).tolist()
     axes.hist(scores, bins=bins, alpha=0.7, label=f"predicted images ({len(scores)})")
     if training_scores is not None:
         axes.hist(training_scores, bins=bins, alpha=0.5, label=f"training images ({len(training_scores)})")

@@ -121,4 +121,5 @@ def local_average(features: torch.Tensor, kernel: int = 3) -> torch.Tensor:
     return F.avg_pool2d(features, kernel, stride=1, padding=kernel // 2, count_include_pad=False)
 
 
-StageFunction = Callable[[nn.Module, torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]]
+# timm models are typed as plain modules: their stages are reached by attribute, hence Any.
+StageFunction = Callable[[Any, torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]]

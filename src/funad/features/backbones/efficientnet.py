@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from funad.features.backbones.base import Backbone, Preprocessing, load_state_di
 from funad.features.backbones.cnn import CNNBackbone
 
 
-def _efficientnet_stages(model: nn.Module, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _efficientnet_stages(model: Any, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     x = model.bn1(model.conv_stem(images))
     maps = []
     for index, block in enumerate(model.blocks):

@@ -172,13 +172,13 @@ def analyse_vit_graph(model) -> ViTGraph:
     for position, node in enumerate(graph.node):
         consumer_block = block_of_node.get(position)
         for name in node.input:
-            block = producer_block.get(name)
-            if block is not None and block != consumer_block and name not in leaving.get(block, []):
-                leaving.setdefault(block, []).append(name)
+            source = producer_block.get(name)
+            if source is not None and source != consumer_block and name not in leaving.get(source, []):
+                leaving.setdefault(source, []).append(name)
     for output in graph.output:  # a graph that ends right after its last block
-        block = producer_block.get(output.name)
-        if block is not None and output.name not in leaving.get(block, []):
-            leaving.setdefault(block, []).append(output.name)
+        source = producer_block.get(output.name)
+        if source is not None and output.name not in leaving.get(source, []):
+            leaving.setdefault(source, []).append(output.name)
     count = max(block_of_node.values()) + 1
     block_outputs = []
     for block in range(count):
@@ -280,6 +280,9 @@ class OnnxDinov2Backbone(Backbone):
     through the model's final LayerNorm first. ``concat_cls``: patch feature = concat(CLS, patch).
     ``local_kernel``: PatchCore-style k x k average of the patch grid (1 = off).
     """
+
+    norm_weight: torch.Tensor  # the final LayerNorm's parameters (buffers), when the graph has one
+    norm_bias: torch.Tensor
 
     def __init__(
         self,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 
 from funad.features.backbones.base import Backbone, Preprocessing, register_backbone, timm_model
 from funad.features.containers import FeatureBatch
@@ -17,7 +17,9 @@ class ViTBackbone(Backbone):
     The paper's patch feature is concat(CLS, patch_k); ``concat_cls=False`` keeps the patch token only.
     """
 
-    def __init__(self, name: str, model: nn.Module, image_size: int, preprocessing: Preprocessing, concat_cls: bool):
+    model: Any  # a timm VisionTransformer
+
+    def __init__(self, name: str, model: Any, image_size: int, preprocessing: Preprocessing, concat_cls: bool):
         super().__init__()
         self.name = name
         self.model = model

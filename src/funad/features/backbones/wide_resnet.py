@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 
 from funad.features.backbones.base import Backbone, Preprocessing, register_backbone, timm_model
 from funad.features.backbones.cnn import CNNBackbone
 
 
-def _resnet_stages(model: nn.Module, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _resnet_stages(model: Any, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     x = model.maxpool(model.act1(model.bn1(model.conv1(images))))
     x = model.layer1(x)
     layer2 = model.layer2(x)

@@ -38,7 +38,7 @@ class PatchScorer(Protocol):
     """Implementations subclass this protocol to inherit :meth:`image_scores`."""
 
     #: The name the scorer is registered under (set by :func:`register_scorer`).
-    name: ClassVar[str]
+    name: ClassVar[str] = ""
     #: The range patch scores lie in, for heatmap colours; None for unbounded distances.
     score_range: ClassVar[tuple[float, float] | None]
 
