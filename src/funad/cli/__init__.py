@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from funad import __version__
 from funad.cli import audit, benchmark, demo, fit, predict, report
 
 logger = logging.getLogger("funad")
@@ -13,13 +14,23 @@ logger = logging.getLogger("funad")
 COMMANDS = (fit, predict, audit, report, benchmark, demo)
 
 
+def _add_global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--quiet", action="store_true", default=default,
+                        help="no progress bars; warnings and errors only")
+    parser.add_argument("--verbose", action="store_true", default=default,
+                        help="debug logging, and the traceback of an error")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="funad", description="Fully unsupervised visual anomaly detection (FUN-AD).")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars; warnings and errors only")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"funad {__version__}")
+    _add_global_options(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(subparsers)
+    for subparser in subparsers.choices.values():
+        # Accepted after the sub-command too; SUPPRESS keeps a flag given before it from being reset.
+        _add_global_options(subparser, default=argparse.SUPPRESS)
     return parser
 
 
@@ -30,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
-        logger.error("%s", error)
+        # One line for a user's mistake; --verbose adds the traceback a bug report needs.
+        logger.error("%s", error, exc_info=args.verbose)
         return 1
     return 0
 

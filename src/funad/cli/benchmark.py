@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from funad.cli.fit import _add_config_options, _config_overrides
+from funad.cli.fit import add_config_options, config_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path, help="results folder")
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default ~/.cache/funad/features)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    _add_config_options(parser)
+    add_config_options(parser)
     parser.set_defaults(run=run_benchmark_command)
 
 
@@ -81,7 +81,7 @@ def run_benchmark_command(args: argparse.Namespace) -> None:
             logger.warning("%s has no ground-truth masks: image metrics only", dataset.name)
     split_files = [str(split.save(args.out / "splits")) for split in splits]
 
-    options = BenchmarkOptions(methods=methods, settings=_SETTINGS[args.setting], funad_config=_config_overrides(args),
+    options = BenchmarkOptions(methods=methods, settings=_SETTINGS[args.setting], funad_config=config_overrides(args),
                                funad_star_ratio=args.funad_star_ratio, coreset_fraction=args.coreset_fraction,
                                softpatch_noise=args.softpatch_noise, patchcore_reweight=args.patchcore_reweight,
                                cache_dir=False if args.no_cache else args.cache_dir, progress=not args.quiet)

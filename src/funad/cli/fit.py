@@ -6,43 +6,38 @@ import argparse
 import logging
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
+from funad.cli.dataclass_options import add_dataclass_options, dataclass_overrides
 from funad.config import FunADConfig
 
 logger = logging.getLogger(__name__)
 
-# Configuration fields exposed as --flags on `fit` (the rest keep their defaults).
-_FIT_OPTIONS = (
-    "backbone", "weights", "image_size", "level", "epochs", "batch_size", "learning_rate", "momentum",
-    "tau_m", "bank_image_ratio", "tau_n", "tau_a", "lambda_ms", "patches_per_image", "bank_patch_fraction",
-    "bank_rebuild", "bank_max_patches", "scorer", "knn_normal_share", "knn_patch_fraction", "map_sigma", "seed",
-    "device", "num_workers",
-    "synthetic_ratio",
-)
+
+def _registered_scorers() -> list[str]:
+    from funad.inference.scorers.registry import list_scorers
+
+    return list_scorers()
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    defaults = FunADConfig()
-    types = {f.name: f.type for f in fields(FunADConfig)}
-    for name in _FIT_OPTIONS:
-        default = getattr(defaults, name)
-        kind: Callable[[str], Any] = {"int": int, "float": float}.get(type(default).__name__, str)
-        if "int | None" in str(types[name]):
-            kind = _optional_int
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=argparse.SUPPRESS,
-                            help=f"default: {default}")
+def _registered_backbones() -> list[str]:
+    from funad.features.backbones import list_backbones
+
+    return list_backbones()
 
 
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() in ("none", "all") else int(text)
+# Where the choices of a configuration field come from when its annotation cannot list them: a
+# registry. Literal fields (level, bank_rebuild) list their own.
+CONFIG_CHOICES = {"backbone": _registered_backbones, "scorer": _registered_scorers}
 
 
-def _config_overrides(args: argparse.Namespace) -> dict:
-    return {name: getattr(args, name) for name in _FIT_OPTIONS if hasattr(args, name)}
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """A flag for every FunADConfig field, absent from the parsed arguments unless given."""
+    add_dataclass_options(parser, FunADConfig, CONFIG_CHOICES)
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    return dataclass_overrides(args, FunADConfig)
 
 
 def register(subparsers) -> None:
@@ -54,7 +49,7 @@ def register(subparsers) -> None:
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its checkpoint in OUT.partial/ (same command otherwise)")
-    _add_config_options(parser)
+    add_config_options(parser)
     parser.set_defaults(run=run_fit)
 
 
@@ -70,7 +65,7 @@ def run_fit(args: argparse.Namespace) -> None:
     from funad.model import FunAD
 
     cache_dir = False if args.no_cache else args.cache_dir
-    model = FunAD(cache_dir=cache_dir, progress=not args.quiet, **_config_overrides(args))
+    model = FunAD(cache_dir=cache_dir, progress=not args.quiet, **config_overrides(args))
     started = time.perf_counter()
     work = run_folder(args.out.resolve())
     checkpoint = TrainingCheckpoint(work / "checkpoint", resume=args.resume)
