@@ -2,6 +2,8 @@
 
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from PIL import Image
 from funad.benchmark.datasets import load_dataset
 from funad.benchmark.protocol import load_split, make_split
 from funad.cli import main
+from funad.cli.benchmark import parse_dataset
 from funad.data.augment import write_synthetic_anomalies
 
 from conftest import TINY
@@ -157,3 +160,86 @@ def test_benchmark_command_writes_every_method_and_setting(demo_data, tmp_path, 
     rerun_results = json.loads((rerun / "results.json").read_text())
     assert [(r["method"], r["setting"], r["num_moved"]) for r in rerun_results["runs"]] == [("patchcore", "overlap", 2)]
     assert json.loads((rerun / "splits" / split_file.name).read_text()) == json.loads(split_file.read_text())
+
+
+# --------------------------------------------------------------------------- several datasets
+
+
+def test_dataset_argument_is_a_root_or_root_colon_category(tmp_path):
+    assert parse_dataset("data/mvtec:bottle") == (Path("data/mvtec"), "bottle")
+    assert parse_dataset("data/magnetic_tile") == (Path("data/magnetic_tile"), None)
+    assert parse_dataset(r"C:\data\mvtec") == (Path(r"C:\data\mvtec"), None)
+    (tmp_path / "run:1").mkdir()
+    assert parse_dataset(str(tmp_path / "run:1")) == (tmp_path / "run:1", None)
+
+
+@pytest.fixture
+def two_categories(demo_data, tmp_path):
+    """``cats/masked`` (the demo dataset) and ``cats/unmasked`` (the same with image labels only)."""
+    cats = tmp_path / "cats"
+    shutil.copytree(demo_data.root, cats / "masked")
+    shutil.copytree(demo_data.root, cats / "unmasked", ignore=shutil.ignore_patterns("ground_truth"))
+    return cats
+
+
+def test_benchmark_of_two_datasets_writes_one_summary_with_their_mean(two_categories, tmp_path, capsys,
+                                                                      tiny_cli_flags):
+    out = tmp_path / "results"
+    # Both forms at once: ROOT:CATEGORY, and a category folder as its own root.
+    assert main(["--quiet", "benchmark", f"{two_categories}:masked", str(two_categories / "unmasked"),
+                 "--seeds", "0", "1", "--methods", "funad", "patchcore", "--out", str(out), "--no-cache",
+                 *tiny_cli_flags]) == 0
+    names = ("cats/masked", "unmasked")
+    for name in names:
+        results = json.loads((out / name / "results.json").read_text())
+        assert results["dataset"]["name"] == name and results["complete"] is True
+        assert len(list((out / name / "splits").iterdir())) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True and list(summary["results"]) == list(names)
+    rows = {(r["dataset"], r["setting"], r["method"]): r for r in summary["rows"]}
+    assert set(rows) == {(d, s, m) for d in names for s in ("no-overlap", "overlap") for m in ("funad", "patchcore")}
+    assert all(row["seeds"] == [0, 1] for row in rows.values())
+    assert all("pixel_auroc" in row for key, row in rows.items() if key[0] == "cats/masked")
+    assert not any("pixel_auroc" in row or "aupro" in row for key, row in rows.items() if key[0] == "unmasked")
+    assert len(summary["means"]) == 4
+    for mean in summary["means"]:
+        per_dataset = [rows[(name, mean["setting"], mean["method"])] for name in names]
+        for metric in ("image_auroc", "image_f1_max", "fit_seconds"):
+            assert mean[metric]["mean"] == pytest.approx(np.mean([row[metric]["mean"] for row in per_dataset]))
+            assert mean[metric]["datasets"] == list(names)
+        for metric in ("pixel_auroc", "aupro"):  # over the dataset with masks only
+            assert mean[metric] == {"mean": per_dataset[0][metric]["mean"], "datasets": ["cats/masked"]}
+    table = (out / "summary.md").read_text()
+    assert table.strip() == capsys.readouterr().out.strip()
+    unmasked_row = next(line for line in table.splitlines() if line.startswith("| unmasked | 0.1 | overlap | funad |"))
+    cells = [cell.strip() for cell in unmasked_row.split("|")[1:-1]]
+    assert cells[5:7] == ["-", "-"] and "-" not in cells[4] + cells[7]  # no pixel AUROC or AUPRO
+    assert table.count("| mean over datasets |") == 4
+    assert "pixel AUROC and AUPRO only over the datasets with masks (cats/masked)" in table
+
+
+def test_benchmark_refuses_two_datasets_of_one_name(two_categories, tmp_path):
+    assert main(["--quiet", "benchmark", f"{two_categories}:masked", str(two_categories), "--category", "masked",
+                 "--out", str(tmp_path / "results")]) == 1
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_stopped_benchmark_keeps_the_datasets_it_finished(two_categories, tmp_path, monkeypatch, tiny_cli_flags):
+    from funad.benchmark import runner
+
+    fit_method = runner._fit_method
+
+    def stop_on_the_second_dataset(method, split, train, options):
+        if split.category == "unmasked":
+            raise RuntimeError("stopped")
+        return fit_method(method, split, train, options)
+
+    monkeypatch.setattr(runner, "_fit_method", stop_on_the_second_dataset)
+    out = tmp_path / "results"
+    assert main(["--quiet", "benchmark", str(two_categories), "--category", "masked", "unmasked", "--methods",
+                 "patchcore", "--out", str(out), "--no-cache", *tiny_cli_flags]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False
+    assert {row["dataset"] for row in summary["rows"]} == {"cats/masked"}
+    assert json.loads((out / "cats" / "masked" / "results.json").read_text())["complete"] is True
+    assert not (out / "cats" / "unmasked" / "results.json").exists()

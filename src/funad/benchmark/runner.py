@@ -160,33 +160,3 @@ def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
         if on_split_done is not None:
             on_split_done({"runs": runs, "extract_seconds": extract_seconds, "num_images": len(paths)})
     return {"runs": runs, "extract_seconds": extract_seconds, "num_images": len(paths)}
-
-
-def summarise(runs: list[dict]) -> list[dict]:
-    """Mean and standard deviation (ddof 1; 0 for one seed) of every metric per ratio, setting and method."""
-    groups: dict[tuple, list[dict]] = {}
-    for run in runs:
-        groups.setdefault((run["ratio"], run["setting"], run["method"]), []).append(run)
-    summary = []
-    for (ratio, setting, method), members in groups.items():
-        row = {"ratio": ratio, "setting": setting, "method": method, "seeds": [r["seed"] for r in members]}
-        for metric in METRICS + ("fit_seconds", "predict_seconds"):
-            values = np.array([r[metric] for r in members if metric in r], dtype=np.float64)
-            if len(values):
-                row[metric] = {"mean": float(values.mean()),
-                               "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
-        summary.append(row)
-    return summary
-
-
-def format_table(summary: list[dict]) -> str:
-    """A Markdown table: metrics in percent as mean ± std, fit/predict times in seconds."""
-    metrics = [m for m in METRICS if any(m in row for row in summary)]
-    header = ["ratio", "setting", "method", *metrics, "fit s", "predict s"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in sorted(summary, key=lambda r: (r["ratio"], r["setting"], METHODS.index(r["method"]))):
-        cells = [f"{row['ratio']:g}", row["setting"], row["method"]]
-        cells += [f"{100 * row[m]['mean']:.2f} ± {100 * row[m]['std']:.2f}" if m in row else "-" for m in metrics]
-        cells += [f"{row[m]['mean']:.1f}" for m in ("fit_seconds", "predict_seconds")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
