@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 import torch
 
-from funad.inference.coreset import PROJECTION_DIM
+from funad.inference.coreset import POOL_MAX_PATCHES, PROJECTION_DIM
 from funad.inference.scorers.base import register_scorer
 from funad.inference.scorers.knn import NearestNeighbourScorer
 
@@ -40,8 +40,8 @@ class PatchCore(NearestNeighbourScorer):
     """
 
     def __init__(self, coreset_fraction: float = 0.1, *, projection_dim: int | None = PROJECTION_DIM,
-                 reweight: bool = False, seed: int = 0):
-        super().__init__(coreset_fraction, seed, "coreset", projection_dim)
+                 reweight: bool = False, seed: int = 0, pool_max_patches: int | None = POOL_MAX_PATCHES):
+        super().__init__(coreset_fraction, seed, "coreset", projection_dim, pool_max_patches)
         self.reweight = reweight
 
     @classmethod
@@ -79,4 +79,4 @@ class PatchCore(NearestNeighbourScorer):
 
     def settings(self) -> dict[str, Any]:
         return {"coreset_fraction": self.patch_fraction, "projection_dim": self.projection_dim,
-                "reweight": self.reweight, "seed": self.seed}
+                "reweight": self.reweight, "seed": self.seed, "pool_max_patches": self.pool_max_patches}

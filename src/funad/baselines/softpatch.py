@@ -27,7 +27,7 @@ import torch
 from sklearn.neighbors import LocalOutlierFactor
 
 from funad.features.containers import MethodFeatures
-from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
+from funad.inference.coreset import POOL_MAX_PATCHES, PROJECTION_DIM, coreset_size, greedy_coreset
 from funad.inference.patch_bank import PatchBank
 from funad.inference.scorers.base import PatchScorer, ScorerState, leave_own_image_out, register_scorer
 
@@ -69,8 +69,10 @@ class SoftPatch(PatchScorer):
     score_range = None
 
     def __init__(self, noise_fraction: float = 0.15, coreset_fraction: float = 0.1, *,
-                 lof_neighbours: int = LOF_NEIGHBOURS, projection_dim: int | None = PROJECTION_DIM, seed: int = 0):
+                 lof_neighbours: int = LOF_NEIGHBOURS, projection_dim: int | None = PROJECTION_DIM, seed: int = 0,
+                 pool_max_patches: int | None = POOL_MAX_PATCHES):
         self.noise_fraction = noise_fraction
+        self.pool_max_patches = pool_max_patches
         self.coreset_fraction = coreset_fraction
         self.lof_neighbours = lof_neighbours
         self.projection_dim = projection_dim
@@ -85,12 +87,17 @@ class SoftPatch(PatchScorer):
         patches = features.take(indices)
         factors = positional_outlier_factors(patches, self.lof_neighbours)
         self.kept_ = keep_inliers(factors, self.noise_fraction)
-        candidates = patches[torch.from_numpy(self.kept_)]
-        candidate_images = np.broadcast_to(indices[:, None], self.kept_.shape)[self.kept_]
+        # The (image, position) rows that survive denoising, capped to a uniform pool for the coreset.
+        rows = np.flatnonzero(self.kept_)
+        if self.pool_max_patches is not None and len(rows) > self.pool_max_patches:
+            rows = np.sort(np.random.default_rng(self.seed).choice(rows, self.pool_max_patches, replace=False))
+        candidates = patches.reshape(-1, patches.shape[-1])[torch.from_numpy(rows)]
+        candidate_images = indices[rows // features.num_patches]
+        candidate_factors = factors.ravel()[rows]
         chosen = greedy_coreset(candidates, coreset_size(len(candidates), self.coreset_fraction),
                                 projection_dim=self.projection_dim, seed=self.seed)
         self.bank_ = PatchBank(candidates[chosen], candidate_images[chosen])
-        self.weights_ = factors[self.kept_][chosen]
+        self.weights_ = candidate_factors[chosen]
         return self
 
     def _weighted_nearest(self, distances: np.ndarray, nearest: np.ndarray) -> np.ndarray:
@@ -111,7 +118,8 @@ class SoftPatch(PatchScorer):
 
     def settings(self) -> dict[str, Any]:
         return {"noise_fraction": self.noise_fraction, "coreset_fraction": self.coreset_fraction,
-                "lof_neighbours": self.lof_neighbours, "projection_dim": self.projection_dim, "seed": self.seed}
+                "lof_neighbours": self.lof_neighbours, "projection_dim": self.projection_dim, "seed": self.seed,
+                "pool_max_patches": self.pool_max_patches}
 
     def state_dict(self) -> ScorerState:
         return ScorerState(self.bank_.tensors() | {"weights": torch.from_numpy(self.weights_)}, self.settings())

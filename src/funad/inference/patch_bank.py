@@ -33,18 +33,20 @@ class PatchBank:
         distances, _ = self.search(patches.reshape(-1, patches.shape[-1]))
         return torch.from_numpy(distances[:, 0]).view(patches.shape[:-1]).to(patches.device)
 
-    def nearest_from_other_images(self, queries: torch.Tensor, image: int) -> tuple[np.ndarray, np.ndarray]:
-        """Distance to, and index of, each query's nearest entry that does not come from ``image``: ``[Q]``.
+    def nearest_from_other_images(self, queries: torch.Tensor | np.ndarray,
+                                  image: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distance to, and index of, each query's nearest entry that does not come from its image: ``[Q]``.
 
-        A banked training image would otherwise find itself and score ~0; without its own entries
-        it scores as a new image would.
+        ``image``: the training image of every query, or one per query. A banked training image
+        would otherwise find itself and score ~0; without its own entries it scores as a new image would.
         """
         if self.image_ids is None:
             raise RuntimeError("this bank does not know which image each entry came from")
         # An image has at most this many bank entries, so one more neighbour always reaches another image.
         neighbours = min(len(self.image_ids), int(np.bincount(self.image_ids).max()) + 1)
         distances, hits = self.search(queries, neighbours)
-        first_other = np.argmax(self.image_ids[hits] != image, axis=1)
+        own = np.asarray(image).reshape(-1, 1)
+        first_other = np.argmax(self.image_ids[hits] != own, axis=1)
         rows = np.arange(len(distances))
         return distances[rows, first_other], hits[rows, first_other]
 
@@ -59,6 +61,25 @@ class PatchBank:
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> PatchBank:
         image_ids = tensors.get("image_ids")
         return cls(tensors["patches"], None if image_ids is None else image_ids.numpy())
+
+
+def sample_patches(features: MethodFeatures, image_ids: np.ndarray | None, count: int | None,
+                   rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+    """At most ``count`` patches drawn uniformly from the chosen images (all when None), and each patch's image.
+
+    Only the drawn rows are read, so memory grows with ``count``, not with the number of images.
+    """
+    indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
+    total = len(indices) * features.num_patches
+    if count is None or count >= total:
+        return all_patches(features, indices)
+    rows = np.sort(rng.choice(total, size=count, replace=False))
+    images, positions = indices[rows // features.num_patches], rows % features.num_patches
+    patches = np.empty((count, features.dim), dtype=np.float32)
+    for image in np.unique(images):
+        where = images == image
+        patches[where] = features.arrays[image][positions[where]]
+    return torch.from_numpy(patches), images
 
 
 def all_patches(features: MethodFeatures, image_ids: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:

@@ -1,8 +1,17 @@
 """FUN-AD's default scorer: nearest-neighbour distance to the patches of the images the method trusts.
 
 FunAD fits it on its ``trusted_images`` (the training images the trained Local-Net scores
-lowest); the bank is a greedy coreset of their patches, as PatchCore's. Fitted on every
-training image it is the plain contaminated baseline.
+lowest share of); the bank is a greedy coreset of their patches, as PatchCore's, drawn from a
+pool of at most ``pool_max_patches`` patches so that its cost stops growing with the number of
+images. Fitted on every training image, uncorroborated, it is the plain contaminated baseline.
+
+**Corroboration** (``corroborated=True``): a bank entry vouches for a new patch only as far as
+some *other* training image vouches for the entry itself. Each entry keeps the distance to its
+nearest pool patch from another image (FUN-AD's own-image-excluded distance, the quantity its
+pseudo-labels threshold), and a patch scores ``min over entries e of max(d(patch, e), vouched(e))``.
+A defect seen in one contaminated training image is in the bank, but nothing else vouches for it,
+so the same defect at test time still scores high; normal patterns, seen in many images, are
+unaffected. Unlike dropping such entries, rare normal patterns keep their coverage.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import torch
 
 from funad.features.containers import MethodFeatures
 from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
-from funad.inference.patch_bank import PatchBank, all_patches
+from funad.inference.patch_bank import PatchBank, sample_patches
 from funad.inference.scorers.base import PatchScorer, ScorerState, leave_own_image_out, register_scorer
 
 if TYPE_CHECKING:
@@ -26,58 +35,107 @@ if TYPE_CHECKING:
 class NearestNeighbourScorer(PatchScorer):
     """``fit(features, image_ids)`` banks a share of the chosen images' patches; patch score = distance to the bank.
 
-    ``sampling="coreset"`` keeps a greedy k-center coreset of all their patches (covers rare
-    normal patterns with few entries), selected after a random projection to ``projection_dim``
-    dimensions; ``"random"`` keeps a random share of each image's patches.
+    ``sampling="coreset"`` keeps a greedy k-center coreset (``patch_fraction`` of the pool) of a
+    uniform pool of at most ``pool_max_patches`` of their patches (None: all of them); the
+    coreset covers rare normal patterns with few entries and is selected after a random
+    projection to ``projection_dim`` dimensions. ``"random"`` keeps a random share of each
+    image's patches. ``corroborated``: see the module docstring.
     """
 
     score_range = None
 
     def __init__(self, patch_fraction: float = 0.01, seed: int = 0,
-                 sampling: Literal["coreset", "random"] = "coreset", projection_dim: int | None = PROJECTION_DIM):
+                 sampling: Literal["coreset", "random"] = "coreset", projection_dim: int | None = PROJECTION_DIM,
+                 pool_max_patches: int | None = None, corroborated: bool = False):
         self.patch_fraction = patch_fraction
         self.seed = seed
         self.sampling = sampling
         self.projection_dim = projection_dim
+        self.pool_max_patches = pool_max_patches
+        self.corroborated = corroborated
 
     @classmethod
     def from_config(cls, config: FunADConfig, local_net: LocalNet) -> Self:
-        return cls(config.knn_patch_fraction, config.seed)
+        return cls(config.knn_patch_fraction, config.seed, pool_max_patches=config.knn_pool_max_patches,
+                   corroborated=config.knn_corroborated)
 
     def fit(self, features: MethodFeatures, image_ids: np.ndarray | None = None) -> Self:
-        if self.sampling == "coreset":
-            patches, patch_images = all_patches(features, image_ids)
-            chosen = greedy_coreset(patches, coreset_size(len(patches), self.patch_fraction),
-                                    projection_dim=self.projection_dim, seed=self.seed)
-            self.bank_ = PatchBank(patches[chosen], patch_images[chosen])
-            return self
-        indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
         rng = np.random.default_rng(self.seed)
-        per_image = min(features.num_patches, coreset_size(features.num_patches, self.patch_fraction))
-        positions = [np.sort(rng.choice(features.num_patches, per_image, replace=False)) for _ in indices]
-        bank = features.take_rows(indices, positions).reshape(-1, features.dim)
-        self.bank_ = PatchBank(bank, np.repeat(indices, per_image))
+        if self.sampling == "coreset":
+            pool, pool_images = sample_patches(features, image_ids, self.pool_max_patches, rng)
+            chosen = greedy_coreset(pool, coreset_size(len(pool), self.patch_fraction),
+                                    projection_dim=self.projection_dim, seed=self.seed)
+            self.bank_ = PatchBank(pool[chosen], pool_images[chosen])
+        else:
+            indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
+            per_image = min(features.num_patches, coreset_size(features.num_patches, self.patch_fraction))
+            positions = [np.sort(rng.choice(features.num_patches, per_image, replace=False)) for _ in indices]
+            pool = features.take_rows(indices, positions).reshape(-1, features.dim)
+            pool_images = np.repeat(indices, per_image)
+            self.bank_ = PatchBank(pool, pool_images)
+        if self.corroborated:
+            self.vouched_ = vouched_distances(self.bank_, PatchBank(pool, pool_images))
         return self
 
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.bank_.distances(patches)
+        if not self.corroborated:
+            return self.bank_.distances(patches)
+        scores = self._corroborated_scores(patches.reshape(-1, patches.shape[-1]))
+        return torch.from_numpy(scores).view(patches.shape[:-1]).to(patches.device)
+
+    def _corroborated_scores(self, queries: torch.Tensor, own_image: int | None = None) -> np.ndarray:
+        """``min over entries e of max(d(q, e), vouched(e))`` over each query's nearest entries.
+
+        Searched among the ``CORROBORATION_NEIGHBOURS`` nearest entries (besides ``own_image``'s,
+        which are left out): an entry farther than those rarely wins, since it must beat their
+        distance and its own vouched distance at once.
+        """
+        assert self.bank_.image_ids is not None  # recorded by fit and saved with the bank
+        own_entries = 0 if own_image is None else int(np.count_nonzero(self.bank_.image_ids == own_image))
+        distances, hits = self.bank_.search(queries, min(len(self.bank_), CORROBORATION_NEIGHBOURS + own_entries))
+        scores = np.maximum(distances, self.vouched_[hits])
+        if own_image is not None:
+            scores[self.bank_.image_ids[hits] == own_image] = np.inf
+        result: np.ndarray = scores.min(axis=1)
+        return result
 
     def score_training_images(self, features: MethodFeatures) -> np.ndarray:
         def patch_scores(image: int) -> np.ndarray:
-            return self.bank_.nearest_from_other_images(features.take([image])[0], image)[0]
+            queries = features.take([image])[0]
+            if self.corroborated:
+                return self._corroborated_scores(queries, image)
+            return self.bank_.nearest_from_other_images(queries, image)[0]
 
         return leave_own_image_out(features, patch_scores)
 
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments, as JSON."""
         return {"patch_fraction": self.patch_fraction, "seed": self.seed, "sampling": self.sampling,
-                "projection_dim": self.projection_dim}
+                "projection_dim": self.projection_dim, "pool_max_patches": self.pool_max_patches,
+                "corroborated": self.corroborated}
 
     def state_dict(self) -> ScorerState:
-        return ScorerState(self.bank_.tensors(), self.settings())
+        tensors = self.bank_.tensors()
+        if self.corroborated:
+            tensors["vouched"] = torch.from_numpy(self.vouched_)
+        return ScorerState(tensors, self.settings())
 
     @classmethod
     def from_state(cls, state: ScorerState, local_net: LocalNet) -> Self:
         scorer = cls(**state.settings)
-        scorer.bank_ = PatchBank.from_tensors(state.tensors)
+        tensors = dict(state.tensors)
+        if scorer.corroborated:
+            scorer.vouched_ = tensors.pop("vouched").numpy()
+        scorer.bank_ = PatchBank.from_tensors(tensors)
         return scorer
+
+
+#: Bank entries searched per query by the corroborated score.
+CORROBORATION_NEIGHBOURS = 10
+
+
+def vouched_distances(bank: PatchBank, pool: PatchBank) -> np.ndarray:
+    """``[M]``: each bank entry's distance to its nearest pool patch from another training image."""
+    assert bank.image_ids is not None
+    distances: np.ndarray = pool.nearest_from_other_images(bank.patches, bank.image_ids)[0].astype(np.float32)
+    return distances
