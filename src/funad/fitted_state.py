@@ -26,7 +26,8 @@ _SCORER = "scorer."
 class FittedState:
     scorer: PatchScorer  # what predict scores patches with (config.scorer)
     local_net: LocalNet  # the trained Local-Net
-    train_paths: list[Path]  # the real training images (FUN-AD*'s synthetic ones left out)
+    train_paths: list[Path]  # the real training images, absolute (FUN-AD*'s synthetic ones left out)
+    train_digests: list[str]  # SHA-256 of each training image's file ("" if unknown)
     train_scores: np.ndarray  # float64 [N]: each training image's final Local-Net score
     train_predict_scores: np.ndarray  # float64 [N]: the same images in the units predict outputs
     judged_normal: np.ndarray  # bool [N]: the images the final memory bank treats as normal
@@ -46,6 +47,7 @@ class FittedState:
             "scorer": {"name": self.scorer.name, "settings": scorer.settings},
             "local_net": self.local_net.architecture(),
             "train_paths": [str(path) for path in self.train_paths],
+            "train_digests": list(self.train_digests),
             "threshold": float(self.threshold),
             "contamination": float(self.contamination),
             "history": [asdict(record) for record in self.history],
@@ -65,6 +67,7 @@ class FittedState:
             scorer=scorer_from_state(scorer["name"], ScorerState(prefixed(_SCORER), scorer["settings"]), local_net),
             local_net=local_net,
             train_paths=[Path(path) for path in info["train_paths"]],
+            train_digests=[str(digest) for digest in info["train_digests"]],
             train_scores=tensors["train_scores"].numpy(),
             train_predict_scores=tensors["train_predict_scores"].numpy(),
             judged_normal=tensors["judged_normal"].numpy().astype(bool),

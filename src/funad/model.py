@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -61,7 +62,8 @@ class FunAD:
 
     scorer_ = _fitted_attribute("scorer", "the patch scorer predict uses (``scorer``), fitted on the trusted images")
     local_net_ = _fitted_attribute("local_net", "the trained Local-Net")
-    train_paths_ = _fitted_attribute("train_paths", "the training images")
+    train_paths_ = _fitted_attribute("train_paths", "the training images (absolute paths)")
+    train_digests_ = _fitted_attribute("train_digests", "the SHA-256 of each training image's file")
     train_scores_ = _fitted_attribute("train_scores", "each training image's final Local-Net score")
     train_predict_scores_ = _fitted_attribute(
         "train_predict_scores", "the training scores in predict's units (a scorer that stores training patches "
@@ -109,6 +111,11 @@ class FunAD:
             return None
         root = Path(self.cache_dir) if isinstance(self.cache_dir, (str, Path)) else default_cache_dir()
         return FeatureCache(root, self.backbone.describe(), weights_id)
+
+    def feature_cache_folder(self) -> Path | None:
+        """The folder this model's features are cached in; None without a cache."""
+        cache = self._feature_cache()
+        return None if cache is None else cache.folder
 
     def extract(self, paths: Sequence[Path], description: str = "features") -> FeatureSet:
         return extract_features(self.backbone, paths, cache=self._feature_cache(),
@@ -176,8 +183,13 @@ class FunAD:
         # Each scorer scores the synthetic anomalies too (one pass over the features); they are dropped here.
         train_predict_scores = scorer.score_training_images(method_features)[:real]
         estimate = estimate_threshold(train_predict_scores, judged_normal)
-        self.fitted_ = FittedState(scorer, local_net, list(features.paths[:real]), train_scores, train_predict_scores,
-                                   judged_normal, estimate.threshold, estimate.contamination, state.history)
+        # Absolute paths: `funad audit` and the report find the images from any working folder.
+        train_paths = [Path(os.path.abspath(path)) for path in features.paths[:real]]
+        # Features may come without their files (tests, a benchmark's saved features): no digest then.
+        digests = [file_digest(path) if path.is_file() else "" for path in train_paths]
+        self.fitted_ = FittedState(scorer, local_net, train_paths, digests,
+                                   train_scores, train_predict_scores, judged_normal, estimate.threshold,
+                                   estimate.contamination, state.history)
         logger.info("label-free threshold %.6g (%s): %.1f%% of the training images look anomalous",
                     estimate.threshold, estimate.method, 100 * estimate.contamination)
         return self

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         # One line for a user's mistake; --verbose adds the traceback a bug report needs.
         logger.error("%s", error, exc_info=args.verbose)
-        return 1
+        return getattr(error, "exit_code", 1)
     return 0
 
 

@@ -8,6 +8,8 @@ import logging
 import time
 from pathlib import Path
 
+from funad.utils.files import common_folder
+
 logger = logging.getLogger(__name__)
 
 
@@ -25,41 +27,40 @@ def register(subparsers) -> None:
 
 
 def output_names(paths: list[Path]) -> list[Path]:
-    """Relative output names that keep two inputs with the same file name apart.
+    """Relative output names that keep every input apart: the full file name, under its folders.
 
     Paths are taken relative to their deepest common folder, so ``a/x.png`` and ``b/x.png``
-    become ``a/x.png`` and ``b/x.png`` rather than both ``x.png``.
+    stay ``a/x.png`` and ``b/x.png``; the suffix stays in the name, so ``x.png`` and ``x.jpg``
+    stay apart too (``maps/x.png.npy``, ``maps/x.jpg.npy``).
     """
     resolved = [p.resolve() for p in paths]
     if not resolved:
         return []
-    parents = [p.parent for p in resolved]
-    common = Path(*_common_prefix([q.parts for q in parents]))
+    common = common_folder(resolved)
     return [p.relative_to(common) for p in resolved]
 
 
-def _common_prefix(parts: list[tuple[str, ...]]) -> tuple[str, ...]:
-    prefix = parts[0]
-    for other in parts[1:]:
-        length = 0
-        while length < min(len(prefix), len(other)) and prefix[length] == other[length]:
-            length += 1
-        prefix = prefix[:length]
-    return prefix
+def output_file(folder: str, name: Path, suffix: str) -> Path:
+    """``folder/<name><suffix>``: the suffix is added to the full name (``part.png`` -> ``part.png.npy``)."""
+    return Path(folder) / name.with_name(name.name + suffix)
 
 
 def run_predict(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from funad.data.images import discover_images
+    from funad.cli.errors import NoInputImagesError
+    from funad.data.images import IMAGE_EXTENSIONS, discover_images
     from funad.model import FunAD
     from funad.reports.heatmaps import save_overlay
     from funad.reports.prediction_folder import COLUMNS, SCORES, label_name, write_description
 
+    paths = discover_images(args.images)
+    if not paths:
+        raise NoInputImagesError(f"no image files in {', '.join(args.images)} (folders are searched recursively "
+                                 f"for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     overrides = {"device": args.device} if args.device else {}
     model = FunAD.load(args.model, **overrides)
     model.progress = not args.quiet
-    paths = discover_images(args.images)
     names = dict(zip(paths, output_names(paths)))
     args.out.mkdir(parents=True, exist_ok=True)
     threshold = model.threshold_ if args.threshold is None else args.threshold
@@ -75,8 +76,8 @@ def run_predict(args: argparse.Namespace) -> None:
                 failed += 1
                 continue
             name = names[prediction.path]
-            map_name = Path("maps") / name.with_suffix(".npy")
-            heatmap_name = Path("heatmaps") / name.with_suffix(".png")
+            map_name = output_file("maps", name, ".npy")
+            heatmap_name = output_file("heatmaps", name, ".png")
             (args.out / map_name).parent.mkdir(parents=True, exist_ok=True)
             np.save(args.out / map_name, prediction.anomaly_map)
             save_overlay(prediction.path, prediction.anomaly_map, args.out / heatmap_name, model.heatmap_range())

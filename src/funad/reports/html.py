@@ -53,10 +53,14 @@ def _thumbnail(path: Path) -> str | None:
     return _data_uri(buffer.getvalue(), "jpeg")
 
 
+def _missing_cell(path: Path) -> str:
+    return f'<td class="missing">missing: {html.escape(str(path))}</td>'
+
+
 def _image_cell(path: Path, alt: str) -> str:
     uri = _thumbnail(path)
     if uri is None:
-        return f'<td class="missing">missing: {html.escape(str(path))}</td>'
+        return _missing_cell(path)
     return f'<td><img class="thumb" src="{uri}" alt="{html.escape(alt)}"></td>'
 
 
@@ -78,9 +82,13 @@ def histogram_png(scores: np.ndarray, threshold: float, training_scores: np.ndar
     return buffer.getvalue()
 
 
-def _training_section(folder: PredictionFolder) -> tuple[str, np.ndarray | None]:
-    """The suspected training images (score above the threshold), and all training scores."""
+def _training_section(folder: PredictionFolder, train_root: Path | None) -> tuple[str, np.ndarray | None]:
+    """The suspected training images (score above the threshold), and all training scores.
+
+    ``train_root``: where the training folder is now, if it has moved since `funad fit`.
+    """
     from funad.persistence import ModelFormatError, load_model
+    from funad.reports.training_images import locate_training_images
 
     if folder.model_dir is None:
         return "<p>No model directory recorded (prediction.json missing): training audit not shown.</p>", None
@@ -92,8 +100,10 @@ def _training_section(folder: PredictionFolder) -> tuple[str, np.ndarray | None]
         return f"<p class=\"missing\">Training audit unavailable: {html.escape(str(error))}</p>", None
     order = np.argsort(-scores, kind="stable")
     suspected = [i for i in order if scores[i] > folder.threshold]
+    located = locate_training_images(paths, fitted.train_digests, suspected, train_root)
     rows = "".join(
-        f'<tr><td>{rank}</td>{_image_cell(paths[i], "training image")}<td>{scores[i]:.4g}</td>'
+        f'<tr><td>{rank}</td>{_image_cell(located[i], "training image") if i in located else _missing_cell(paths[i])}'
+        f'<td>{scores[i]:.4g}</td>'
         f'<td class="path">{html.escape(str(paths[i]))}</td></tr>'
         for rank, i in enumerate(suspected, start=1))
     section = (f"<p>{len(suspected)} of {len(paths)} training images score above the threshold "
@@ -104,9 +114,9 @@ def _training_section(folder: PredictionFolder) -> tuple[str, np.ndarray | None]
     return section, scores
 
 
-def render_report(folder: PredictionFolder, metrics: dict[str, float] | None) -> str:
+def render_report(folder: PredictionFolder, metrics: dict[str, float] | None, train_root: Path | None = None) -> str:
     images = sorted(folder.images, key=lambda image: -image.score)
-    training_html, training_scores = _training_section(folder)
+    training_html, training_scores = _training_section(folder, train_root)
     histogram = histogram_png(np.array([image.score for image in images]), folder.threshold, training_scores)
     flagged = sum(image.anomalous for image in images)
     if metrics:
@@ -141,13 +151,17 @@ def render_report(folder: PredictionFolder, metrics: dict[str, float] | None) ->
 """
 
 
-def write_report(prediction_dir: Path, ground_truth: Path | None = None, out_path: Path | None = None) -> Path:
-    """Write report.html for a `funad predict` folder (into it, unless ``out_path`` is given)."""
+def write_report(prediction_dir: Path, ground_truth: Path | None = None, out_path: Path | None = None,
+                 train_root: Path | None = None) -> Path:
+    """Write report.html for a `funad predict` folder (into it, unless ``out_path`` is given).
+
+    ``train_root``: the training folder's new place, if it has moved since `funad fit`.
+    """
     from funad.reports.ground_truth import evaluate
 
     folder = read_prediction_folder(Path(prediction_dir))
     metrics = evaluate(folder.images, Path(ground_truth)) if ground_truth is not None else None
     out_path = Path(out_path) if out_path is not None else folder.directory / REPORT
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(render_report(folder, metrics), encoding="utf-8")
+    out_path.write_text(render_report(folder, metrics, train_root), encoding="utf-8")
     return out_path
