@@ -16,7 +16,7 @@ import torch
 
 from funad.config import FunADConfig
 from funad.data.augment import write_synthetic_anomalies
-from funad.data.images import SkippedImage, check_images, discover_images
+from funad.data.images import ImageInput, SkippedImage, check_images, discover_images, gather_images
 from funad.features.backbones import Backbone, create_backbone
 from funad.features.cache import FeatureCache, default_cache_dir
 from funad.features.containers import FeatureSet
@@ -41,7 +41,7 @@ MIN_TRAINING_IMAGES = 8
 class Prediction:
     """One input image's result; an unreadable image gets ``error`` (why), a NaN score and no map."""
 
-    path: Path
+    path: Path | None  # None for an in-memory image (array or PIL image)
     score: float
     anomaly_map: np.ndarray | None  # float32 [height, width]
     error: str | None = None
@@ -212,16 +212,19 @@ class FunAD:
         fitted: FittedState = self.fitted_
         return fitted
 
-    def predict(self, images: str | Path | Iterable[str | Path]) -> Iterator[Prediction]:
+    def predict(self, images: ImageInput | Iterable[ImageInput]) -> Iterator[Prediction]:
         """Score and map each image, streaming (one batch in memory at a time).
 
-        Exactly one :class:`Prediction` per input image, in order; an unreadable image is
-        logged and gets its ``error``.
+        ``images``: image files, folders, numpy arrays (HxW, HxWx3; uint8, uint16 or float in
+        0..1) or PIL images, one or a list of them; an array is read exactly as a file with its
+        pixels would be (:mod:`funad.data.images`). Exactly one :class:`Prediction` per image,
+        in order; an unreadable file is logged and gets its ``error``.
         """
         scorer = self._fitted().scorer
-        paths = discover_images(images)
+        sources = gather_images(images)
+        paths = [source if isinstance(source, Path) else None for source in sources]
         backbone = self.backbone
-        for batch in iterate_features(backbone, paths, batch_size=self.config.batch_size_extract,
+        for batch in iterate_features(backbone, sources, batch_size=self.config.batch_size_extract,
                                       num_workers=self.config.num_workers, device=self.device,
                                       progress=self.progress, description="predicting"):
             patches = batch.features.method_patches(self.config.level).float()
@@ -249,11 +252,11 @@ class FunAD:
         fitted = self._fitted()
         return fitted.scorer.score_range or (0.0, float(np.max(fitted.train_predict_scores)))
 
-    def score(self, images: str | Path | Iterable[str | Path]) -> np.ndarray:
+    def score(self, images: ImageInput | Iterable[ImageInput]) -> np.ndarray:
         """One anomaly score per image (higher = more anomalous); NaN for an unreadable image (logged)."""
         return np.array([p.score for p in self.predict(images)], dtype=np.float64)
 
-    def anomaly_maps(self, images: str | Path | Iterable[str | Path]) -> list[np.ndarray | None]:
+    def anomaly_maps(self, images: ImageInput | Iterable[ImageInput]) -> list[np.ndarray | None]:
         """One float32 map per image at the image's original height x width; None for an unreadable image."""
         return [p.anomaly_map for p in self.predict(images)]
 

@@ -54,10 +54,10 @@ def run_audit(args: argparse.Namespace) -> None:
     present = list(locate_training_images(model.train_paths_, model.train_digests_, suspects,
                                           args.train_root).values())
     names = dict(zip(present, output_names(present)))
-    for prediction in model.predict(present):
+    for path, prediction in zip(present, model.predict(present)):
         if prediction.anomaly_map is None:
             continue  # unreadable now: predict has logged why
-        save_overlay(prediction.path, prediction.anomaly_map,
-                     args.out / output_file("heatmaps", names[prediction.path], ".png"), model.heatmap_range())
+        save_overlay(path, prediction.anomaly_map, args.out / output_file("heatmaps", names[path], ".png"),
+                     model.heatmap_range())
     print(f"{len(suspects)} of {len(scores)} training images score above {threshold:.6g}; "
           f"ranking in {args.out / AUDIT}")

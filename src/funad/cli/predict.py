@@ -70,19 +70,19 @@ def run_predict(args: argparse.Namespace) -> None:
     with open(args.out / SCORES, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
-        for prediction in model.predict(paths):
+        for path, prediction in zip(paths, model.predict(paths)):
             if prediction.anomaly_map is None:  # unreadable: a row that says why, no map
-                writer.writerow([str(prediction.path), "nan", "", f"{threshold:.9g}", "", "", prediction.error])
+                writer.writerow([str(path), "nan", "", f"{threshold:.9g}", "", "", prediction.error])
                 failed += 1
                 continue
-            name = names[prediction.path]
+            name = names[path]
             map_name = output_file("maps", name, ".npy")
             heatmap_name = output_file("heatmaps", name, ".png")
             (args.out / map_name).parent.mkdir(parents=True, exist_ok=True)
             np.save(args.out / map_name, prediction.anomaly_map)
-            save_overlay(prediction.path, prediction.anomaly_map, args.out / heatmap_name, model.heatmap_range())
+            save_overlay(path, prediction.anomaly_map, args.out / heatmap_name, model.heatmap_range())
             is_anomalous = bool(model.label(prediction.score, threshold))
-            writer.writerow([str(prediction.path), f"{prediction.score:.6g}", label_name(is_anomalous),
+            writer.writerow([str(path), f"{prediction.score:.6g}", label_name(is_anomalous),
                              f"{threshold:.9g}", heatmap_name.as_posix(), map_name.as_posix(), ""])
             count += 1
             anomalous += is_anomalous
