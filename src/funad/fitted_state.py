@@ -32,6 +32,7 @@ class FittedState:
     train_predict_scores: np.ndarray  # float64 [N]: the same images in the units predict outputs
     judged_normal: np.ndarray  # bool [N]: the images the final memory bank treats as normal
     threshold: float  # label-free: a predict score above it is anomalous
+    pixel_threshold: float  # label-free: a map pixel above it is part of a defect region
     contamination: float  # estimated share of anomalous training images
     history: list[EpochRecord]  # per-epoch training statistics
 
@@ -49,6 +50,7 @@ class FittedState:
             "train_paths": [str(path) for path in self.train_paths],
             "train_digests": list(self.train_digests),
             "threshold": float(self.threshold),
+            "pixel_threshold": float(self.pixel_threshold),
             "contamination": float(self.contamination),
             "history": [asdict(record) for record in self.history],
         }
@@ -72,6 +74,7 @@ class FittedState:
             train_predict_scores=tensors["train_predict_scores"].numpy(),
             judged_normal=tensors["judged_normal"].numpy().astype(bool),
             threshold=float(info["threshold"]),
+            pixel_threshold=float(info["pixel_threshold"]),
             contamination=float(info["contamination"]),
             history=[EpochRecord(**record) for record in info["history"]],
         )

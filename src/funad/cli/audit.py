@@ -33,6 +33,7 @@ def run_audit(args: argparse.Namespace) -> None:
     import numpy as np
 
     from funad.cli.predict import output_file, output_names
+    from funad.data.images import load_image
     from funad.model import FunAD
     from funad.reports.heatmaps import save_overlay
     from funad.reports.training_images import locate_training_images
@@ -57,7 +58,7 @@ def run_audit(args: argparse.Namespace) -> None:
     for path, prediction in zip(present, model.predict(present)):
         if prediction.anomaly_map is None:
             continue  # unreadable now: predict has logged why
-        save_overlay(path, prediction.anomaly_map, args.out / output_file("heatmaps", names[path], ".png"),
+        save_overlay(load_image(path), prediction.anomaly_map, args.out / output_file("heatmaps", names[path], ".png"),
                      model.heatmap_range())
     print(f"{len(suspects)} of {len(scores)} training images score above {threshold:.6g}; "
           f"ranking in {args.out / AUDIT}")

@@ -15,6 +15,8 @@ def register(subparsers) -> None:
                         help="MVTec-layout mask folder (<type>/<name>_mask.png); images in a 'good' folder are "
                              "normal, others anomalous. Adds image AUROC, precision/recall/F1 and pixel AUROC")
     parser.add_argument("--out", type=Path, default=None, help="report file (default PRED_DIR/report.html)")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="rows of the predictions table, highest scores first (default 200)")
     add_train_root_option(parser)
     parser.set_defaults(run=run_report)
 
@@ -23,5 +25,5 @@ def run_report(args: argparse.Namespace) -> None:
     from funad.reports.html import write_report
 
     path = write_report(args.predictions, ground_truth=args.ground_truth, out_path=args.out,
-                        train_root=args.train_root)
+                        train_root=args.train_root, max_images=args.max_images)
     print(path)

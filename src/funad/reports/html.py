@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 REPORT = "report.html"
 THUMBNAIL_SIZE = 256  # longest side in pixels
+# Rows of the predictions table: thumbnails are decoded and embedded per row, so a page of 10 000
+# images would take minutes to write and be too heavy to open. The most anomalous come first.
+MAX_IMAGES = 200
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
@@ -114,7 +117,9 @@ def _training_section(folder: PredictionFolder, train_root: Path | None) -> tupl
     return section, scores
 
 
-def render_report(folder: PredictionFolder, metrics: dict[str, float] | None, train_root: Path | None = None) -> str:
+def render_report(folder: PredictionFolder, metrics: dict[str, float] | None, train_root: Path | None = None,
+                  max_images: int = MAX_IMAGES) -> str:
+    """The page; its predictions table shows the ``max_images`` highest scores (every score is in the histogram)."""
     images = sorted(folder.images, key=lambda image: -image.score)
     training_html, training_scores = _training_section(folder, train_root)
     histogram = histogram_png(np.array([image.score for image in images]), folder.threshold, training_scores)
@@ -127,9 +132,13 @@ def render_report(folder: PredictionFolder, metrics: dict[str, float] | None, tr
         metrics_html = "<p>No ground truth given (<code>funad report --ground-truth DIR</code>).</p>"
     prediction_rows = "".join(
         f'<tr class="{label_name(image.anomalous)}"><td>{rank}</td>{_image_cell(image.path, "image")}'
-        f'{_image_cell(image.heatmap, "heatmap")}<td>{image.score:.4g}</td>'
+        f'{_image_cell(image.heatmap, "heatmap") if image.heatmap else "<td>not written</td>"}'
+        f'<td>{image.score:.4g}</td>'
         f'<td class="label">{label_name(image.anomalous)}</td><td class="path">{html.escape(str(image.path))}</td></tr>'
-        for rank, image in enumerate(images, start=1))
+        for rank, image in enumerate(images[:max_images], start=1))
+    shown = (f"all {len(images)}" if len(images) <= max_images else
+             f"the {max_images} highest of {len(images)} (all are in scores.csv; "
+             "<code>funad report --max-images N</code> for more)")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>funad report: {html.escape(str(folder.directory))}</title>
 <style>{_STYLE}</style></head>
@@ -142,6 +151,7 @@ def render_report(folder: PredictionFolder, metrics: dict[str, float] | None, tr
 <h2>Score distribution</h2>
 <img class="histogram" src="{_data_uri(histogram, "png")}" alt="score histogram with the threshold">
 <h2>Predictions, highest score first</h2>
+<p class="shown">Showing {shown}.</p>
 <table><tr><th>#</th><th>image</th><th>heatmap</th><th>score</th><th>label</th><th>path</th></tr>
 {prediction_rows}
 </table>
@@ -152,7 +162,7 @@ def render_report(folder: PredictionFolder, metrics: dict[str, float] | None, tr
 
 
 def write_report(prediction_dir: Path, ground_truth: Path | None = None, out_path: Path | None = None,
-                 train_root: Path | None = None) -> Path:
+                 train_root: Path | None = None, max_images: int | None = None) -> Path:
     """Write report.html for a `funad predict` folder (into it, unless ``out_path`` is given).
 
     ``train_root``: the training folder's new place, if it has moved since `funad fit`.
@@ -160,8 +170,8 @@ def write_report(prediction_dir: Path, ground_truth: Path | None = None, out_pat
     from funad.reports.ground_truth import evaluate
 
     folder = read_prediction_folder(Path(prediction_dir))
-    metrics = evaluate(folder.images, Path(ground_truth)) if ground_truth is not None else None
+    metrics = evaluate(folder, Path(ground_truth)) if ground_truth is not None else None
     out_path = Path(out_path) if out_path is not None else folder.directory / REPORT
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(render_report(folder, metrics, train_root), encoding="utf-8")
+    out_path.write_text(render_report(folder, metrics, train_root, max_images or MAX_IMAGES), encoding="utf-8")
     return out_path
