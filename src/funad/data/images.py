@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import logging
 import os
 import threading
@@ -265,9 +266,16 @@ def write_skipped_csv(skipped: Iterable[SkippedImage], path: str | Path) -> None
         writer.writerows((str(item.path), item.reason) for item in skipped)
 
 
-def _read_rgb(path: Path, max_pixels: int, *, reduced: bool) -> Image.Image:
-    """Decode ``path`` completely and convert it; ``reduced`` lets JPEGs decode at 1/8 size."""
-    with _opened(path, max_pixels) as image:
+def decode_image(data: bytes, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """:func:`load_image` of a file's bytes already in memory (an upload); ``name`` stands for the file in errors."""
+    if not data:
+        raise ImageLoadError(name, "empty file (0 bytes)")
+    return _read_rgb(Path(name), max_pixels, reduced=False, content=io.BytesIO(data))
+
+
+def _read_rgb(path: Path, max_pixels: int, *, reduced: bool, content: BinaryIO | None = None) -> Image.Image:
+    """Decode ``path`` (or its ``content``) completely and convert it; ``reduced`` lets JPEGs decode at 1/8 size."""
+    with _opened(path, max_pixels, content) as image:
         if reduced:
             image.draft(None, (1, 1))
         with _pil_errors(path, max_pixels, "truncated or corrupt image data"):
@@ -278,7 +286,7 @@ def _read_rgb(path: Path, max_pixels: int, *, reduced: bool) -> Image.Image:
 
 
 @contextmanager
-def _opened(path: Path, max_pixels: int) -> Iterator[ImageFile.ImageFile]:
+def _opened(path: Path, max_pixels: int, content: BinaryIO | None = None) -> Iterator[ImageFile.ImageFile]:
     """``path`` with its header parsed and its size checked, but no pixel decoded yet.
 
     Pillow opens lazily, so the size check runs before any pixel memory is allocated.
@@ -287,7 +295,7 @@ def _opened(path: Path, max_pixels: int) -> Iterator[ImageFile.ImageFile]:
     """
     with _TRUNCATED_FILES_REFUSED, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with _open_file(path) as file:
+        with content or _open_file(path) as file:
             with _pil_errors(path, max_pixels, "damaged image header"):
                 image = Image.open(file, formats=READ_FORMATS)
             with image:
