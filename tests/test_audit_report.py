@@ -77,20 +77,41 @@ def test_predict_labels_audit_and_report(fitted, demo_data, tmp_path, read_csv):
     assert "No ground truth given" in report
 
 
-def test_audit_warns_about_missing_training_files(fitted, demo_data, tmp_path, capsys):
+def test_audit_and_report_work_from_another_folder(demo_data, tmp_path, monkeypatch, capsys):
+    """A model fitted on a relative path finds its training images from any working folder."""
+    work = tmp_path / "work"
+    shutil.copytree(demo_data.train_dir, work / "train")
+    monkeypatch.chdir(work)
+    model = FunAD(cache_dir=False, progress=False, pretrained=False, **TINY).fit("train")
+    assert all(path.is_absolute() and path.is_relative_to(work / "train") for path in model.train_paths_)
+    model.save(work / "model")
+    predictions = work / "pred"
+    assert main(["--quiet", "predict", "model", str(demo_data.test_dir), "--out", str(predictions)]) == 0
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["audit", str(work / "model"), "--out", "audit", "--threshold", "-1"]) == 0
+    assert "no longer exists" not in capsys.readouterr().err
+    assert len(list((elsewhere / "audit" / "heatmaps").rglob("*.png.png"))) == 20
+    assert main(["--quiet", "report", str(predictions), "--out", "report.html"]) == 0
+    assert "missing:" not in (elsewhere / "report.html").read_text()
+
+
+def test_audit_of_a_moved_training_folder(fitted, demo_data, tmp_path, capsys):
     _, model_dir = fitted
+    moved = tmp_path / "moved"
+    shutil.copytree(demo_data.train_dir, moved)
     model = FunAD.load(model_dir)
-    copy = tmp_path / "train"
-    shutil.copytree(demo_data.train_dir, copy)
-    model.fitted_.train_paths = [copy / p.name for p in model.train_paths_]
-    moved_dir = tmp_path / "model"
-    model.save(moved_dir)
-    (copy / model.train_paths_[0].name).unlink()
+    changed, removed = moved / model.train_paths_[1].name, moved / model.train_paths_[0].name
+    removed.unlink()
+    changed.write_bytes(changed.read_bytes() + b"\0")  # same name, other content
     out = tmp_path / "audit"
-    assert main(["audit", str(moved_dir), "--out", str(out), "--threshold", "-1"]) == 0
+    assert main(["audit", str(model_dir), "--out", str(out), "--threshold", "-1", "--train-root", str(moved)]) == 0
     warnings = capsys.readouterr().err
-    assert "no longer exists" in warnings and model.train_paths_[0].name in warnings
-    assert len(list((out / "heatmaps").rglob("*.png"))) == 19
+    assert f"{removed} no longer exists" in warnings
+    assert f"{changed} differs from the image the model was trained on" in warnings
+    assert len(list((out / "heatmaps").rglob("*.png"))) == 18
 
 
 def test_report_with_ground_truth_and_escaping(fitted, demo_data, tmp_path):

@@ -71,3 +71,25 @@ def test_unknown_backbone_lists_the_known_ones():
     with pytest.raises(ValueError, match="efficientnet_lite0"):
         create_backbone("resnet9000")
     assert "dino_vitb8" in list_backbones()
+
+
+def test_hub_backbone_fails_fast_without_network(monkeypatch):
+    import socket
+    import time
+
+    from funad.features.backbones import base
+
+    def unreachable(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    for name in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    base.hub_unreachable_reason.cache_clear()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(RuntimeError, match=r"unreachable.*--weights PATH.*HF_HUB_OFFLINE"):
+            create_backbone("dinov2_vits14", pretrained=True, image_size=56)
+    finally:
+        base.hub_unreachable_reason.cache_clear()
+    assert time.perf_counter() - started < 5

@@ -1,21 +1,28 @@
 """The command line's output contract: files, columns, shapes."""
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
 from funad.cli import main
 
 
-def test_fit_then_predict(demo_data, tmp_path, tiny_cli_flags, read_csv):
+def test_fit_then_predict(demo_data, tmp_path, tiny_cli_flags, read_csv, capsys):
     model_dir = tmp_path / "model"
     assert main(["--quiet", "fit", str(demo_data.train_dir), "--out", str(model_dir), "--no-cache",
                  *tiny_cli_flags]) == 0
     assert (model_dir / "model.safetensors").exists()
+    # a second fit into the same folder is refused before any work
+    assert main(["--quiet", "fit", str(demo_data.train_dir), "--out", str(model_dir), "--no-cache"]) == 1
+    assert "already exists" in capsys.readouterr().err and (model_dir / "model.safetensors").exists()
 
-    # two inputs with the same file name in different folders must not overwrite each other
+    # two inputs with the same file name in different folders, or the same stem in one folder,
+    # must not overwrite each other
     for folder in ("line_a", "line_b"):
         (tmp_path / folder).mkdir()
         Image.open(demo_data.test_paths[0]).resize((40, 24)).save(tmp_path / folder / "part.png")
+    Image.open(demo_data.test_paths[2]).resize((40, 24)).save(tmp_path / "line_a" / "part.jpg")
     out = tmp_path / "out"
     unreadable = tmp_path / "unreadable.png"
     unreadable.write_bytes(b"not an image")
@@ -25,16 +32,36 @@ def test_fit_then_predict(demo_data, tmp_path, tiny_cli_flags, read_csv):
 
     rows = read_csv(out / "scores.csv")
     assert list(rows[0]) == ["path", "score", "label", "threshold", "heatmap", "map", "error"]
-    assert [r["path"] for r in rows][2] == str(unreadable) and len(rows) == 4  # one row per input, in order
-    assert rows[2]["error"] and rows[2]["score"] == "nan" and not rows[2]["map"]
-    rows = [r for i, r in enumerate(rows) if i != 2]
+    assert [r["path"] for r in rows][3] == str(unreadable) and len(rows) == 5  # one row per input, in order
+    assert rows[3]["error"] and rows[3]["score"] == "nan" and not rows[3]["map"]
+    rows = [r for i, r in enumerate(rows) if i != 3]
     assert all(np.isfinite(float(r["score"])) and not r["error"] for r in rows)
-    maps = sorted((out / "maps").rglob("*.npy"))
-    heatmaps = sorted((out / "heatmaps").rglob("*.png"))
-    assert len(maps) == 3 and len(heatmaps) == 3
-    part_maps = [np.load(m) for m in maps if m.stem == "part"]
-    assert len(part_maps) == 2 and all(m.shape == (24, 40) and m.dtype == np.float32 for m in part_maps)
-    assert Image.open(next(h for h in heatmaps if h.stem == "part")).size == (40, 24)
+    # every input has its own outputs, named by its full file name under its folder
+    assert len({r["map"] for r in rows}) == len({r["heatmap"] for r in rows}) == 4
+    by_name = {Path(r["path"]).relative_to(tmp_path).as_posix(): r for r in rows if "line_" in r["path"]}
+    # (relative to the inputs' common folder, which here is above tmp_path)
+    assert by_name["line_a/part.jpg"]["map"].endswith(f"{tmp_path.name}/line_a/part.jpg.npy")
+    assert by_name["line_a/part.png"]["map"].endswith(f"{tmp_path.name}/line_a/part.png.npy")
+    assert by_name["line_a/part.png"]["heatmap"].endswith(f"{tmp_path.name}/line_a/part.png.png")
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "maps").rglob("*.npy")) == sorted(
+        r["map"] for r in rows)
+    for row in by_name.values():
+        anomaly_map = np.load(out / row["map"])
+        assert anomaly_map.shape == (24, 40) and anomaly_map.dtype == np.float32
+        assert anomaly_map.max() <= float(row["score"]) + 1e-6  # the map is this row's own
+        assert Image.open(out / row["heatmap"]).size == (40, 24)
+    jpg, png = (np.load(out / by_name[f"line_a/part.{kind}"]["map"]) for kind in ("jpg", "png"))
+    assert not np.array_equal(jpg, png)
+
+
+def test_predict_on_no_images_is_a_usage_error(demo_data, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    assert main(["predict", str(tmp_path / "no-model"), str(empty), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert str(empty) in error and "no image files" in error
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_input_is_an_error_not_a_traceback(tmp_path, capsys):

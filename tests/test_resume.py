@@ -220,3 +220,20 @@ def test_cache_of_another_backbone_or_preprocessing_is_not_used(tmp_path):
     (original.folder / "meta.json").write_text(json.dumps({"backbone": dict(description, name="b")}))
     with pytest.raises(RuntimeError, match="another backbone"):
         FeatureCache(tmp_path, description, "weights-1")
+
+
+def test_ctrl_c_during_extraction_names_what_is_kept(demo_data, tmp_path, monkeypatch, capsys, tiny_cli_flags):
+    """Interrupted before any epoch finished: the message names the feature cache, a folder that exists."""
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FunAD, "fit_features", interrupt)
+    cache = tmp_path / "cache"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quiet", "fit", str(demo_data.train_dir), "--out", str(tmp_path / "model"), "--cache-dir", str(cache),
+              *tiny_cli_flags])
+    assert exit_info.value.code == 130
+    message = capsys.readouterr().err
+    assert "no epoch had finished" in message and "--resume" not in message
+    named = message.split("feature cache ")[1].split(",")[0]
+    assert Path(named).is_dir() and Path(named).is_relative_to(cache)

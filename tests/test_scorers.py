@@ -6,7 +6,7 @@ import torch
 
 from funad import FunAD
 from funad.inference.scorers.registry import list_scorers
-from funad.persistence import ModelFormatError
+from funad.persistence import FORMAT_VERSION, ModelFormatError
 
 from conftest import TINY
 
@@ -72,7 +72,8 @@ def test_a_model_in_the_previous_format_is_refused_naming_both_versions(fitted, 
 
     directory = fitted.save(tmp_path / "old")
     manifest = json.loads((directory / "model.json").read_text())
-    manifest["format_version"] = 1
+    manifest["format_version"] = FORMAT_VERSION - 1
     (directory / "model.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelFormatError, match=r"model format version 1, .*format version 2"):
+    with pytest.raises(ModelFormatError, match=rf"model format version {FORMAT_VERSION - 1}, "
+                                               rf".*format version {FORMAT_VERSION}"):
         FunAD.load(directory)

@@ -32,9 +32,9 @@ def run_demo(out: Path, *, seed: int = 0, progress: bool = True, **params) -> di
 
     started = time.perf_counter()
     scores, pixels = [], PixelMetrics()
-    for prediction in model.predict(dataset.test_paths):
+    for path, prediction in zip(dataset.test_paths, model.predict(dataset.test_paths)):
         scores.append(prediction.score)
-        mask_path = dataset.test_masks.get(prediction.path)
+        mask_path = dataset.test_masks.get(path)
         mask = read_mask(mask_path) if mask_path else None
         assert prediction.anomaly_map is not None  # the demo's own images always read
         pixels.update(prediction.anomaly_map, mask)

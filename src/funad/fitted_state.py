@@ -26,11 +26,13 @@ _SCORER = "scorer."
 class FittedState:
     scorer: PatchScorer  # what predict scores patches with (config.scorer)
     local_net: LocalNet  # the trained Local-Net
-    train_paths: list[Path]  # the real training images (FUN-AD*'s synthetic ones left out)
+    train_paths: list[Path]  # the real training images, absolute (FUN-AD*'s synthetic ones left out)
+    train_digests: list[str]  # SHA-256 of each training image's file ("" if unknown)
     train_scores: np.ndarray  # float64 [N]: each training image's final Local-Net score
     train_predict_scores: np.ndarray  # float64 [N]: the same images in the units predict outputs
     judged_normal: np.ndarray  # bool [N]: the images the final memory bank treats as normal
     threshold: float  # label-free: a predict score above it is anomalous
+    pixel_threshold: float  # label-free: a map pixel above it is part of a defect region
     contamination: float  # estimated share of anomalous training images
     history: list[EpochRecord]  # per-epoch training statistics
 
@@ -46,7 +48,9 @@ class FittedState:
             "scorer": {"name": self.scorer.name, "settings": scorer.settings},
             "local_net": self.local_net.architecture(),
             "train_paths": [str(path) for path in self.train_paths],
+            "train_digests": list(self.train_digests),
             "threshold": float(self.threshold),
+            "pixel_threshold": float(self.pixel_threshold),
             "contamination": float(self.contamination),
             "history": [asdict(record) for record in self.history],
         }
@@ -65,10 +69,12 @@ class FittedState:
             scorer=scorer_from_state(scorer["name"], ScorerState(prefixed(_SCORER), scorer["settings"]), local_net),
             local_net=local_net,
             train_paths=[Path(path) for path in info["train_paths"]],
+            train_digests=[str(digest) for digest in info["train_digests"]],
             train_scores=tensors["train_scores"].numpy(),
             train_predict_scores=tensors["train_predict_scores"].numpy(),
             judged_normal=tensors["judged_normal"].numpy().astype(bool),
             threshold=float(info["threshold"]),
+            pixel_threshold=float(info["pixel_threshold"]),
             contamination=float(info["contamination"]),
             history=[EpochRecord(**record) for record in info["history"]],
         )

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from funad.config import FunADConfig
 from funad.data.augment import write_synthetic_anomalies
-from funad.data.images import SkippedImage, check_images, discover_images
+from funad.data.images import ImageInput, SkippedImage, check_images, discover_images, gather_images
 from funad.features.backbones import Backbone, create_backbone
 from funad.features.cache import FeatureCache, default_cache_dir
 from funad.features.containers import FeatureSet
 from funad.features.extraction import extract_features, iterate_features, place_backbone, resolve_device
 from funad.fitted_state import FittedState
+from funad.inference.regions import Region, defect_mask, find_regions, training_pixel_threshold
 from funad.inference.scorers.registry import create_scorer
 from funad.inference.scoring import score_images
 from funad.method.checkpoint import TrainingCheckpoint, training_identity
@@ -35,12 +37,15 @@ logger = logging.getLogger(__name__)
 # this many images the min-max statistics of the method are meaningless.
 MIN_TRAINING_IMAGES = 8
 
+#: The size of predicted maps: the image's own, the backbone's input size, or (height, width).
+MapSize = Literal["original", "input"] | tuple[int, int]
+
 
 @dataclass
 class Prediction:
     """One input image's result; an unreadable image gets ``error`` (why), a NaN score and no map."""
 
-    path: Path
+    path: Path | None  # None for an in-memory image (array or PIL image)
     score: float
     anomaly_map: np.ndarray | None  # float32 [height, width]
     error: str | None = None
@@ -61,13 +66,16 @@ class FunAD:
 
     scorer_ = _fitted_attribute("scorer", "the patch scorer predict uses (``scorer``), fitted on the trusted images")
     local_net_ = _fitted_attribute("local_net", "the trained Local-Net")
-    train_paths_ = _fitted_attribute("train_paths", "the training images")
+    train_paths_ = _fitted_attribute("train_paths", "the training images (absolute paths)")
+    train_digests_ = _fitted_attribute("train_digests", "the SHA-256 of each training image's file")
     train_scores_ = _fitted_attribute("train_scores", "each training image's final Local-Net score")
     train_predict_scores_ = _fitted_attribute(
         "train_predict_scores", "the training scores in predict's units (a scorer that stores training patches "
         "scores each image without its own); the threshold is set on them")
     judged_normal_ = _fitted_attribute("judged_normal", "the images the final memory bank treats as normal")
     threshold_ = _fitted_attribute("threshold", "label-free threshold: a score above it is anomalous (:meth:`label`)")
+    pixel_threshold_ = _fitted_attribute("pixel_threshold", "label-free pixel threshold: map pixels above it form "
+                                         "an anomalous image's defect regions (:meth:`defect_regions`)")
     contamination_ = _fitted_attribute("contamination", "estimated share of anomalous training images "
                                        "(:mod:`funad.method.threshold`)")
     history_ = _fitted_attribute("history", "per-epoch training statistics")
@@ -109,6 +117,11 @@ class FunAD:
             return None
         root = Path(self.cache_dir) if isinstance(self.cache_dir, (str, Path)) else default_cache_dir()
         return FeatureCache(root, self.backbone.describe(), weights_id)
+
+    def feature_cache_folder(self) -> Path | None:
+        """The folder this model's features are cached in; None without a cache."""
+        cache = self._feature_cache()
+        return None if cache is None else cache.folder
 
     def extract(self, paths: Sequence[Path], description: str = "features") -> FeatureSet:
         return extract_features(self.backbone, paths, cache=self._feature_cache(),
@@ -172,12 +185,20 @@ class FunAD:
         real = len(features) - num_synthetic
         train_scores = bank.image_scores[:real]
         judged_normal = bank.candidate_normals[:real]
-        scorer = create_scorer(self.config, local_net).fit(method_features, self.trusted_images(train_scores))
+        trusted = self.trusted_images(train_scores)
+        scorer = create_scorer(self.config, local_net).fit(method_features, trusted)
         # Each scorer scores the synthetic anomalies too (one pass over the features); they are dropped here.
         train_predict_scores = scorer.score_training_images(method_features)[:real]
         estimate = estimate_threshold(train_predict_scores, judged_normal)
-        self.fitted_ = FittedState(scorer, local_net, list(features.paths[:real]), train_scores, train_predict_scores,
-                                   judged_normal, estimate.threshold, estimate.contamination, state.history)
+        reference = pixel_reference_images(trusted, train_predict_scores <= estimate.threshold)
+        pixel_threshold = training_pixel_threshold(scorer, method_features, reference)
+        # Absolute paths: `funad audit` and the report find the images from any working folder.
+        train_paths = [Path(os.path.abspath(path)) for path in features.paths[:real]]
+        # Features may come without their files (tests, a benchmark's saved features): no digest then.
+        digests = [file_digest(path) if path.is_file() else "" for path in train_paths]
+        self.fitted_ = FittedState(scorer, local_net, train_paths, digests,
+                                   train_scores, train_predict_scores, judged_normal, estimate.threshold,
+                                   pixel_threshold, estimate.contamination, state.history)
         logger.info("label-free threshold %.6g (%s): %.1f%% of the training images look anomalous",
                     estimate.threshold, estimate.method, 100 * estimate.contamination)
         return self
@@ -200,33 +221,50 @@ class FunAD:
         fitted: FittedState = self.fitted_
         return fitted
 
-    def predict(self, images: str | Path | Iterable[str | Path]) -> Iterator[Prediction]:
+    def predict(self, images: ImageInput | Iterable[ImageInput],
+                map_size: MapSize = "original") -> Iterator[Prediction]:
         """Score and map each image, streaming (one batch in memory at a time).
 
-        Exactly one :class:`Prediction` per input image, in order; an unreadable image is
-        logged and gets its ``error``.
+        ``map_size``: maps at each image's own size (``"original"``), at the backbone's input
+        size (``"input"``, small whatever the photo's size) or a fixed ``(height, width)``.
+
+        ``images``: image files, folders, numpy arrays (HxW, HxWx3; uint8, uint16 or float in
+        0..1) or PIL images, one or a list of them; an array is read exactly as a file with its
+        pixels would be (:mod:`funad.data.images`). Exactly one :class:`Prediction` per image,
+        in order; an unreadable file is logged and gets its ``error``.
         """
         scorer = self._fitted().scorer
-        paths = discover_images(images)
+        sources = gather_images(images)
+        paths = [source if isinstance(source, Path) else None for source in sources]
         backbone = self.backbone
-        for batch in iterate_features(backbone, paths, batch_size=self.config.batch_size_extract,
+        input_size = backbone.preprocessing.image_size
+        for batch in iterate_features(backbone, sources, batch_size=self.config.batch_size_extract,
                                       num_workers=self.config.num_workers, device=self.device,
                                       progress=self.progress, description="predicting"):
             patches = batch.features.method_patches(self.config.level).float()
-            scored = score_images(scorer, patches, backbone.grid, backbone.preprocessing.image_size,
-                                  self.config.map_sigma)
+            scored = score_images(scorer, patches, backbone.grid, input_size, self.config.map_sigma)
             for row, index in enumerate(batch.indices):
                 if batch.errors[row]:
                     logger.warning("cannot score %s: %s", paths[index], batch.errors[row])
                     yield Prediction(paths[index], math.nan, None, batch.errors[row])
                 else:
-                    anomaly_map = scored.anomaly_map(row, *batch.sizes[row])
+                    anomaly_map = scored.anomaly_map(row, *_map_shape(map_size, batch.sizes[row], input_size))
                     yield Prediction(paths[index], float(scored.scores[row]), anomaly_map)
 
     def label(self, scores: float | Sequence[float] | np.ndarray, threshold: float | None = None) -> np.ndarray:
         """True where a score is anomalous: above ``threshold`` (default: the label-free ``threshold_``)."""
         fitted = self._fitted()
         return np.asarray(scores, dtype=np.float64) > (fitted.threshold if threshold is None else threshold)
+
+    def defect_regions(self, anomaly_map: np.ndarray,
+                       pixel_threshold: float | None = None) -> tuple[np.ndarray, list[Region]]:
+        """An anomalous image's defect mask (bool, the map's size) and its connected regions, largest first.
+
+        ``pixel_threshold`` defaults to the label-free ``pixel_threshold_``.
+        """
+        mask = defect_mask(anomaly_map, self._fitted().pixel_threshold if pixel_threshold is None
+                           else pixel_threshold)
+        return mask, find_regions(anomaly_map, mask)
 
     def heatmap_range(self) -> tuple[float, float]:
         """Colour range for heatmaps, the same for every image so that colours compare across images.
@@ -237,11 +275,11 @@ class FunAD:
         fitted = self._fitted()
         return fitted.scorer.score_range or (0.0, float(np.max(fitted.train_predict_scores)))
 
-    def score(self, images: str | Path | Iterable[str | Path]) -> np.ndarray:
+    def score(self, images: ImageInput | Iterable[ImageInput]) -> np.ndarray:
         """One anomaly score per image (higher = more anomalous); NaN for an unreadable image (logged)."""
         return np.array([p.score for p in self.predict(images)], dtype=np.float64)
 
-    def anomaly_maps(self, images: str | Path | Iterable[str | Path]) -> list[np.ndarray | None]:
+    def anomaly_maps(self, images: ImageInput | Iterable[ImageInput]) -> list[np.ndarray | None]:
         """One float32 map per image at the image's original height x width; None for an unreadable image."""
         return [p.anomaly_map for p in self.predict(images)]
 
@@ -271,6 +309,23 @@ class FunAD:
                                    f"not fit the configuration in {manifest.name}")
         model.fitted_ = saved.state
         return model
+
+
+def _map_shape(map_size: MapSize, image_shape: tuple[int, int], input_size: int) -> tuple[int, int]:
+    if map_size == "original":
+        return image_shape
+    if map_size == "input":
+        return input_size, input_size
+    return map_size
+
+
+def pixel_reference_images(trusted: np.ndarray, labelled_normal: np.ndarray) -> np.ndarray:
+    """The training images the pixel threshold is read from: labelled normal and not ``trusted`` (the
+    scorer learnt from those), or all labelled normal when fewer than three such images remain."""
+    held_out = labelled_normal.copy()
+    held_out[trusted] = False
+    chosen = held_out if held_out.sum() >= 3 else labelled_normal
+    return np.flatnonzero(chosen if chosen.any() else np.ones_like(labelled_normal))
 
 
 def _roots(images: str | Path | Iterable[str | Path]) -> list[Path]:

@@ -20,8 +20,9 @@ from funad.fitted_state import FittedState
 from funad.utils.files import file_digest, write_atomically, write_directory_atomically
 from funad.utils.versions import package_versions
 
+# 3: absolute training paths with their content hashes, and the pixel threshold of defect regions.
 # 2: the fitted state as one block, with every scorer's own tensors (1: Local-Net plus a "knn" bank).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 TENSORS = "model.safetensors"
 MANIFEST = "model.json"
 

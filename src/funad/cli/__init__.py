@@ -7,11 +7,11 @@ import logging
 import sys
 
 from funad import __version__
-from funad.cli import audit, benchmark, demo, fit, predict, report
+from funad.cli import audit, benchmark, demo, fit, predict, report, serve
 
 logger = logging.getLogger("funad")
 
-COMMANDS = (fit, predict, audit, report, benchmark, demo)
+COMMANDS = (fit, predict, audit, report, serve, benchmark, demo)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, default: object) -> None:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         # One line for a user's mistake; --verbose adds the traceback a bug report needs.
         logger.error("%s", error, exc_info=args.verbose)
-        return 1
+        return getattr(error, "exit_code", 1)
     return 0
 
 

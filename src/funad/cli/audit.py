@@ -1,17 +1,14 @@
 """`funad audit MODEL_DIR --out DIR`: which training images does the model itself find anomalous?
 
 Writes audit.csv (every training image, highest score first: path, score, suspected) and, for
-the suspected ones, heatmaps/<name>.png re-predicted from the training files.
+the suspected ones, heatmaps/<relative path>.png (``part.png.png``) re-predicted from the training files.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import logging
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 AUDIT = "audit.csv"
 
@@ -22,15 +19,24 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder for audit.csv and heatmaps/")
     parser.add_argument("--threshold", type=float, default=None, help="default: the model's label-free threshold")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
+    add_train_root_option(parser)
     parser.set_defaults(run=run_audit)
+
+
+def add_train_root_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train-root", type=Path, default=None,
+                        help="where the training folder is now, if it moved since `funad fit` (each image is "
+                             "looked up at its old place relative to it, and checked by its content hash)")
 
 
 def run_audit(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from funad.cli.predict import output_names
+    from funad.cli.predict import output_file, output_names
+    from funad.data.images import load_image
     from funad.model import FunAD
     from funad.reports.heatmaps import save_overlay
+    from funad.reports.training_images import locate_training_images
 
     model = FunAD.load(args.model, **({"device": args.device} if args.device else {}))
     model.progress = not args.quiet
@@ -45,16 +51,14 @@ def run_audit(args: argparse.Namespace) -> None:
         for index in order:
             writer.writerow([str(model.train_paths_[index]), f"{scores[index]:.6g}", bool(suspected[index])])
 
-    suspects = [model.train_paths_[i] for i in order if suspected[i]]
-    present = [path for path in suspects if path.is_file()]
-    for path in suspects:
-        if not path.is_file():
-            logger.warning("training image %s no longer exists: no heatmap for it", path)
+    suspects = [int(i) for i in order if suspected[i]]
+    present = list(locate_training_images(model.train_paths_, model.train_digests_, suspects,
+                                          args.train_root).values())
     names = dict(zip(present, output_names(present)))
-    for prediction in model.predict(present):
+    for path, prediction in zip(present, model.predict(present)):
         if prediction.anomaly_map is None:
             continue  # unreadable now: predict has logged why
-        save_overlay(prediction.path, prediction.anomaly_map,
-                     (args.out / "heatmaps" / names[prediction.path]).with_suffix(".png"), model.heatmap_range())
+        save_overlay(load_image(path), prediction.anomaly_map, args.out / output_file("heatmaps", names[path], ".png"),
+                     model.heatmap_range())
     print(f"{len(suspects)} of {len(scores)} training images score above {threshold:.6g}; "
           f"ranking in {args.out / AUDIT}")

@@ -47,6 +47,7 @@ def register(subparsers) -> None:
     parser.add_argument("--strict", action="store_true", help="fail on the first unreadable image instead of skipping")
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default ~/.cache/funad/features)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    parser.add_argument("--overwrite", action="store_true", help="replace the model directory --out if it exists")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its checkpoint in OUT.partial/ (same command otherwise)")
     add_config_options(parser)
@@ -59,11 +60,24 @@ def run_folder(model_dir: Path) -> Path:
     return model_dir.with_name(model_dir.name + ".partial")
 
 
+def _what_is_kept(checkpoint, model) -> str:
+    """What an interrupted fit leaves for the next run: finished epochs, or only extracted features."""
+    if checkpoint.has_checkpoint():
+        return f"finished epochs are kept in {checkpoint.folder}: rerun the same command with --resume"
+    cache = model.feature_cache_folder()
+    if cache is None:
+        return "no epoch had finished and features are not cached (--no-cache): a rerun starts from the beginning"
+    return (f"no epoch had finished; features extracted so far are kept in the feature cache {cache}, "
+            "so a rerun skips them")
+
+
 def run_fit(args: argparse.Namespace) -> None:
     from funad.data.images import write_skipped_csv
     from funad.method.checkpoint import TrainingCheckpoint
     from funad.model import FunAD
 
+    if args.out.exists() and not args.overwrite:
+        raise ValueError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
     cache_dir = False if args.no_cache else args.cache_dir
     model = FunAD(cache_dir=cache_dir, progress=not args.quiet, **config_overrides(args))
     started = time.perf_counter()
@@ -72,7 +86,7 @@ def run_fit(args: argparse.Namespace) -> None:
     try:
         model.fit(args.images, strict=args.strict, checkpoint=checkpoint)
     except KeyboardInterrupt:
-        logger.error("interrupted; finished epochs are kept in %s: rerun the same command with --resume", work)
+        logger.error("interrupted; %s", _what_is_kept(checkpoint, model))
         raise SystemExit(130) from None
     directory = model.save(args.out)
     if model.skipped_:

@@ -8,6 +8,8 @@ import logging
 import time
 from pathlib import Path
 
+from funad.utils.files import common_folder
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,69 +22,104 @@ def register(subparsers) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="label images with a score above VALUE anomalous "
                              "(default: the model's label-free threshold)")
+    parser.add_argument("--maps", choices=("npy", "png", "none"), default="npy",
+                        help="anomaly maps as float32 .npy, as 16-bit .png scaled by the model's heatmap colour "
+                             "range (recorded in prediction.json), or not at all (default npy)")
+    parser.add_argument("--map-size", type=parse_map_size, default="original", metavar="original|input|WxH",
+                        help="size of maps, heatmaps and region boxes: each image's own, the backbone's input "
+                             "size, or WIDTHxHEIGHT pixels (default original)")
+    parser.add_argument("--heatmaps", action=argparse.BooleanOptionalAction, default=True,
+                        help="write heatmaps/ (the map over the image, defect regions outlined)")
     parser.add_argument("--report", action="store_true", help="also write report.html (see `funad report`)")
     parser.set_defaults(run=run_predict)
 
 
+def parse_map_size(text: str) -> str | tuple[int, int]:
+    """``original``, ``input`` or ``WxH`` -> what ``FunAD.predict(map_size=...)`` takes ((height, width))."""
+    if text in ("original", "input"):
+        return text
+    width, separator, height = text.lower().partition("x")
+    if separator and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0:
+        return int(height), int(width)
+    raise argparse.ArgumentTypeError(f"{text!r} is not original, input or WIDTHxHEIGHT (e.g. 640x480)")
+
+
 def output_names(paths: list[Path]) -> list[Path]:
-    """Relative output names that keep two inputs with the same file name apart.
+    """Relative output names that keep every input apart: the full file name, under its folders.
 
     Paths are taken relative to their deepest common folder, so ``a/x.png`` and ``b/x.png``
-    become ``a/x.png`` and ``b/x.png`` rather than both ``x.png``.
+    stay ``a/x.png`` and ``b/x.png``; the suffix stays in the name, so ``x.png`` and ``x.jpg``
+    stay apart too (``maps/x.png.npy``, ``maps/x.jpg.npy``).
     """
     resolved = [p.resolve() for p in paths]
     if not resolved:
         return []
-    parents = [p.parent for p in resolved]
-    common = Path(*_common_prefix([q.parts for q in parents]))
+    common = common_folder(resolved)
     return [p.relative_to(common) for p in resolved]
 
 
-def _common_prefix(parts: list[tuple[str, ...]]) -> tuple[str, ...]:
-    prefix = parts[0]
-    for other in parts[1:]:
-        length = 0
-        while length < min(len(prefix), len(other)) and prefix[length] == other[length]:
-            length += 1
-        prefix = prefix[:length]
-    return prefix
+def output_file(folder: str, name: Path, suffix: str) -> Path:
+    """``folder/<name><suffix>``: the suffix is added to the full name (``part.png`` -> ``part.png.npy``)."""
+    return Path(folder) / name.with_name(name.name + suffix)
 
 
 def run_predict(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from funad.data.images import discover_images
+    from funad.cli.errors import NoInputImagesError
+    from funad.data.images import IMAGE_EXTENSIONS, discover_images, load_image
     from funad.model import FunAD
     from funad.reports.heatmaps import save_overlay
-    from funad.reports.prediction_folder import COLUMNS, SCORES, label_name, write_description
+    from funad.reports.prediction_folder import (
+        COLUMNS,
+        REGION_COLUMNS,
+        REGIONS,
+        SCORES,
+        label_name,
+        write_description,
+        write_map,
+    )
 
+    paths = discover_images(args.images)
+    if not paths:
+        raise NoInputImagesError(f"no image files in {', '.join(args.images)} (folders are searched recursively "
+                                 f"for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     overrides = {"device": args.device} if args.device else {}
     model = FunAD.load(args.model, **overrides)
     model.progress = not args.quiet
-    paths = discover_images(args.images)
     names = dict(zip(paths, output_names(paths)))
     args.out.mkdir(parents=True, exist_ok=True)
     threshold = model.threshold_ if args.threshold is None else args.threshold
-    write_description(args.out, args.model, threshold, "model" if args.threshold is None else "--threshold")
+    colour_range = model.heatmap_range()
+    write_description(args.out, args.model, threshold, "model" if args.threshold is None else "--threshold",
+                      pixel_threshold=model.pixel_threshold_, maps=args.maps, map_range=list(colour_range),
+                      map_size=args.map_size)
     started = time.perf_counter()
     count = anomalous = failed = 0
-    with open(args.out / SCORES, "w", newline="") as handle:
-        writer = csv.writer(handle)
+    with (open(args.out / SCORES, "w", newline="") as scores_file,
+          open(args.out / REGIONS, "w", newline="") as regions_file):
+        writer, region_writer = csv.writer(scores_file), csv.writer(regions_file)
         writer.writerow(COLUMNS)
-        for prediction in model.predict(paths):
+        region_writer.writerow(REGION_COLUMNS)
+        for path, prediction in zip(paths, model.predict(paths, map_size=args.map_size)):
             if prediction.anomaly_map is None:  # unreadable: a row that says why, no map
-                writer.writerow([str(prediction.path), "nan", "", f"{threshold:.9g}", "", "", prediction.error])
+                writer.writerow([str(path), "nan", "", f"{threshold:.9g}", "", "", prediction.error])
                 failed += 1
                 continue
-            name = names[prediction.path]
-            map_name = Path("maps") / name.with_suffix(".npy")
-            heatmap_name = Path("heatmaps") / name.with_suffix(".png")
-            (args.out / map_name).parent.mkdir(parents=True, exist_ok=True)
-            np.save(args.out / map_name, prediction.anomaly_map)
-            save_overlay(prediction.path, prediction.anomaly_map, args.out / heatmap_name, model.heatmap_range())
             is_anomalous = bool(model.label(prediction.score, threshold))
-            writer.writerow([str(prediction.path), f"{prediction.score:.6g}", label_name(is_anomalous),
-                             f"{threshold:.9g}", heatmap_name.as_posix(), map_name.as_posix(), ""])
+            mask = None
+            if is_anomalous:
+                mask, regions = model.defect_regions(prediction.anomaly_map)
+                region_writer.writerows([str(path), number, region.x, region.y, region.width, region.height,
+                                         region.area, f"{region.peak:.6g}"]
+                                        for number, region in enumerate(regions, start=1))
+            map_name = heatmap_name = ""
+            if args.maps != "none":
+                map_name = output_file("maps", names[path], "." + args.maps).as_posix()
+                write_map(args.out / map_name, prediction.anomaly_map, colour_range)
+            if args.heatmaps:
+                heatmap_name = output_file("heatmaps", names[path], ".png").as_posix()
+                save_overlay(load_image(path), prediction.anomaly_map, args.out / heatmap_name, colour_range, mask)
+            writer.writerow([str(path), f"{prediction.score:.6g}", label_name(is_anomalous),
+                             f"{threshold:.9g}", heatmap_name, map_name, ""])
             count += 1
             anomalous += is_anomalous
     logger.info("scored %d images in %.1f s (%d above the threshold %.6g); results in %s",

@@ -20,12 +20,17 @@ Conversion rules (the same for every file, so equal pixels in two files give equ
 * CMYK, YCbCr, LAB, 1-bit, greyscale and palette images use Pillow's conversion;
   embedded ICC colour profiles are not applied.
 * The EXIF (or XMP) orientation is applied, so width and height swap for a rotated photo.
+
+In-memory images (a camera loop need not write files) follow the same rules: a numpy array
+``HxW``, ``HxWx3`` or ``HxWx4`` of uint8, uint16 (scaled as a 16-bit file) or float (0..1, as a
+float file), or a PIL image, becomes the RGB image a file with those pixels would give.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import io
 import logging
 import os
 import threading
@@ -77,6 +82,52 @@ class SkippedImage:
 
     path: Path
     reason: str
+
+
+#: What predict takes per image besides a path: a decoded 8-bit RGB image.
+ImageSource = Path | Image.Image
+ImageInput = str | os.PathLike | np.ndarray | Image.Image
+
+
+def gather_images(inputs: ImageInput | Iterable[ImageInput]) -> list[ImageSource]:
+    """Paths (folders expanded by :func:`discover_images`) and in-memory images converted to RGB, in order."""
+    if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image)):
+        inputs = [inputs]
+    sources: list[ImageSource] = []
+    seen: set[Path] = set()
+    for position, item in enumerate(inputs):
+        if isinstance(item, np.ndarray):
+            sources.append(image_from_array(item, f"input {position}"))
+        elif isinstance(item, Image.Image):
+            sources.append(_to_rgb(ImageOps.exif_transpose(item)))
+        else:
+            for path in discover_images(item):
+                if path.resolve() not in seen:
+                    seen.add(path.resolve())
+                    sources.append(path)
+    return sources
+
+
+def image_from_array(array: np.ndarray, name: str = "array") -> Image.Image:
+    """The 8-bit RGB image an image file holding ``array``'s pixels would give (module docstring).
+
+    ``name`` says which input a refused array was, in the ValueError.
+    """
+    channels = array.shape[2] if array.ndim == 3 else 1
+    if array.ndim not in (2, 3) or channels not in (1, 3, 4) or min(array.shape[:2], default=0) == 0:
+        raise ValueError(f"{name}: an array of shape {array.shape} is not an image (expected HxW, HxWx3 or HxWx4)")
+    if array.dtype == np.uint8:
+        pixels = array
+    elif array.dtype == np.uint16:
+        pixels = _scaled_to_8bit(array, 0, 65535)
+    elif np.issubdtype(array.dtype, np.floating):
+        pixels = _scaled_to_8bit(array, 0.0, 1.0)
+    else:
+        raise ValueError(f"{name}: pixels of type {array.dtype} are not supported (uint8, uint16 or float)")
+    if pixels.ndim == 3 and channels == 1:
+        pixels = pixels[..., 0]
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+    return _to_rgb(Image.fromarray(np.ascontiguousarray(pixels), mode))
 
 
 def discover_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -215,9 +266,16 @@ def write_skipped_csv(skipped: Iterable[SkippedImage], path: str | Path) -> None
         writer.writerows((str(item.path), item.reason) for item in skipped)
 
 
-def _read_rgb(path: Path, max_pixels: int, *, reduced: bool) -> Image.Image:
-    """Decode ``path`` completely and convert it; ``reduced`` lets JPEGs decode at 1/8 size."""
-    with _opened(path, max_pixels) as image:
+def decode_image(data: bytes, name: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """:func:`load_image` of a file's bytes already in memory (an upload); ``name`` stands for the file in errors."""
+    if not data:
+        raise ImageLoadError(name, "empty file (0 bytes)")
+    return _read_rgb(Path(name), max_pixels, reduced=False, content=io.BytesIO(data))
+
+
+def _read_rgb(path: Path, max_pixels: int, *, reduced: bool, content: BinaryIO | None = None) -> Image.Image:
+    """Decode ``path`` (or its ``content``) completely and convert it; ``reduced`` lets JPEGs decode at 1/8 size."""
+    with _opened(path, max_pixels, content) as image:
         if reduced:
             image.draft(None, (1, 1))
         with _pil_errors(path, max_pixels, "truncated or corrupt image data"):
@@ -228,7 +286,7 @@ def _read_rgb(path: Path, max_pixels: int, *, reduced: bool) -> Image.Image:
 
 
 @contextmanager
-def _opened(path: Path, max_pixels: int) -> Iterator[ImageFile.ImageFile]:
+def _opened(path: Path, max_pixels: int, content: BinaryIO | None = None) -> Iterator[ImageFile.ImageFile]:
     """``path`` with its header parsed and its size checked, but no pixel decoded yet.
 
     Pillow opens lazily, so the size check runs before any pixel memory is allocated.
@@ -237,7 +295,7 @@ def _opened(path: Path, max_pixels: int) -> Iterator[ImageFile.ImageFile]:
     """
     with _TRUNCATED_FILES_REFUSED, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with _open_file(path) as file:
+        with content or _open_file(path) as file:
             with _pil_errors(path, max_pixels, "damaged image header"):
                 image = Image.open(file, formats=READ_FORMATS)
             with image:
@@ -321,16 +379,16 @@ _TRUNCATED_FILES_REFUSED = _TruncatedFilesRefused()
 def _to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB copy of a decoded image, by the rules in the module docstring."""
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        return Image.fromarray(_scaled_to_8bit(image)).convert("RGB")
+        low, high = (0.0, 1.0) if image.mode == "F" else _integer_range(image)
+        return Image.fromarray(_scaled_to_8bit(np.asarray(image), low, high)).convert("RGB")
     if image.has_transparency_data:
         return _composited_on_black(image)
     return image.convert("RGB")
 
 
-def _scaled_to_8bit(image: Image.Image) -> np.ndarray:
-    """uint8 greyscale of a 16-bit, 32-bit integer or float image, scaled by its value range."""
-    low, high = (0.0, 1.0) if image.mode == "F" else _integer_range(image)
-    values = np.nan_to_num(np.asarray(image).astype(np.float32), nan=low, posinf=high, neginf=low)
+def _scaled_to_8bit(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
+    """uint8 of 16-bit, 32-bit integer or float pixels, ``low``..``high`` scaled to 0..255 (NaN: ``low``)."""
+    values = np.nan_to_num(pixels.astype(np.float32), nan=low, posinf=high, neginf=low)
     scaled = np.rint((values - low) * (255.0 / (high - low)))
     return np.clip(scaled, 0, 255).astype(np.uint8)
 

@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from funad.data.images import ImageLoadError, load_image
+from funad.data.images import ImageLoadError, ImageSource, load_image
 from funad.features.backbones.base import Backbone, Preprocessing
 from funad.features.cache import FeatureCache
 from funad.features.containers import FeatureBatch, FeatureSet
@@ -39,18 +39,22 @@ def preprocess(image: Image.Image, preprocessing: Preprocessing) -> torch.Tensor
 
 
 class _ImageDataset(Dataset):
-    """Loads and preprocesses in DataLoader workers; a bad file is reported, not raised."""
+    """Loads and preprocesses in DataLoader workers; a bad file is reported, not raised.
 
-    def __init__(self, paths: Sequence[Path], preprocessing: Preprocessing):
-        self.paths = list(paths)
+    A source is an image file, or an image already decoded to RGB (in-memory input).
+    """
+
+    def __init__(self, sources: Sequence[ImageSource], preprocessing: Preprocessing):
+        self.sources = list(sources)
         self.preprocessing = preprocessing
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.sources)
 
     def __getitem__(self, index: int):
+        source = self.sources[index]
         try:
-            image = load_image(self.paths[index])
+            image = load_image(source) if isinstance(source, Path) else source
         except ImageLoadError as error:
             size = self.preprocessing.image_size
             return index, torch.zeros(3, size, size), error.reason, 0, 0
@@ -64,24 +68,24 @@ def place_backbone(backbone: Backbone, device: torch.device) -> Backbone:
 
 @dataclass
 class ImageBatch:
-    indices: list[int]  # positions in the list of paths given to iterate_features
+    indices: list[int]  # positions in the list of sources given to iterate_features
     features: FeatureBatch
     sizes: list[tuple[int, int]]  # original (height, width)
     errors: list[str]  # "" where the image loaded
 
 
-def iterate_features(backbone: Backbone, paths: Sequence[Path], *, batch_size: int, num_workers: int,
+def iterate_features(backbone: Backbone, sources: Sequence[ImageSource], *, batch_size: int, num_workers: int,
                      device: torch.device, progress: bool, description: str) -> Iterator[ImageBatch]:
-    """Backbone features batch by batch, images loaded in parallel worker processes.
+    """Backbone features batch by batch, image files loaded in parallel worker processes.
 
     The backbone is used as it is: it must already be on ``device`` (:func:`place_backbone`).
     """
-    dataset = _ImageDataset(paths, backbone.preprocessing)
+    dataset = _ImageDataset(sources, backbone.preprocessing)
     # A generator of its own: the loader draws its workers' base seed from it, not from torch's global RNG.
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(num_workers, len(paths)),
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(num_workers, len(sources)),
                         pin_memory=device.type == "cuda", generator=torch.Generator())
     layout = backbone.memory_format
-    with tqdm(total=len(paths), desc=description, unit="img", disable=not progress) as bar:
+    with tqdm(total=len(sources), desc=description, unit="img", disable=not progress) as bar:
         for indices, images, errors, heights, widths in loader:
             with torch.inference_mode():
                 features = backbone(images.to(device, non_blocking=True, memory_format=layout))

@@ -82,11 +82,15 @@ class TrainingCheckpoint:
         self.resume = resume
         self.identity: dict[str, Any] | None = None
 
+    def has_checkpoint(self) -> bool:
+        """Whether ``folder`` holds a saved epoch that ``resume`` would continue from."""
+        return (self.folder / MANIFEST).exists()
+
     # ----------------------------------------------------------------- restoring
     def start(self, state: TrainingState, identity: dict[str, Any]) -> TrainingState:
         """``state`` (fresh from ``make_state``) advanced to the checkpoint when resuming."""
         self.identity = identity
-        if not (self.folder / MANIFEST).exists():
+        if not self.has_checkpoint():
             if self.resume:
                 logger.warning("no checkpoint in %s yet: training starts from epoch 0", self.folder)
             return state

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from funad.metrics import PixelMetrics, image_auroc, threshold_metrics
-from funad.reports.prediction_folder import PredictedImage
+from funad.reports.prediction_folder import PredictionFolder
 from funad.utils.masks import read_mask
 
 logger = logging.getLogger(__name__)
@@ -25,8 +25,9 @@ def mask_path(ground_truth: Path, image_path: Path) -> Path:
     return ground_truth / image_path.parent.name / f"{image_path.stem}_mask.png"
 
 
-def evaluate(images: list[PredictedImage], ground_truth: Path) -> dict[str, float]:
+def evaluate(folder: PredictionFolder, ground_truth: Path) -> dict[str, float]:
     """Image AUROC, precision/recall/F1 of the labels, and pixel AUROC where masks exist."""
+    images = folder.images
     if not ground_truth.is_dir():
         raise FileNotFoundError(f"ground-truth folder {ground_truth} does not exist")
     truth = np.array([image.path.parent.name != NORMAL_FOLDER for image in images], dtype=int)
@@ -50,10 +51,10 @@ def evaluate(images: list[PredictedImage], ground_truth: Path) -> dict[str, floa
                 continue
             mask = read_mask(path)
             masks_found += 1
-        if not image.anomaly_map.is_file():
+        if image.anomaly_map is None or not image.anomaly_map.is_file():
             logger.warning("anomaly map %s is missing: %s left out of the pixel metrics", image.anomaly_map, image.path)
             continue
-        pixels.update(np.load(image.anomaly_map), mask)
+        pixels.update(folder.read_map(image.anomaly_map), mask)
     if masks_found:
         results["pixel AUROC"] = pixels.pixel_auroc()
     return results

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 REPORT = "report.html"
 THUMBNAIL_SIZE = 256  # longest side in pixels
+# Rows of the predictions table: thumbnails are decoded and embedded per row, so a page of 10 000
+# images would take minutes to write and be too heavy to open. The most anomalous come first.
+MAX_IMAGES = 200
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #222; }
@@ -53,10 +56,14 @@ def _thumbnail(path: Path) -> str | None:
     return _data_uri(buffer.getvalue(), "jpeg")
 
 
+def _missing_cell(path: Path) -> str:
+    return f'<td class="missing">missing: {html.escape(str(path))}</td>'
+
+
 def _image_cell(path: Path, alt: str) -> str:
     uri = _thumbnail(path)
     if uri is None:
-        return f'<td class="missing">missing: {html.escape(str(path))}</td>'
+        return _missing_cell(path)
     return f'<td><img class="thumb" src="{uri}" alt="{html.escape(alt)}"></td>'
 
 
@@ -78,9 +85,13 @@ def histogram_png(scores: np.ndarray, threshold: float, training_scores: np.ndar
     return buffer.getvalue()
 
 
-def _training_section(folder: PredictionFolder) -> tuple[str, np.ndarray | None]:
-    """The suspected training images (score above the threshold), and all training scores."""
+def _training_section(folder: PredictionFolder, train_root: Path | None) -> tuple[str, np.ndarray | None]:
+    """The suspected training images (score above the threshold), and all training scores.
+
+    ``train_root``: where the training folder is now, if it has moved since `funad fit`.
+    """
     from funad.persistence import ModelFormatError, load_model
+    from funad.reports.training_images import locate_training_images
 
     if folder.model_dir is None:
         return "<p>No model directory recorded (prediction.json missing): training audit not shown.</p>", None
@@ -92,8 +103,10 @@ def _training_section(folder: PredictionFolder) -> tuple[str, np.ndarray | None]
         return f"<p class=\"missing\">Training audit unavailable: {html.escape(str(error))}</p>", None
     order = np.argsort(-scores, kind="stable")
     suspected = [i for i in order if scores[i] > folder.threshold]
+    located = locate_training_images(paths, fitted.train_digests, suspected, train_root)
     rows = "".join(
-        f'<tr><td>{rank}</td>{_image_cell(paths[i], "training image")}<td>{scores[i]:.4g}</td>'
+        f'<tr><td>{rank}</td>{_image_cell(located[i], "training image") if i in located else _missing_cell(paths[i])}'
+        f'<td>{scores[i]:.4g}</td>'
         f'<td class="path">{html.escape(str(paths[i]))}</td></tr>'
         for rank, i in enumerate(suspected, start=1))
     section = (f"<p>{len(suspected)} of {len(paths)} training images score above the threshold "
@@ -104,9 +117,11 @@ def _training_section(folder: PredictionFolder) -> tuple[str, np.ndarray | None]
     return section, scores
 
 
-def render_report(folder: PredictionFolder, metrics: dict[str, float] | None) -> str:
+def render_report(folder: PredictionFolder, metrics: dict[str, float] | None, train_root: Path | None = None,
+                  max_images: int = MAX_IMAGES) -> str:
+    """The page; its predictions table shows the ``max_images`` highest scores (every score is in the histogram)."""
     images = sorted(folder.images, key=lambda image: -image.score)
-    training_html, training_scores = _training_section(folder)
+    training_html, training_scores = _training_section(folder, train_root)
     histogram = histogram_png(np.array([image.score for image in images]), folder.threshold, training_scores)
     flagged = sum(image.anomalous for image in images)
     if metrics:
@@ -117,9 +132,13 @@ def render_report(folder: PredictionFolder, metrics: dict[str, float] | None) ->
         metrics_html = "<p>No ground truth given (<code>funad report --ground-truth DIR</code>).</p>"
     prediction_rows = "".join(
         f'<tr class="{label_name(image.anomalous)}"><td>{rank}</td>{_image_cell(image.path, "image")}'
-        f'{_image_cell(image.heatmap, "heatmap")}<td>{image.score:.4g}</td>'
+        f'{_image_cell(image.heatmap, "heatmap") if image.heatmap else "<td>not written</td>"}'
+        f'<td>{image.score:.4g}</td>'
         f'<td class="label">{label_name(image.anomalous)}</td><td class="path">{html.escape(str(image.path))}</td></tr>'
-        for rank, image in enumerate(images, start=1))
+        for rank, image in enumerate(images[:max_images], start=1))
+    shown = (f"all {len(images)}" if len(images) <= max_images else
+             f"the {max_images} highest of {len(images)} (all are in scores.csv; "
+             "<code>funad report --max-images N</code> for more)")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>funad report: {html.escape(str(folder.directory))}</title>
 <style>{_STYLE}</style></head>
@@ -132,6 +151,7 @@ def render_report(folder: PredictionFolder, metrics: dict[str, float] | None) ->
 <h2>Score distribution</h2>
 <img class="histogram" src="{_data_uri(histogram, "png")}" alt="score histogram with the threshold">
 <h2>Predictions, highest score first</h2>
+<p class="shown">Showing {shown}.</p>
 <table><tr><th>#</th><th>image</th><th>heatmap</th><th>score</th><th>label</th><th>path</th></tr>
 {prediction_rows}
 </table>
@@ -141,13 +161,17 @@ def render_report(folder: PredictionFolder, metrics: dict[str, float] | None) ->
 """
 
 
-def write_report(prediction_dir: Path, ground_truth: Path | None = None, out_path: Path | None = None) -> Path:
-    """Write report.html for a `funad predict` folder (into it, unless ``out_path`` is given)."""
+def write_report(prediction_dir: Path, ground_truth: Path | None = None, out_path: Path | None = None,
+                 train_root: Path | None = None, max_images: int | None = None) -> Path:
+    """Write report.html for a `funad predict` folder (into it, unless ``out_path`` is given).
+
+    ``train_root``: the training folder's new place, if it has moved since `funad fit`.
+    """
     from funad.reports.ground_truth import evaluate
 
     folder = read_prediction_folder(Path(prediction_dir))
-    metrics = evaluate(folder.images, Path(ground_truth)) if ground_truth is not None else None
+    metrics = evaluate(folder, Path(ground_truth)) if ground_truth is not None else None
     out_path = Path(out_path) if out_path is not None else folder.directory / REPORT
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(render_report(folder, metrics), encoding="utf-8")
+    out_path.write_text(render_report(folder, metrics, train_root, max_images or MAX_IMAGES), encoding="utf-8")
     return out_path

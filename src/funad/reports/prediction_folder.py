@@ -1,9 +1,16 @@
 """The folder `funad predict` writes, read back: scores.csv rows and prediction.json.
 
 ``scores.csv`` has one row per input image (path, score, label, threshold, heatmap, map, error;
-heatmap and map relative to the folder). An image that could not be read has a NaN score, no
-label, heatmap or map, and the reason in ``error``. ``prediction.json`` records the model
-directory and the threshold used, so a report can show the model's suspected training images next to the predictions.
+heatmap and map relative to the folder; either may be empty when not written). An image that
+could not be read has a NaN score, no label, heatmap or map, and the reason in ``error``.
+``regions.csv`` has one row per defect region of each anomalous image (its bounding box, area
+in pixels and peak score, in the pixels of the map). ``prediction.json`` records the model
+directory, the thresholds used and how maps are stored, so a report can show the model's
+suspected training images next to the predictions and read the maps back.
+
+Maps are ``.npy`` float32 files, or 16-bit greyscale PNGs scaled by the model's heatmap colour
+range ``map_range`` = (low, high) in prediction.json: score = low + value / 65535 * (high - low),
+values outside the range clipped to it.
 """
 
 from __future__ import annotations
@@ -12,10 +19,20 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from funad.utils.files import write_atomically
 
 SCORES = "scores.csv"
 DESCRIPTION = "prediction.json"
 COLUMNS = ["path", "score", "label", "threshold", "heatmap", "map", "error"]
+REGIONS = "regions.csv"
+REGION_COLUMNS = ["path", "region", "x", "y", "width", "height", "area", "peak"]
+MAP_FORMATS = ("npy", "png", "none")
+_PNG_LEVELS = 65535
 #: Columns every prediction folder has (older ones lack "error").
 _REQUIRED = COLUMNS[:-1]
 
@@ -25,8 +42,8 @@ class PredictedImage:
     path: Path
     score: float
     anomalous: bool
-    heatmap: Path  # absolute
-    anomaly_map: Path  # absolute .npy
+    heatmap: Path | None  # absolute; None when not written
+    anomaly_map: Path | None  # absolute .npy or .png; None when not written
 
 
 @dataclass
@@ -35,15 +52,42 @@ class PredictionFolder:
     images: list[PredictedImage]
     threshold: float
     model_dir: Path | None
+    map_range: tuple[float, float] | None = None  # scale of 16-bit PNG maps
+
+    def read_map(self, path: Path) -> np.ndarray:
+        """float32 map from a ``.npy`` or 16-bit ``.png`` map file of this folder."""
+        if path.suffix != ".png":
+            return np.load(path)
+        if self.map_range is None:
+            raise ValueError(f"{path}: a PNG map, but {DESCRIPTION} records no map_range to scale it")
+        low, high = self.map_range
+        with Image.open(path) as image:
+            levels = np.asarray(image, dtype=np.float32)
+        return (low + levels * np.float32((high - low) / _PNG_LEVELS)).astype(np.float32)
 
 
 def label_name(anomalous: bool) -> str:
     return "anomalous" if anomalous else "normal"
 
 
-def write_description(directory: Path, model_dir: Path, threshold: float, threshold_source: str) -> None:
-    description = {"model": str(model_dir.resolve()), "threshold": threshold, "threshold_source": threshold_source}
+def write_description(directory: Path, model_dir: Path, threshold: float, threshold_source: str,
+                      **details: Any) -> None:
+    """prediction.json; ``details``: the pixel threshold, map format, size and range, ..."""
+    description = {"model": str(model_dir.resolve()), "threshold": threshold, "threshold_source": threshold_source,
+                   **details}
     (directory / DESCRIPTION).write_text(json.dumps(description, indent=2))
+
+
+def write_map(path: Path, anomaly_map: np.ndarray, value_range: tuple[float, float]) -> None:
+    """``anomaly_map`` as ``.npy`` float32 or, for a ``.png`` path, 16 bits over ``value_range``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix != ".png":
+        write_atomically(path, lambda handle: np.save(handle, anomaly_map))
+        return
+    low, high = value_range
+    levels = np.clip((anomaly_map - low) * np.float32(_PNG_LEVELS / max(high - low, 1e-12)), 0, _PNG_LEVELS)
+    picture = Image.fromarray(np.rint(levels).astype(np.uint16))
+    write_atomically(path, lambda handle: picture.save(handle, format="PNG"))
 
 
 def read_prediction_folder(directory: Path) -> PredictionFolder:
@@ -60,13 +104,16 @@ def read_prediction_folder(directory: Path) -> PredictionFolder:
     if not rows:
         raise ValueError(f"{scores_path} lists no images: nothing to report")
     images = [PredictedImage(Path(row["path"]), _number(row, "score", scores_path, line), row["label"] == "anomalous",
-                             directory / row["heatmap"], directory / row["map"])
+                             directory / row["heatmap"] if row["heatmap"] else None,
+                             directory / row["map"] if row["map"] else None)
               for line, row in enumerate(rows, start=2)]
-    model_dir, threshold = None, _number(rows[0], "threshold", scores_path, 2)
+    model_dir, threshold, map_range = None, _number(rows[0], "threshold", scores_path, 2), None
     if (directory / DESCRIPTION).is_file():
         description = json.loads((directory / DESCRIPTION).read_text())
         model_dir, threshold = Path(description["model"]), float(description["threshold"])
-    return PredictionFolder(directory, images, threshold, model_dir)
+        if description.get("map_range"):
+            map_range = (float(description["map_range"][0]), float(description["map_range"][1]))
+    return PredictionFolder(directory, images, threshold, model_dir, map_range)
 
 
 def _number(row: dict, column: str, path: Path, line: int) -> float:

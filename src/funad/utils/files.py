@@ -17,6 +17,18 @@ def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
         return hashlib.file_digest(handle, algorithm).hexdigest()
 
 
+def common_folder(paths: list[Path]) -> Path:
+    """The deepest folder holding every one of ``paths`` (absolute paths, at least one)."""
+    prefix = paths[0].parent.parts
+    for path in paths[1:]:
+        parts = path.parent.parts
+        length = 0
+        while length < min(len(prefix), len(parts)) and prefix[length] == parts[length]:
+            length += 1
+        prefix = prefix[:length]
+    return Path(*prefix)
+
+
 def write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
     """``write`` into a temporary sibling, flush it to disk, then rename it over ``target``.
 

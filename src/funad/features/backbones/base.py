@@ -8,7 +8,10 @@ with :func:`register_backbone`; :mod:`funad.features.backbones.registry` builds 
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,19 +94,42 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+HUB_HOST = "huggingface.co"
+_OFFLINE_HINT = "Pass a local weights file with --weights PATH (Python: weights=PATH)."
+
+
+@functools.cache
+def hub_unreachable_reason() -> str | None:
+    """Why timm's weights hub cannot be reached, checked once per process; None when it can.
+
+    Without this, a machine with no network spends about a minute in the hub client's retries
+    before failing. Skipped (None) where HF_HUB_OFFLINE is set (the hub client then reads its
+    local cache and fails at once) or a proxy is configured (the hub is reached through it).
+    """
+    if any(os.environ.get(name) for name in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy")):
+        return None
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=3).close()
+    except OSError as error:
+        return f"{HUB_HOST} is unreachable ({error})"
+    return None
+
+
 def timm_model(model_name: str, weights: str | Path | None, pretrained: bool, **kwargs: Any) -> nn.Module:
     """A timm model with a local weights file, hub weights (``pretrained``) or random weights."""
     import timm
 
     use_hub = pretrained and weights is None
+    if use_hub and (reason := hub_unreachable_reason()):
+        raise RuntimeError(f"cannot download pretrained weights for timm model {model_name!r}: {reason}. "
+                           f"{_OFFLINE_HINT} With the weights already in the Hugging Face cache, set HF_HUB_OFFLINE=1.")
     try:
         model = timm.create_model(model_name, pretrained=use_hub, **kwargs)
     except Exception as error:  # the hub is unreachable on many factory machines
         if not use_hub:
             raise
         raise RuntimeError(
-            f"could not download pretrained weights for timm model {model_name!r} ({error}). "
-            "Offline? Pass a local weights file with --weights PATH (Python: weights=PATH)."
+            f"could not download pretrained weights for timm model {model_name!r} ({error}). Offline? {_OFFLINE_HINT}"
         ) from error
     if weights is not None:
         state = load_state_dict_file(weights)

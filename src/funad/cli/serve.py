@@ -1,0 +1,40 @@
+"""`funad serve MODEL_DIR --host 127.0.0.1 --port 8000`: the model behind HTTP (see :mod:`funad.service`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("serve", help="serve a fitted model over HTTP: POST /predict, GET /health, "
+                                   "a form at /")
+    parser.add_argument("model", type=Path, help="model directory written by `funad fit`")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda")
+    parser.add_argument("--max-upload-mb", type=float, default=50, help="largest image file accepted (default 50)")
+    parser.add_argument("--max-connections", type=int, default=100,
+                        help="open connections beyond this get 503 at once instead of queueing (default 100)")
+    parser.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    try:
+        import uvicorn
+
+        from funad.service import create_app
+    except ImportError as error:
+        raise RuntimeError(f"funad serve needs the serve extra: pip install 'funad[serve]' ({error})") from error
+    from funad.model import FunAD
+
+    model = FunAD.load(args.model, **({"device": args.device} if args.device else {}))
+    model.progress = False
+    app = create_app(model, args.model.resolve(), int(args.max_upload_mb * 1024 * 1024))
+    logger.info("serving %s on http://%s:%d/", args.model, args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, limit_concurrency=args.max_connections,
+                log_level="warning" if args.quiet else "info")
