@@ -1,0 +1,351 @@
+"""Re-run the measurements behind funad's defaults (README, "Choosing the defaults"): feature variants x scorers.
+
+For each DATASET (``ROOT`` or ``ROOT:CATEGORY``, as for ``funad benchmark``) and seed, one split
+of the contaminated-data protocol (``--contamination`` x the training images' count of test
+anomalies moved, unlabelled, into training). Every scorer is fitted on the same training features
+and scores the same test features, evaluated as ``funad benchmark`` evaluates (the same maps and
+metric code: image AUROC and, where the dataset has masks, pixel AUROC at each mask's
+resolution, per setting).
+
+Feature variants:
+
+* ``b4``, ``b6``, ``b8``, ``m468``, ``c68``: the default ONNX DINOv2, extracted once per image
+  into the feature cache with blocks 4, 6 and 8 (0-based, each after the final LayerNorm)
+  concatenated, then sliced: one block, the mean of the three (what the default backbone
+  computes), or blocks 6 and 8 concatenated;
+* ``efficientnet_lite0``: the other backbone that ships offline.
+
+Scorers (coreset pools capped at 60 000 patches wherever a cap is named):
+
+* ``patchcore``: every training image, 10 % coreset;
+* ``knn_trusted_half``: the old default: FUN-AD trains its Local-Net, the bank is a 1 % coreset of
+  the lowest-scoring half of the training images (no pool cap, not corroborated);
+* ``knn_share90``: the same with the lowest-scoring 90 % and a 10 % coreset of a capped pool;
+* ``corroborated``: the knn bank of today's default without FUN-AD: every image, corroborated, 10 %;
+* ``softpatch``: SoftPatch (15 % of each position's patches dropped by LOF), 10 % coreset;
+* ``funad``: ``FunAD()`` as it is today, end to end (``fit_features``, then its ``scorer_``).
+
+The FUN-AD scorers also report ``local_net_train_auroc``: the AUROC of the trained Local-Net's
+training-image scores against the split's planted (moved) anomalies. A diagnostic that reads
+labels: it is only reported and selects nothing.
+
+FunADConfig flags apply too: ``--epochs 2`` shortens the FUN-AD scorers' training for a smoke
+run, ``--image-size`` sets both backbones' input (a multiple of 56 suits both); the README's table
+uses none. Records are appended to ``--out`` as each finishes, so a stopped run keeps its finished
+work and runs of one variant at a time add up; ``--summary`` prints the mean over seeds, the last
+record of each (dataset, variant, scorer, seed) counting::
+
+    python benchmarks/defaults_probe.py ../shared/data/mvtec:bottle ../shared/data/mvtec:screw \\
+        ../shared/data/magnetic_tile --seeds 0 --contamination 0.1 --out runs/defaults.jsonl
+    python benchmarks/defaults_probe.py --summary runs/defaults.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from funad.baselines import PatchCore, SoftPatch
+from funad.benchmark.datasets import Dataset, load_dataset
+from funad.benchmark.protocol import SETTINGS, Split, make_split
+from funad.benchmark.runner import _Evaluator  # funad benchmark's evaluation, so the numbers compare
+from funad.cli.benchmark import parse_dataset
+from funad.cli.fit import add_config_options, config_overrides
+from funad.config import FunADConfig
+from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
+from funad.features.cache import FeatureCache, default_cache_dir
+from funad.features.containers import FeatureSet
+from funad.features.extraction import extract_features, place_backbone, resolve_device
+from funad.inference.scorers.base import PatchScorer
+from funad.inference.scorers.knn import NearestNeighbourScorer
+from funad.metrics import image_auroc
+from funad.model import FunAD
+
+logger = logging.getLogger("defaults_probe")
+
+DINO = "imgfocus_dinov2_vits14"
+OTHER_BACKBONE = "efficientnet_lite0"
+EXTRACTED_BLOCKS = (4, 6, 8)
+#: The measured settings, spelled out so that the table stays reproducible when defaults move.
+POOL_CAP = 60_000
+#: FunADConfig fields each scorer sets itself (or that would change what is probed).
+PROBE_FIELDS = ("backbone", "weights", "level", "seed", "scorer", "synthetic_ratio", "knn_normal_share",
+                "knn_patch_fraction", "knn_pool_max_patches", "knn_corroborated")
+
+
+# --------------------------------------------------------------------------- feature variants
+
+
+@dataclass(frozen=True)
+class DinoVariant:
+    """Features of some of the extracted blocks, combined as ``OnnxDinov2Backbone(layers, combine)`` would."""
+
+    blocks: tuple[int, ...]
+    combine: Literal["mean", "concat"] = "mean"
+
+    def derive(self, extracted: np.ndarray) -> np.ndarray:
+        """fp16 ``[..., D]`` of this variant from ``[..., 3 D]`` (blocks 4, 6, 8 concatenated)."""
+        per_block = dict(zip(EXTRACTED_BLOCKS, np.split(extracted, len(EXTRACTED_BLOCKS), axis=-1)))
+        chosen = [per_block[block] for block in self.blocks]
+        if self.combine == "concat":
+            return np.concatenate(chosen, axis=-1)
+        # The backbone averages in float32 before the cache stores fp16; so does this.
+        return np.stack(chosen).mean(axis=0, dtype=np.float32).astype(np.float16)
+
+
+DINO_VARIANTS = {"b4": DinoVariant((4,)), "b6": DinoVariant((6,)), "b8": DinoVariant((8,)),
+                 "m468": DinoVariant((4, 6, 8)), "c68": DinoVariant((6, 8), "concat")}
+VARIANTS = (*DINO_VARIANTS, OTHER_BACKBONE)
+
+
+def backbone_of(variant: str) -> str:
+    return DINO if variant in DINO_VARIANTS else OTHER_BACKBONE
+
+
+def derive_features(features: FeatureSet, variant: DinoVariant) -> FeatureSet:
+    return FeatureSet(features.paths, [variant.derive(p) for p in features.patches],
+                      [variant.derive(g) for g in features.globals_], features.grid)
+
+
+class Extractor:
+    """Features from a variant's backbone (the DINOv2 blocks unsliced); the FUN-AD model that sizes and smooths maps."""
+
+    def __init__(self, settings: dict[str, Any], cache_root: Path | None, random_weights: bool, progress: bool):
+        self.settings = settings
+        self.cache_root = cache_root
+        self.random_weights = random_weights
+        self.progress = progress
+        self._models: dict[str, FunAD] = {}
+
+    def model(self, variant: str) -> FunAD:
+        """The FUN-AD model of the variant's backbone (built once: the evaluation reads its backbone's input size)."""
+        backbone = backbone_of(variant)
+        if backbone not in self._models:
+            self._models[backbone] = FunAD(pretrained=backbone == DINO or not self.random_weights,
+                                           cache_dir=self.cache_root or False, progress=self.progress,
+                                           **self.settings, backbone=backbone)
+        return self._models[backbone]
+
+    def extract(self, variant: str, paths: list[Path]) -> FeatureSet:
+        if variant in DINO_VARIANTS:
+            features = self.extract_dino_blocks(paths)
+        else:
+            features = self.model(variant).extract(paths, description=OTHER_BACKBONE)
+        if features.failures:
+            path, reason = next(iter(features.failures.items()))
+            raise ValueError(f"{len(features.failures)} images could not be read (first: {path}: {reason})")
+        return features
+
+    def extract_dino_blocks(self, paths: list[Path]) -> FeatureSet:
+        """Blocks 4, 6 and 8 concatenated: one extraction (and one cache) serves every DINOv2 variant."""
+        config = FunADConfig(**self.settings)
+        backbone = OnnxDinov2Backbone(packaged_model_path(), layers=EXTRACTED_BLOCKS, combine="concat",
+                                      image_size=config.image_size)
+        cache = FeatureCache(self.cache_root, backbone.describe(), f"pretrained:{DINO}") if self.cache_root else None
+        device = resolve_device(config.device)
+        return extract_features(place_backbone(backbone, device), paths, cache=cache,
+                                batch_size=config.batch_size_extract, num_workers=config.num_workers, device=device,
+                                progress=self.progress, description="DINOv2 blocks 4+6+8")
+
+
+# --------------------------------------------------------------------------- scorers
+
+
+@dataclass
+class Training:
+    features: FeatureSet
+    seed: int
+    moved: list[bool]  # the split's planted anomalies: read only by the diagnostic
+    funad_settings: dict[str, Any]
+
+
+@dataclass
+class Fitted:
+    scorer: PatchScorer
+    local_net_train_auroc: float | None = None
+
+
+Fitter = Callable[[Training], Fitted]
+
+
+def bank_scorer(make: Callable[[int], PatchScorer]) -> Fitter:
+    """A scorer ``make(seed)`` fitted on every training image, without FUN-AD."""
+    return lambda training: Fitted(make(training.seed).fit(training.features.method_features("patch")))
+
+
+def funad_scorer(**knn_settings: Any) -> Fitter:
+    """FUN-AD fitted with these knn settings (none: today's defaults); its scorer and the Local-Net diagnostic."""
+
+    def fit(training: Training) -> Fitted:
+        model = FunAD(cache_dir=False, progress=False, **training.funad_settings, **knn_settings, seed=training.seed)
+        model.fit_features(training.features)
+        return Fitted(model.scorer_, local_net_train_auroc(model.train_scores_, training.moved))
+
+    return fit
+
+
+def local_net_train_auroc(train_scores: np.ndarray, moved: list[bool]) -> float | None:
+    """Labels read for a report only; None when nothing was planted."""
+    return image_auroc(moved, train_scores) if any(moved) else None
+
+
+SCORERS: dict[str, Fitter] = {
+    "patchcore": bank_scorer(lambda seed: PatchCore(0.1, seed=seed, pool_max_patches=POOL_CAP)),
+    "knn_trusted_half": funad_scorer(knn_normal_share=0.5, knn_patch_fraction=0.01, knn_pool_max_patches=None,
+                                     knn_corroborated=False),
+    "knn_share90": funad_scorer(knn_normal_share=0.9, knn_patch_fraction=0.1, knn_pool_max_patches=POOL_CAP,
+                                knn_corroborated=False),
+    "corroborated": bank_scorer(lambda seed: NearestNeighbourScorer(0.1, seed, pool_max_patches=POOL_CAP,
+                                                                    corroborated=True)),
+    "softpatch": bank_scorer(lambda seed: SoftPatch(0.15, 0.1, seed=seed, pool_max_patches=POOL_CAP)),
+    "funad": funad_scorer(),
+}
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def dataset_splits(text: str, args: argparse.Namespace) -> tuple[Path, Dataset, list[Split]]:
+    root, category = parse_dataset(text)
+    dataset = load_dataset(root, category)
+    return root, dataset, [make_split(dataset, args.contamination, seed) for seed in args.seeds]
+
+
+def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argparse.Namespace,
+                  extractor: Extractor) -> None:
+    paths = list(dict.fromkeys([p for split in splits for p in split.train] + [s.path for s in dataset.test]))
+    extracted: dict[str, FeatureSet] = {}  # by backbone: the DINOv2 variants share one extraction
+    for variant in args.variants:
+        backbone = backbone_of(variant)
+        if backbone not in extracted:
+            extracted[backbone] = extractor.extract(variant, paths)
+        features = extracted[backbone]
+        if variant in DINO_VARIANTS:
+            features = derive_features(features, DINO_VARIANTS[variant])
+        for split in splits:
+            evaluator = _Evaluator(split, SETTINGS, features, extractor.model(variant), dataset.has_masks)
+            training = Training(features.subset(split.train), split.seed, split.moved, extractor.settings)
+            for scorer in args.scorers:
+                append_record(args.out, {"dataset": dataset.name, "root": str(root), "variant": variant,
+                                         "scorer": scorer, **split_facts(split),
+                                         **probe_one(SCORERS[scorer], training, evaluator)})
+
+
+def split_facts(split: Split) -> dict[str, Any]:
+    return {"seed": split.seed, "contamination": split.ratio, "num_train": len(split.train),
+            "num_moved": int(sum(split.moved))}
+
+
+def probe_one(fitter: Fitter, training: Training, evaluator: _Evaluator) -> dict[str, Any]:
+    started = time.perf_counter()
+    fitted = fitter(training)
+    fit_seconds = time.perf_counter() - started
+    metrics, predict_seconds = evaluator.evaluate(fitted.scorer)
+    return {**metrics, "local_net_train_auroc": fitted.local_net_train_auroc, "fit_seconds": fit_seconds,
+            "predict_seconds": predict_seconds}
+
+
+def append_record(out: Path, record: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+    images = ", ".join(f"{setting} {record[setting]['image_auroc']:.4f}" for setting in SETTINGS)
+    logger.info("%s %s %s seed %d: image AUROC %s (fit %.1f s)", record["dataset"], record["variant"],
+                record["scorer"], record["seed"], images, record["fit_seconds"])
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def latest_records(path: Path) -> list[dict[str, Any]]:
+    """The records of ``path``; a rerun of one (dataset, variant, scorer, seed) replaces the earlier record."""
+    records: dict[tuple, dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            records[(record["dataset"], record["variant"], record["scorer"], record["seed"])] = record
+    return list(records.values())
+
+
+COLUMNS = [(f"{setting} {label}", setting, metric) for setting in SETTINGS
+           for label, metric in (("image", "image_auroc"), ("pixel", "pixel_auroc"))]
+
+
+def mean_cell(values: Sequence[float | None], scale: float, digits: int) -> str:
+    """The mean of the values present, or "-" where none is (no masks; no Local-Net)."""
+    present = [value for value in values if value is not None]
+    return f"{scale * np.mean(present):.{digits}f}" if present else "-"
+
+
+def summary_table(records: list[dict[str, Any]]) -> str:
+    """Markdown: one row per (dataset, variant, scorer), AUROCs in percent, means over seeds."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["dataset"], record["variant"], record["scorer"]), []).append(record)
+    header = ["dataset", "variant", "scorer", "seeds", *(name for name, _, _ in COLUMNS),
+              "Local-Net train AUROC", "fit s", "predict s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (dataset, variant, scorer), members in groups.items():
+        cells = [dataset, variant, scorer, str(len(members))]
+        cells += [mean_cell([r[setting].get(metric) for r in members], 100, 2) for _, setting, metric in COLUMNS]
+        cells.append(mean_cell([r["local_net_train_auroc"] for r in members], 100, 2))
+        cells += [mean_cell([r[key] for r in members], 1, 1) for key in ("fit_seconds", "predict_seconds")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("datasets", nargs="*", metavar="DATASET", help="ROOT or ROOT:CATEGORY, as for funad benchmark")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--scorers", nargs="+", choices=tuple(SCORERS), default=list(SCORERS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--contamination", type=float, default=0.1)
+    parser.add_argument("--out", type=Path, help="JSON lines file the records are appended to")
+    parser.add_argument("--summary", type=Path, metavar="FILE", help="print the Markdown table of FILE's records")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default ~/.cache/funad/features)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    parser.add_argument("--random-weights", action="store_true",
+                        help=f"{OTHER_BACKBONE} with random weights, never cached (smoke runs and tests; "
+                             f"the DINOv2 ONNX graph has none)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-record lines")
+    add_config_options(parser)
+    args = parser.parse_args(argv)
+    if args.summary is None and not (args.datasets and args.out):
+        parser.error("give DATASET... and --out FILE, or --summary FILE")
+    owned = [name for name in PROBE_FIELDS if hasattr(args, name)]
+    if owned:
+        parser.error(f"the probe sets {', '.join(owned)} itself (use --seeds for seeds)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    if args.summary is not None:
+        print(summary_table(latest_records(args.summary)))
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    cache_root = None if args.no_cache else args.cache_dir or default_cache_dir()
+    extractor = Extractor(config_overrides(args), cache_root, args.random_weights, not args.quiet)
+    # Every dataset read and split first, so that a mistake in the last fails before any extraction.
+    datasets = [dataset_splits(text, args) for text in args.datasets]
+    for root, dataset, splits in datasets:
+        probe_dataset(root, dataset, splits, args, extractor)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""benchmarks/defaults_probe.py: its DINOv2 variants are what the backbone computes, and it runs end to end."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
+
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def probe():
+    """The script as a module (benchmarks/ is no package); registered, as its dataclasses need."""
+    path = Path(__file__).parents[1] / "benchmarks" / "defaults_probe.py"
+    spec = importlib.util.spec_from_file_location("defaults_probe", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+
+def test_each_dino_variant_is_the_backbone_with_those_blocks(probe):
+    backbone = OnnxDinov2Backbone(packaged_model_path(), layers=probe.EXTRACTED_BLOCKS, combine="concat",
+                                  image_size=28)
+    # features_from_blocks reads only the combination settings, so one backbone serves every variant.
+    random_tokens = torch.randn(3, 2, 1 + 4, 384, generator=torch.Generator().manual_seed(0))  # 2 images, CLS + 2x2
+    tokens = dict(zip(probe.EXTRACTED_BLOCKS, random_tokens))
+    extracted = backbone.features_from_blocks(list(tokens.values())).patches.half().numpy()
+    for name, variant in probe.DINO_VARIANTS.items():
+        backbone.combine = variant.combine
+        expected = backbone.features_from_blocks([tokens[block] for block in variant.blocks]).patches.numpy()
+        derived = variant.derive(extracted)
+        assert derived.dtype == np.float16 and derived.shape == expected.shape, name
+        np.testing.assert_allclose(derived, expected, atol=1e-2, err_msg=name)
+
+
+def test_probe_writes_a_record_per_variant_scorer_and_seed_and_summarises_them(probe, demo_data, tmp_path, capsys):
+    out = tmp_path / "probe.jsonl"
+    settings = {**{k: v for k, v in TINY.items() if k != "backbone"}, "image_size": 56, "epochs": 1}
+    flags = [item for key, value in settings.items() for item in ("--" + key.replace("_", "-"), str(value))]
+    common = [str(demo_data.root), "--seeds", "0", "--contamination", "0.1", "--out", str(out), "--random-weights",
+              "--cache-dir", str(tmp_path / "cache"), "--quiet", *flags]
+    # Every scorer on today's default features, and every variant with one scorer.
+    assert probe.main([*common, "--variants", "m468", "--scorers", *probe.SCORERS]) == 0
+    assert probe.main([*common, "--scorers", "patchcore"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["variant"], r["scorer"]) for r in records] == (
+        [("m468", s) for s in probe.SCORERS] + [(v, "patchcore") for v in probe.VARIANTS])
+    for record in records:
+        assert record["num_moved"] == 2 and record["fit_seconds"] > 0 and record["predict_seconds"] > 0
+        for setting in ("no-overlap", "overlap"):
+            assert 0.0 <= record[setting]["image_auroc"] <= 1.0 and 0.0 <= record[setting]["pixel_auroc"] <= 1.0
+        trains_local_net = record["scorer"] in ("knn_trusted_half", "knn_share90", "funad")
+        assert (record["local_net_train_auroc"] is not None) == trains_local_net
+
+    assert probe.main(["--summary", str(out)]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert len(table) == 2 + len(records) - 1  # m468 with patchcore was run twice: the rerun replaces it
+    assert table[0].startswith("| dataset | variant | scorer | seeds | no-overlap image | no-overlap pixel |")
+
+
+def test_summary_is_the_mean_over_seeds_with_dashes_for_what_is_missing(probe, tmp_path, capsys):
+    def record(seed, image_auroc):
+        metrics = {"image_auroc": image_auroc}
+        return {"dataset": "tile", "variant": "b6", "scorer": "patchcore", "seed": seed, "no-overlap": metrics,
+                "overlap": metrics, "local_net_train_auroc": None, "fit_seconds": 2.0, "predict_seconds": 1.0}
+
+    out = tmp_path / "probe.jsonl"
+    out.write_text("".join(json.dumps(record(seed, value)) + "\n" for seed, value in ((0, 0.9), (1, 0.8))))
+    assert probe.main(["--summary", str(out)]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[2]
+    assert row == "| tile | b6 | patchcore | 2 | 85.00 | - | 85.00 | - | - | 2.0 | 1.0 |"
+
+
+def test_probe_refuses_settings_it_makes_itself(probe, tmp_path):
+    with pytest.raises(SystemExit):
+        probe.main([str(tmp_path), "--out", str(tmp_path / "x.jsonl"), "--knn-normal-share", "0.5"])
