@@ -37,12 +37,20 @@ def greedy_coreset(features: torch.Tensor, count: int, *, projection_dim: int | 
     # Squared distance of every row to its nearest chosen row, expanded as |x|^2 - 2 x.c + |c|^2
     # so that each step is one matrix-vector product.
     nearest = torch.full((len(points),), float("inf"))
-    for step in range(count):
-        if step:
-            chosen[step] = int(torch.argmax(nearest))
-        centre = points[chosen[step]]
-        distances = torch.addmv(squared_norms + squared_norms[chosen[step]], points, centre, alpha=-2)
-        torch.minimum(nearest, distances, out=nearest)
+    # Each step is a memory-bound matrix-vector product: more threads only add synchronisation.
+    # Measured on this 2-core machine under load, 300 steps over 58 000 rows took 15.6-20.9 s with
+    # 2 threads and 3.5-6.3 s with 1.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for step in range(count):
+            if step:
+                chosen[step] = int(torch.argmax(nearest))
+            centre = points[chosen[step]]
+            distances = torch.addmv(squared_norms + squared_norms[chosen[step]], points, centre, alpha=-2)
+            torch.minimum(nearest, distances, out=nearest)
+    finally:
+        torch.set_num_threads(threads)
     return chosen.numpy()
 
 
