@@ -7,11 +7,11 @@ import logging
 import sys
 
 from funad import __version__
-from funad.cli import audit, benchmark, demo, fit, predict, report, serve
+from funad.cli import audit, benchmark, demo, export, fit, predict, report, serve
 
 logger = logging.getLogger("funad")
 
-COMMANDS = (fit, predict, audit, report, serve, benchmark, demo)
+COMMANDS = (fit, predict, audit, report, serve, export, benchmark, demo)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, default: object) -> None:

@@ -8,8 +8,6 @@ import logging
 import time
 from pathlib import Path
 
-from funad.utils.files import common_folder
-
 logger = logging.getLogger(__name__)
 
 
@@ -44,25 +42,6 @@ def parse_map_size(text: str) -> str | tuple[int, int]:
     raise argparse.ArgumentTypeError(f"{text!r} is not original, input or WIDTHxHEIGHT (e.g. 640x480)")
 
 
-def output_names(paths: list[Path]) -> list[Path]:
-    """Relative output names that keep every input apart: the full file name, under its folders.
-
-    Paths are taken relative to their deepest common folder, so ``a/x.png`` and ``b/x.png``
-    stay ``a/x.png`` and ``b/x.png``; the suffix stays in the name, so ``x.png`` and ``x.jpg``
-    stay apart too (``maps/x.png.npy``, ``maps/x.jpg.npy``).
-    """
-    resolved = [p.resolve() for p in paths]
-    if not resolved:
-        return []
-    common = common_folder(resolved)
-    return [p.relative_to(common) for p in resolved]
-
-
-def output_file(folder: str, name: Path, suffix: str) -> Path:
-    """``folder/<name><suffix>``: the suffix is added to the full name (``part.png`` -> ``part.png.npy``)."""
-    return Path(folder) / name.with_name(name.name + suffix)
-
-
 def run_predict(args: argparse.Namespace) -> None:
     from funad.cli.errors import NoInputImagesError
     from funad.data.images import IMAGE_EXTENSIONS, discover_images, load_image
@@ -74,6 +53,8 @@ def run_predict(args: argparse.Namespace) -> None:
         REGIONS,
         SCORES,
         label_name,
+        output_file,
+        output_names,
         write_description,
         write_map,
     )

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from funad.data.images import ImageLoadError, ImageSource, load_image
+from funad.data.preprocessing import normalised_array
 from funad.features.backbones.base import Backbone, Preprocessing
 from funad.features.cache import FeatureCache
 from funad.features.containers import FeatureBatch, FeatureSet
@@ -30,12 +31,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def preprocess(image: Image.Image, preprocessing: Preprocessing) -> torch.Tensor:
-    size = preprocessing.image_size
-    resized = image.resize((size, size), Image.Resampling.BILINEAR)
-    array = np.asarray(resized, dtype=np.float32) / 255.0
-    mean = np.asarray(preprocessing.mean, dtype=np.float32)
-    std = np.asarray(preprocessing.std, dtype=np.float32)
-    return torch.from_numpy(((array - mean) / std).transpose(2, 0, 1).copy())
+    return torch.from_numpy(normalised_array(image, preprocessing.image_size, preprocessing.mean, preprocessing.std))
 
 
 class _ImageDataset(Dataset):

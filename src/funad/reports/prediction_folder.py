@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from funad.utils.files import write_atomically
+from funad.utils.files import common_folder, write_atomically
 
 SCORES = "scores.csv"
 DESCRIPTION = "prediction.json"
@@ -64,6 +64,25 @@ class PredictionFolder:
         with Image.open(path) as image:
             levels = np.asarray(image, dtype=np.float32)
         return (low + levels * np.float32((high - low) / _PNG_LEVELS)).astype(np.float32)
+
+
+def output_names(paths: list[Path]) -> list[Path]:
+    """Relative output names that keep every input apart: the full file name, under its folders.
+
+    Paths are taken relative to their deepest common folder, so ``a/x.png`` and ``b/x.png``
+    stay ``a/x.png`` and ``b/x.png``; the suffix stays in the name, so ``x.png`` and ``x.jpg``
+    stay apart too (``maps/x.png.npy``, ``maps/x.jpg.npy``).
+    """
+    resolved = [p.resolve() for p in paths]
+    if not resolved:
+        return []
+    common = common_folder(resolved)
+    return [p.relative_to(common) for p in resolved]
+
+
+def output_file(folder: str, name: Path, suffix: str) -> Path:
+    """``folder/<name><suffix>``: the suffix is added to the full name (``part.png`` -> ``part.png.npy``)."""
+    return Path(folder) / name.with_name(name.name + suffix)
 
 
 def label_name(anomalous: bool) -> str:

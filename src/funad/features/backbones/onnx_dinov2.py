@@ -351,8 +351,9 @@ class OnnxDinov2Backbone(Backbone):
             self.register_buffer("norm_weight", torch.from_numpy(info.final_norm.weight.copy()), persistent=False)
             self.register_buffer("norm_bias", torch.from_numpy(info.final_norm.bias.copy()), persistent=False)
             self.norm_eps = info.final_norm.eps
-        self._output_names = [info.block_outputs[index] for index in resolved]
-        self._model_bytes = truncate_graph(model, self._output_names, free_spatial_size=free_size).SerializeToString()
+        self.block_output_names = [info.block_outputs[index] for index in resolved]
+        truncated = truncate_graph(model, self.block_output_names, free_spatial_size=free_size)
+        self.truncated_model_bytes = truncated.SerializeToString()
         self._intra_op_threads = intra_op_threads
         self._sessions: dict[str, object] = {}
 
@@ -374,7 +375,7 @@ class OnnxDinov2Backbone(Backbone):
                 options.intra_op_num_threads = int(threads)
             options.log_severity_level = 3
             providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
-            session = self._ort.InferenceSession(self._model_bytes, sess_options=options, providers=providers)
+            session = self._ort.InferenceSession(self.truncated_model_bytes, sess_options=options, providers=providers)
             self._sessions[provider] = session
         return session
 
@@ -392,7 +393,7 @@ class OnnxDinov2Backbone(Backbone):
         if self._use_cuda(images):
             return self._run_cuda(images)
         session = self._session("CPUExecutionProvider")
-        outputs = session.run(self._output_names, {self.graph_info.input_name: images.cpu().numpy()})
+        outputs = session.run(self.block_output_names, {self.graph_info.input_name: images.cpu().numpy()})
         return [torch.from_numpy(np.ascontiguousarray(out)).to(images.device) for out in outputs]
 
     def _run_cuda(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -405,7 +406,7 @@ class OnnxDinov2Backbone(Backbone):
         binding.bind_input(self.graph_info.input_name, "cuda", device_id, np.float32,
                            tuple(images.shape), images.data_ptr())
         outputs = []
-        for name in self._output_names:
+        for name in self.block_output_names:
             out = torch.empty((batch, tokens, self.embed_dim), dtype=torch.float32, device=images.device)
             binding.bind_output(name, "cuda", device_id, np.float32, tuple(out.shape), out.data_ptr())
             outputs.append(out)
@@ -424,7 +425,7 @@ class OnnxDinov2Backbone(Backbone):
     def features_from_blocks(self, blocks: Sequence[torch.Tensor]) -> FeatureBatch:
         """Turn raw block tokens (as from :meth:`run_blocks`) into the configured features."""
         if self.apply_norm:
-            blocks = [F.layer_norm(tokens, (tokens.shape[-1],), self.norm_weight.to(tokens.device),
+            blocks = [F.layer_norm(tokens, (self.embed_dim,), self.norm_weight.to(tokens.device),
                                    self.norm_bias.to(tokens.device), self.norm_eps) for tokens in blocks]
         if len(blocks) == 1:
             tokens = blocks[0]

@@ -1,0 +1,27 @@
+"""`funad export MODEL_DIR --format onnx --out model.onnx`: the fitted model as one graph (:mod:`funad.export.onnx`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("export", help="export a fitted model (backbone, scorer, maps, threshold) to "
+                                   "ONNX, to run with `python -m funad.runtime`")
+    parser.add_argument("model", type=Path, help="model directory written by `funad fit`")
+    parser.add_argument("--format", choices=("onnx",), default="onnx")
+    parser.add_argument("--out", required=True, type=Path, help="file to write, e.g. model.onnx")
+    parser.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from funad.export.onnx import export_onnx
+    from funad.model import FunAD
+
+    path = export_onnx(FunAD.load(args.model, device="cpu"), args.out)
+    logger.info("wrote %s (%.1f MB); run it with: python -m funad.runtime %s IMAGES... --out DIR",
+                path, path.stat().st_size / 1e6, path)

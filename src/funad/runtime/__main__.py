@@ -1,0 +1,83 @@
+"""``python -m funad.runtime MODEL.onnx IMAGES... --out DIR``: scores.csv and maps as ``funad predict`` writes them.
+
+Without heatmaps, regions or prediction.json (they need matplotlib, scipy and the fitted model);
+the rows of scores.csv and the ``.npy`` maps (at each image's size) are those ``funad predict
+--no-heatmaps`` writes for the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+import time
+from pathlib import Path
+
+from funad.data.images import IMAGE_EXTENSIONS, ImageLoadError, discover_images, load_image
+from funad.reports.prediction_folder import COLUMNS, SCORES, label_name, output_file, output_names, write_map
+from funad.runtime import OnnxModel, resize_bilinear
+
+logger = logging.getLogger("funad.runtime")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m funad.runtime",
+                                     description="Score images with an ONNX model from `funad export`.")
+    parser.add_argument("model", type=Path, help="model.onnx written by `funad export --format onnx`")
+    parser.add_argument("images", nargs="+", help="image files and/or folders")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--maps", choices=("npy", "none"), default="npy",
+                        help="anomaly maps at each image's size as float32 .npy, or none (default npy)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    return parser
+
+
+def run(args: argparse.Namespace, paths: list[Path]) -> None:
+    model = OnnxModel(args.model)
+    names = dict(zip(paths, output_names(paths)))
+    threshold = f"{model.threshold:.9g}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(args.out / SCORES, "w", newline="") as scores_file:
+        writer = csv.writer(scores_file)
+        writer.writerow(COLUMNS)
+        for start in range(0, len(paths), args.batch_size):
+            loaded, rows = [], {}
+            for path in paths[start:start + args.batch_size]:
+                try:
+                    loaded.append((path, load_image(path)))
+                except ImageLoadError as error:  # a row that says why, as funad predict writes
+                    rows[path] = [str(path), "nan", "", threshold, "", "", error.reason]
+            if loaded:
+                result = model.run([image for _, image in loaded])
+                for row, (path, image) in enumerate(loaded):
+                    map_name = ""
+                    if args.maps != "none":
+                        map_name = output_file("maps", names[path], ".npy").as_posix()
+                        anomaly_map = resize_bilinear(result.maps[row], image.height, image.width)
+                        write_map(args.out / map_name, anomaly_map, (0.0, 1.0))  # the range scales PNG maps only
+                    rows[path] = [str(path), f"{float(result.scores[row]):.6g}", label_name(bool(result.labels[row])),
+                                  threshold, "", map_name, ""]
+            writer.writerows(rows[path] for path in paths[start:start + args.batch_size])
+    logger.info("scored %d images in %.1f s; results in %s", len(paths), time.perf_counter() - started, args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        paths = discover_images(args.images)
+        if not paths:  # a usage error, exit status 2 as funad predict's (funad.cli imports torch, hence not its error)
+            logger.error("no image files in %s (folders are searched recursively for %s)", ", ".join(args.images),
+                         ", ".join(sorted(IMAGE_EXTENSIONS)))
+            return 2
+        run(args, paths)
+    except (ValueError, FileNotFoundError) as error:
+        logger.error("%s", error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
