@@ -54,15 +54,23 @@ def defect_mask(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
 
 def find_regions(anomaly_map: np.ndarray, mask: np.ndarray) -> list[Region]:
     """The connected regions of ``mask`` with their boxes, areas and peak map values, largest first."""
-    labels, count = ndimage.label(mask, structure=_CONNECTIVITY)
-    if count == 0:
-        return []
-    areas = np.bincount(labels.ravel(), minlength=count + 1)
-    peaks = ndimage.maximum(anomaly_map, labels, index=np.arange(1, count + 1))
-    regions = [Region(int(box[1].start), int(box[0].start), int(box[1].stop - box[1].start),
-                      int(box[0].stop - box[0].start), int(areas[label]), float(peak))
-               for label, (box, peak) in enumerate(zip(ndimage.find_objects(labels), peaks), start=1)]
+    labels, _ = ndimage.label(mask, structure=_CONNECTIVITY)
+    regions = [_region(anomaly_map, labels[box] == label, box)
+               for label, box in enumerate(ndimage.find_objects(labels), start=1)]
     return sorted(regions, key=lambda region: -region.area)
+
+
+def _region(anomaly_map: np.ndarray, inside: np.ndarray, box: tuple[slice, slice]) -> Region:
+    """A region from its bounding ``box`` and the pixels ``inside`` it that belong to it.
+
+    Reading areas and peaks box by box keeps a 24-megapixel map's temporaries at the box's
+    size; ``np.bincount`` and ``ndimage.maximum`` over the whole label image took two int64
+    copies of it (measured: 370 MB at 24 MP).
+    """
+    rows, columns = box
+    peak = np.max(anomaly_map[box], where=inside, initial=-np.inf)
+    return Region(int(columns.start), int(rows.start), int(columns.stop - columns.start), int(rows.stop - rows.start),
+                  int(np.count_nonzero(inside)), float(peak))
 
 
 def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:

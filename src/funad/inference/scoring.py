@@ -18,7 +18,8 @@ class ScoredImages:
 
     def anomaly_map(self, row: int, height: int, width: int) -> np.ndarray:
         """float32 ``[height, width]``: image ``row``'s map at the image's own size."""
-        return resize_map(self.maps[row], height, width).cpu().numpy().astype(np.float32)
+        # copy=False: a 24-megapixel map is 96 MB, already float32 (the maps are)
+        return resize_map(self.maps[row], height, width).cpu().numpy().astype(np.float32, copy=False)
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from matplotlib import colormaps
 from PIL import Image
 
 from funad.inference.regions import outline
+from funad.reports.prediction_folder import map_levels
 from funad.utils.files import write_atomically
 
 _OUTLINE_COLOUR = (255, 255, 255)
@@ -19,9 +20,9 @@ _JET = (colormaps["jet"](np.arange(256) / 255.0)[:, :3] * 255).astype(np.uint8)
 
 def colourise(anomaly_map: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
     """float map -> uint8 RGB with the 'jet' colour map on a fixed range (comparable across images)."""
-    low, high = value_range
-    scaled = np.clip((anomaly_map - low) * np.float32(256 / max(high - low, 1e-12)), 0, 255)
-    return _JET[scaled.astype(np.uint8)]
+    levels = map_levels(anomaly_map, value_range, 256)
+    np.minimum(levels, 255, out=levels)  # the range's top (256) takes the last colour
+    return _JET[levels.astype(np.uint8)]
 
 
 def heatmap_picture(image: Image.Image, anomaly_map: np.ndarray, value_range: tuple[float, float],
@@ -30,7 +31,9 @@ def heatmap_picture(image: Image.Image, anomaly_map: np.ndarray, value_range: tu
     height, width = anomaly_map.shape
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
-    picture = Image.blend(image.convert("RGB"), Image.fromarray(colourise(anomaly_map, value_range)), alpha)
+    if image.mode != "RGB":  # convert() copies even an RGB image: 72 MB at 24 MP
+        image = image.convert("RGB")
+    picture = Image.blend(image, Image.fromarray(colourise(anomaly_map, value_range)), alpha)
     if mask is not None:
         edge = outline(mask, width=max(1, round(min(height, width) / 256)))
         picture.paste(_OUTLINE_COLOUR, mask=Image.fromarray(edge.astype(np.uint8) * 255))

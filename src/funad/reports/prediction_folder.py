@@ -97,15 +97,25 @@ def write_description(directory: Path, model_dir: Path, threshold: float, thresh
     (directory / DESCRIPTION).write_text(json.dumps(description, indent=2))
 
 
+def map_levels(anomaly_map: np.ndarray, value_range: tuple[float, float], top: int) -> np.ndarray:
+    """float32 ``anomaly_map`` scaled from ``value_range`` to 0..``top``, clipped.
+
+    In place on one copy: a 24-megapixel map is 96 MB, and each chained operation would take another.
+    """
+    low, high = value_range
+    levels = anomaly_map - np.float32(low)
+    levels *= np.float32(top / max(high - low, 1e-12))
+    return np.clip(levels, 0, top, out=levels)
+
+
 def write_map(path: Path, anomaly_map: np.ndarray, value_range: tuple[float, float]) -> None:
     """``anomaly_map`` as ``.npy`` float32 or, for a ``.png`` path, 16 bits over ``value_range``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix != ".png":
         write_atomically(path, lambda handle: np.save(handle, anomaly_map))
         return
-    low, high = value_range
-    levels = np.clip((anomaly_map - low) * np.float32(_PNG_LEVELS / max(high - low, 1e-12)), 0, _PNG_LEVELS)
-    picture = Image.fromarray(np.rint(levels).astype(np.uint16))
+    levels = map_levels(anomaly_map, value_range, _PNG_LEVELS)
+    picture = Image.fromarray(np.rint(levels, out=levels).astype(np.uint16))
     write_atomically(path, lambda handle: picture.save(handle, format="PNG"))
 
 
