@@ -93,3 +93,29 @@ def test_hub_backbone_fails_fast_without_network(monkeypatch):
     finally:
         base.hub_unreachable_reason.cache_clear()
     assert time.perf_counter() - started < 5
+
+
+def test_timm_backbones_without_timm_name_the_hub_extra():
+    """timm is the hub extra: without it funad imports and lists its backbones, and a timm backbone says how to
+    install it (``sys.modules["timm"] = None`` makes ``import timm`` fail as if it were not installed)."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+sys.modules["timm"] = None
+from funad.features.backbones import create_backbone, list_backbones
+import funad.model
+assert "efficientnet_lite0" in list_backbones()
+for name in ("efficientnet_lite0", "dinov2_vits14"):
+    try:
+        create_backbone(name, pretrained=False, image_size=56)
+    except RuntimeError as error:
+        print(error)
+    else:
+        raise SystemExit(f"{name} was created without timm")
+"""
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert len(lines) == 2 and all("needs timm" in line and "pip install 'funad[hub]'" in line for line in lines)

@@ -115,9 +115,22 @@ def hub_unreachable_reason() -> str | None:
     return None
 
 
+def import_timm(backbone: str) -> Any:
+    """timm, which only the hub backbones and efficientnet_lite0 need: the hub extra, not a core dependency.
+
+    A RuntimeError, so that the command line says it in one line.
+    """
+    try:
+        import timm
+    except ImportError as error:
+        raise RuntimeError(f"the backbone {backbone!r} needs timm, which the default backbone does not: "
+                           f"pip install 'funad[hub]' ({error})") from error
+    return timm
+
+
 def timm_model(model_name: str, weights: str | Path | None, pretrained: bool, **kwargs: Any) -> nn.Module:
     """A timm model with a local weights file, hub weights (``pretrained``) or random weights."""
-    import timm
+    timm = import_timm(model_name)
 
     use_hub = pretrained and weights is None
     if use_hub and (reason := hub_unreachable_reason()):

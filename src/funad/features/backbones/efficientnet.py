@@ -8,7 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from funad.features.backbones.base import Backbone, Preprocessing, load_state_dict_file, register_backbone
+from funad.features.backbones.base import (
+    Backbone,
+    Preprocessing,
+    import_timm,
+    load_state_dict_file,
+    register_backbone,
+)
 from funad.features.backbones.cnn import CNNBackbone
 
 
@@ -49,9 +55,7 @@ def efficientnet_lite0(*, weights: str | Path | None = None, pretrained: bool = 
     Patch features: stages 2 (stride 8, 40 ch) and 4 (stride 16, 112 ch) -> 152-d on a 28x28 grid
     at 224 px. Global vector: the 1280-d pooled head features.
     """
-    import timm
-
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    model = import_timm("efficientnet_lite0").create_model("efficientnet_lite0", pretrained=False)
     if weights is not None:
         model.load_state_dict(load_state_dict_file(weights))
     elif pretrained:
