@@ -13,7 +13,7 @@ its environment, so ``PYTHONPATH=OLD/src`` measures an older funad; ``--case pla
 
     python benchmarks/large_image.py
     python benchmarks/large_image.py --model MODEL --size 6000x4000 --case npy-original png-input
-    PYTHONPATH=/tmp/before/src python benchmarks/large_image.py --case plain
+    PYTHONPATH=OLD_CHECKOUT/src python benchmarks/large_image.py --case plain
 """
 
 from __future__ import annotations
