@@ -191,7 +191,7 @@ class FunAD:
         train_predict_scores = scorer.score_training_images(method_features)[:real]
         estimate = estimate_threshold(train_predict_scores, judged_normal)
         reference = pixel_reference_images(trusted, train_predict_scores <= estimate.threshold)
-        pixel_threshold = training_pixel_threshold(scorer, method_features, reference)
+        pixel_threshold = training_pixel_threshold(scorer, method_features, reference, seed=self.config.seed)
         # Absolute paths: `funad audit` and the report find the images from any working folder.
         train_paths = [Path(os.path.abspath(path)) for path in features.paths[:real]]
         # Features may come without their files (tests, a benchmark's saved features): no digest then.

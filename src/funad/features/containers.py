@@ -9,12 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from funad.features.cache import CachedPatches
+
 Level = Literal["patch", "image"]
+#: One image's ``[K, D]`` patches: in memory, or in the feature cache (read on access).
+PatchArray: TypeAlias = "np.ndarray | CachedPatches"
 
 
 @dataclass
@@ -37,7 +42,7 @@ class FeatureSet:
     """
 
     paths: list[Path]
-    patches: list[np.ndarray]
+    patches: list[PatchArray]
     globals_: list[np.ndarray]
     grid: tuple[int, int]
     failures: dict[Path, str] = field(default_factory=dict)
@@ -60,9 +65,10 @@ class FeatureSet:
 class MethodFeatures:
     """The features the method trains on: ``[N, K, D]`` (K = 1 in image mode), read lazily."""
 
-    def __init__(self, arrays: list[np.ndarray]):
+    def __init__(self, arrays: Sequence[PatchArray]):
         self.arrays = arrays
-        self.num_patches, self.dim = arrays[0].shape if arrays else (0, 0)
+        self.num_patches: int = arrays[0].shape[0] if arrays else 0
+        self.dim: int = arrays[0].shape[1] if arrays else 0
 
     def __len__(self) -> int:
         return len(self.arrays)
@@ -77,5 +83,6 @@ class MethodFeatures:
 
     def take_rows(self, indices: Sequence[int] | np.ndarray, positions: Sequence[np.ndarray | None]) -> torch.Tensor:
         """float32 ``[len(indices), P, D]`` with each image's own ``positions`` (all of the same length)."""
-        rows = [self.arrays[i] if kept is None else self.arrays[i][kept] for i, kept in zip(indices, positions)]
+        rows = [np.asarray(self.arrays[i]) if kept is None else self.arrays[i][kept]
+                for i, kept in zip(indices, positions)]
         return torch.from_numpy(np.stack(rows).astype(np.float32))

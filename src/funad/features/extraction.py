@@ -17,7 +17,7 @@ from funad.data.images import ImageLoadError, ImageSource, load_image
 from funad.data.preprocessing import normalised_array
 from funad.features.backbones.base import Backbone, Preprocessing
 from funad.features.cache import FeatureCache
-from funad.features.containers import FeatureBatch, FeatureSet
+from funad.features.containers import FeatureBatch, FeatureSet, PatchArray
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def extract_features(
     """
     paths = [Path(p) for p in paths]
     device = torch.device(device)
-    patches: dict[int, np.ndarray] = {}
+    patches: dict[int, PatchArray] = {}
     globals_: dict[int, np.ndarray] = {}
     keys = [cache.key(path) for path in paths] if cache else [""] * len(paths)
     todo = []

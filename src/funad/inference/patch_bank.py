@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from funad.features.containers import MethodFeatures
-from funad.inference.search import FlatIndex
+from funad.inference.search import nearest_index
 
 
 class PatchBank:
@@ -18,7 +18,11 @@ class PatchBank:
     def __init__(self, patches: torch.Tensor, image_ids: np.ndarray | None = None):
         self.patches = patches.float().contiguous()
         self.image_ids = None if image_ids is None else np.asarray(image_ids, dtype=np.int64)
-        self.index = FlatIndex(self.patches)
+        self.index = nearest_index(self.patches)
+        # An image has at most this many bank entries, so one more neighbour always reaches another
+        # image. Counted once: per query image it would cost O(images) each, O(images^2) in all.
+        self._neighbours_past_own = (0 if self.image_ids is None
+                                     else min(len(self.image_ids), int(np.bincount(self.image_ids).max()) + 1))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -42,9 +46,7 @@ class PatchBank:
         """
         if self.image_ids is None:
             raise RuntimeError("this bank does not know which image each entry came from")
-        # An image has at most this many bank entries, so one more neighbour always reaches another image.
-        neighbours = min(len(self.image_ids), int(np.bincount(self.image_ids).max()) + 1)
-        distances, hits = self.search(queries, neighbours)
+        distances, hits = self.search(queries, self._neighbours_past_own)
         own = np.asarray(image).reshape(-1, 1)
         first_other = np.argmax(self.image_ids[hits] != own, axis=1)
         rows = np.arange(len(distances))

@@ -19,6 +19,10 @@ from funad.inference.scorers.base import PatchScorer
 
 #: The share of reference patches below the pixel threshold (see the module docstring).
 PIXEL_QUANTILE = 0.999
+#: The threshold is read from at most this many reference images, drawn at random: 256 000
+#: patch scores at 256 patches per image put the 0.999 quantile on 256 patches, enough to pin it
+#: down, while scoring every reference image would cost as much as predicting the training set.
+PIXEL_REFERENCE_MAX_IMAGES = 1000
 _BATCH = 32  # images scored at a time while reading the threshold
 _CONNECTIVITY = np.ones((3, 3), dtype=bool)  # diagonal neighbours join a region
 
@@ -40,11 +44,19 @@ class Region:
 
 @torch.no_grad()
 def training_pixel_threshold(scorer: PatchScorer, features: MethodFeatures, reference: np.ndarray,
-                             quantile: float = PIXEL_QUANTILE) -> float:
-    """The ``quantile`` of the patch scores of the training images ``reference`` (indices into ``features``)."""
-    scores = [scorer.score_patches(features.take(reference[start:start + _BATCH])).float().flatten()
-              for start in range(0, len(reference), _BATCH)]
-    return float(np.quantile(torch.cat(scores).cpu().numpy(), quantile))
+                             quantile: float = PIXEL_QUANTILE, *, max_images: int = PIXEL_REFERENCE_MAX_IMAGES,
+                             seed: int = 0) -> float:
+    """The ``quantile`` of the patch scores of the training images ``reference`` (indices into ``features``).
+
+    Beyond ``max_images`` reference images, of a uniform sample of that many (``seed``).
+    """
+    if len(reference) > max_images:
+        reference = np.sort(np.random.default_rng(seed).choice(reference, max_images, replace=False))
+    scores = np.empty((len(reference), features.num_patches), dtype=np.float32)
+    for start in range(0, len(reference), _BATCH):
+        batch = features.take(reference[start:start + _BATCH])
+        scores[start:start + len(batch)] = scorer.score_patches(batch).float().cpu().numpy()
+    return float(np.quantile(scores, quantile))
 
 
 def defect_mask(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:

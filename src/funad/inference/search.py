@@ -1,15 +1,28 @@
-"""Exact nearest-neighbour search with faiss's flat L2 index: the one place funad calls faiss.
+"""Nearest-neighbour search with faiss: the one place funad calls it.
 
-Exhaustive, so it finds the same neighbours as a full distance matrix; on CPU it is about 2.5x
-faster than a torch matmul because it fuses the arg-min into its blocked BLAS pass instead of
-materialising the whole distance matrix (docs/speed.md).
+:class:`FlatIndex` is exhaustive, so it finds the same neighbours as a full distance matrix; on
+CPU it is about 2.5x faster than a torch matmul because it fuses the arg-min into its blocked
+BLAS pass instead of materialising the whole distance matrix (docs/speed.md). Its cost grows
+with the number of keys; :class:`IVFIndex` searches only the keys of the ``nprobe`` k-means
+cells nearest each query. :func:`nearest_index` picks one by the number of keys (docs/scale.md).
 """
 
 from __future__ import annotations
 
+import math
+
 import faiss
 import numpy as np
 import torch
+
+#: Banks of more keys than this get an approximate (IVF) index. Measured on DINOv2 patch
+#: features (benchmarks/approximate_search.py, docs/scale.md): below it exact search is as fast
+#: as IVF at recall@1 >= 0.99 once IVF's k-means training is counted.
+APPROXIMATE_MIN_KEYS = 100_000
+#: k-means cells of an IVF index per square root of its keys (faiss's rule of thumb is 4-16).
+IVF_CELLS_PER_SQRT_KEYS = 4
+#: Cells searched per query; recall@1 against exact search is in docs/scale.md.
+IVF_NPROBE = 16
 
 
 def as_float32_array(points: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -24,7 +37,7 @@ class FlatIndex:
 
     def __init__(self, keys: torch.Tensor | np.ndarray):
         self.keys = as_float32_array(keys)
-        self._index = faiss.IndexFlatL2(self.keys.shape[1])
+        self._index: faiss.Index = faiss.IndexFlatL2(self.keys.shape[1])
         self._index.add(self.keys)
 
     def __len__(self) -> int:
@@ -33,7 +46,50 @@ class FlatIndex:
     def search(self, queries: torch.Tensor | np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Squared L2 distances (clamped at 0 against rounding) to, and indices of, the ``k`` nearest keys.
 
-        Both ``[Q, k]``.
+        Both ``[Q, k]``; ``k`` must not exceed the number of keys.
         """
         distances, indices = self._index.search(as_float32_array(queries), k)
         return np.maximum(distances, 0.0), indices
+
+
+class IVFIndex(FlatIndex):
+    """Keys ``[M, D]`` in ``cells`` k-means cells (faiss ``IndexIVFFlat``); a query searches the ``nprobe`` nearest.
+
+    The k-means is seeded, so the same keys give the same index and the same answers. A query
+    whose probed cells hold fewer than ``k`` keys is searched exhaustively instead, so every
+    answer has ``k`` valid neighbours.
+    """
+
+    def __init__(self, keys: torch.Tensor | np.ndarray, *, cells: int | None = None, nprobe: int = IVF_NPROBE,
+                 seed: int = 0):
+        super().__init__(keys)
+        self._exact = self._index
+        # faiss's k-means wants at least 39 training points per cell.
+        cells = cells or max(1, min(round(IVF_CELLS_PER_SQRT_KEYS * math.sqrt(len(self.keys))), len(self.keys) // 39))
+        quantizer = faiss.IndexFlatL2(self.keys.shape[1])
+        index = faiss.IndexIVFFlat(quantizer, self.keys.shape[1], cells)
+        index.cp.seed = seed  # k-means initialisation and training subsample
+        index.train(self.keys)
+        index.add(self.keys)
+        index.nprobe = nprobe
+        self._quantizer = quantizer  # the IVF index does not own it: keep it alive as long as the index
+        self._index = index
+
+    def search(self, queries: torch.Tensor | np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        queries = as_float32_array(queries)
+        distances, indices = self._index.search(queries, k)
+        short = np.flatnonzero(indices[:, -1] < 0)
+        if len(short):
+            distances[short], indices[short] = self._exact.search(queries[short], k)
+        return np.maximum(distances, 0.0), indices
+
+
+def nearest_index(keys: torch.Tensor | np.ndarray, *, approximate_min_keys: int | None = APPROXIMATE_MIN_KEYS,
+                  seed: int = 0) -> FlatIndex:
+    """An exact index of ``keys``, or an :class:`IVFIndex` when there are more than ``approximate_min_keys``.
+
+    ``approximate_min_keys=None`` keeps search exact at any size.
+    """
+    if approximate_min_keys is not None and len(keys) > approximate_min_keys:
+        return IVFIndex(keys, seed=seed)
+    return FlatIndex(keys)
