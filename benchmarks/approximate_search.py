@@ -15,6 +15,7 @@ import os
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from funad.inference.search import FlatIndex, IVFIndex
@@ -45,7 +46,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=8192)
     parser.add_argument("--nprobe", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="faiss threads (default: faiss's own)")
     args = parser.parse_args()
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
 
     patches = load_patches(args.cache, -(-(max(args.sizes) + args.queries) // 256) + 1, seed=0)
     queries, pool = patches[:args.queries], patches[args.queries:]
