@@ -6,19 +6,21 @@ import numpy as np
 import torch
 
 from funad.features.containers import MethodFeatures
-from funad.inference.search import nearest_index
+from funad.inference.search import APPROXIMATE_MIN_KEYS, nearest_index
 
 
 class PatchBank:
     """Banked patches ``[M, D]`` and, where known, the training image each came from (``image_ids``).
 
-    Distances are Euclidean (the square root of faiss's squared distances).
+    Distances are Euclidean (the square root of faiss's squared distances). A large bank is
+    searched approximately (:func:`funad.inference.search.nearest_index`) unless ``exact``: for
+    a bank searched only a few times, the approximate index's training costs more than it saves.
     """
 
-    def __init__(self, patches: torch.Tensor, image_ids: np.ndarray | None = None):
+    def __init__(self, patches: torch.Tensor, image_ids: np.ndarray | None = None, *, exact: bool = False):
         self.patches = patches.float().contiguous()
         self.image_ids = None if image_ids is None else np.asarray(image_ids, dtype=np.int64)
-        self.index = nearest_index(self.patches)
+        self.index = nearest_index(self.patches, approximate_min_keys=None if exact else APPROXIMATE_MIN_KEYS)
         # An image has at most this many bank entries, so one more neighbour always reaches another
         # image. Counted once: per query image it would cost O(images) each, O(images^2) in all.
         self._neighbours_past_own = (0 if self.image_ids is None

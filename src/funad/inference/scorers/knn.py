@@ -74,7 +74,8 @@ class NearestNeighbourScorer(PatchScorer):
             pool_images = np.repeat(indices, per_image)
             self.bank_ = PatchBank(pool, pool_images)
         if self.corroborated:
-            self.vouched_ = vouched_distances(self.bank_, PatchBank(pool, pool_images))
+            # The pool is searched once, by the bank's entries: exact search costs less than an index's training.
+            self.vouched_ = vouched_distances(self.bank_, PatchBank(pool, pool_images, exact=True))
         return self
 
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
