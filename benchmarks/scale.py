@@ -84,12 +84,15 @@ def run_size(images: int, patches: int, dim: int, folder: Path, max_iterations: 
     config = FunADConfig()
     device = torch.device("cpu")
     cache = FeatureCache(folder, {"grid": [1, patches], "patch_dim": dim, "global_dim": 1}, "synthetic")
-    rng = np.random.default_rng(0)
-    blocks = rng.standard_normal((min(images, DISTINCT_IMAGES), patches, dim), dtype=np.float32)
-    shifts = rng.standard_normal(images, dtype=np.float32) * 0.1
-    stage("cache_write", lambda: [cache.put(f"image{i}", blocks[i % len(blocks)] + shifts[i], np.zeros(1))
-                                  for i in range(images)])
-    del blocks
+
+    def write_all() -> None:
+        rng = np.random.default_rng(0)
+        blocks = rng.standard_normal((min(images, DISTINCT_IMAGES), patches, dim), dtype=np.float32)
+        shifts = rng.standard_normal(images, dtype=np.float32) * 0.1
+        for i in range(images):
+            cache.put(f"image{i}", blocks[i % len(blocks)] + shifts[i], np.zeros(1))
+
+    stage("cache_write", write_all)
 
     def open_all() -> MethodFeatures:
         hits = [cache.get(f"image{i}") for i in range(images)]
@@ -98,7 +101,7 @@ def run_size(images: int, patches: int, dim: int, folder: Path, max_iterations: 
     features = stage("cache_open", open_all)
     trainer = Trainer(config, features, device)
     state = make_state(config, dim, device)
-    bank = stage("bank_rebuild", lambda: trainer._bank(state))  # noqa: SLF001  # one rebuild, as an epoch runs it
+    bank = stage("bank_rebuild", lambda: trainer._bank(state))  # one rebuild, as an epoch runs it
     order = state.rng.permutation(images)
     batches = [order[i:i + config.batch_size] for i in range(0, images, config.batch_size)]
     timed = batches[:max_iterations]
