@@ -64,12 +64,20 @@ def test_patchcore_scores_are_nearest_bank_distances():
     assert np.all(reweighted <= image_scores + 1e-6) and np.all(reweighted >= 0)
 
 
-def test_softpatch_drops_planted_outlier_patches_and_keeps_their_defects_visible():
+# Every image, or LOF fitted on a sample of 12 (int(0.1 * 12) = 1 dropped per position, as int(0.05 * 20)).
+@pytest.mark.parametrize(("reference_images", "noise_fraction"), [(1000, 0.05), (12, 0.1)])
+def test_softpatch_drops_planted_outlier_patches_and_keeps_their_defects_visible(reference_images, noise_fraction):
     planted = [(3, 1), (7, 2)]
     features = _features(planted=planted)
-    softpatch = SoftPatch(noise_fraction=0.05, coreset_fraction=1.0, seed=0).fit(features)
-    assert not softpatch.kept_[3, 1] and not softpatch.kept_[7, 2]
-    assert softpatch.kept_.sum() == 20 * 4 - 4  # int(0.05 * 20) = 1 dropped per position
+    softpatch = SoftPatch(noise_fraction=noise_fraction, coreset_fraction=1.0, seed=0,
+                          lof_reference_images=reference_images).fit(features)
+    if reference_images >= len(features):
+        assert not softpatch.kept_[3, 1] and not softpatch.kept_[7, 2]
+        assert softpatch.kept_.sum() == 20 * 4 - 4  # int(0.05 * 20) = 1 dropped per position
+    bank = {(int(image), tuple(patch)) for image, patch in zip(softpatch.bank_.image_ids,
+                                                               softpatch.bank_.patches.numpy().round(2))}
+    planted_rows = {(image, tuple(features.take([image])[0, position].numpy().round(2))) for image, position in planted}
+    assert not bank & planted_rows
     # A test image showing the planted defect: PatchCore has it in its bank and misses it.
     defect = features.take([3])
     softpatch_image, _ = _scores(softpatch, defect)

@@ -28,7 +28,7 @@ from sklearn.neighbors import LocalOutlierFactor
 
 from funad.features.containers import MethodFeatures
 from funad.inference.coreset import POOL_MAX_PATCHES, PROJECTION_DIM, coreset_size, greedy_coreset
-from funad.inference.patch_bank import PatchBank
+from funad.inference.patch_bank import PatchBank, read_rows, sample_rows
 from funad.inference.scorers.base import PatchScorer, ScorerState, leave_own_image_out, register_scorer
 
 if TYPE_CHECKING:
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 #: SoftPatch's LOF neighbourhood size.
 LOF_NEIGHBOURS = 6
+#: Beyond this many training images the per-position LOF is fitted on a random sample of this
+#: many (its cost grows with the square of the images it compares; see ``SoftPatch._fit_sampled``).
+LOF_REFERENCE_IMAGES = 1000
 
 
 def positional_outlier_factors(patches: torch.Tensor, neighbours: int = LOF_NEIGHBOURS) -> np.ndarray:
@@ -70,8 +73,9 @@ class SoftPatch(PatchScorer):
 
     def __init__(self, noise_fraction: float = 0.15, coreset_fraction: float = 0.1, *,
                  lof_neighbours: int = LOF_NEIGHBOURS, projection_dim: int | None = PROJECTION_DIM, seed: int = 0,
-                 pool_max_patches: int | None = POOL_MAX_PATCHES):
+                 pool_max_patches: int | None = POOL_MAX_PATCHES, lof_reference_images: int = LOF_REFERENCE_IMAGES):
         self.noise_fraction = noise_fraction
+        self.lof_reference_images = lof_reference_images
         self.pool_max_patches = pool_max_patches
         self.coreset_fraction = coreset_fraction
         self.lof_neighbours = lof_neighbours
@@ -84,6 +88,8 @@ class SoftPatch(PatchScorer):
 
     def fit(self, features: MethodFeatures, image_ids: np.ndarray | None = None) -> Self:
         indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
+        if len(indices) > self.lof_reference_images:
+            return self._fit_sampled(features, indices)
         patches = features.take(indices)
         factors = positional_outlier_factors(patches, self.lof_neighbours)
         self.kept_ = keep_inliers(factors, self.noise_fraction)
@@ -94,6 +100,43 @@ class SoftPatch(PatchScorer):
         candidates = patches.reshape(-1, patches.shape[-1])[torch.from_numpy(rows)]
         candidate_images = indices[rows // features.num_patches]
         candidate_factors = factors.ravel()[rows]
+        return self._bank_from(candidates, candidate_images, candidate_factors)
+
+    def _fit_sampled(self, features: MethodFeatures, indices: np.ndarray) -> Self:
+        """Beyond ``lof_reference_images`` images: each position's LOF is fitted on that many images drawn at
+        random, a uniform pool of ``pool_max_patches`` patches is scored against it, and a pooled patch is
+        dropped when its factor exceeds the highest one the reference images keep at its position.
+
+        The exact rule (every image against every other at each position) costs images^2 per position and
+        reads every patch at once; ``kept_`` (per image and position) is not recorded here.
+        """
+        rng = np.random.default_rng(self.seed)
+        reference_ids = np.sort(rng.choice(indices, self.lof_reference_images, replace=False))
+        reference = features.take(reference_ids)
+        count = min(self.pool_max_patches or len(indices) * features.num_patches, len(indices) * features.num_patches)
+        images, positions = sample_rows(indices, features.num_patches, count, rng)
+        pool = read_rows(features, images, positions)
+        factors = np.empty(len(pool))
+        kept = np.zeros(len(pool), dtype=bool)
+        lof = LocalOutlierFactor(n_neighbors=min(self.lof_neighbours, len(reference) - 1), novelty=True)
+        for position in np.unique(positions):
+            lof.fit(reference[:, position].numpy())
+            reference_factors = -lof.negative_outlier_factor_
+            cut = reference_factors[keep_inliers(reference_factors[:, None], self.noise_fraction)[:, 0]].max()
+            here = positions == position
+            # A reference image's own patch keeps its fitted factor: scored anew it would be its own neighbour.
+            slot = np.searchsorted(reference_ids, images[here]).clip(max=len(reference_ids) - 1)
+            own = reference_ids[slot] == images[here]
+            factors[here] = np.where(own, reference_factors[slot], 0.0)
+            others = np.flatnonzero(here)[~own]
+            if len(others):
+                factors[others] = -lof.score_samples(pool[others].numpy())
+            kept[here] = factors[here] <= cut
+        return self._bank_from(pool[torch.from_numpy(kept)], images[kept], factors[kept])
+
+    def _bank_from(self, candidates: torch.Tensor, candidate_images: np.ndarray,
+                   candidate_factors: np.ndarray) -> Self:
+        """The coreset of the denoised ``candidates`` as the bank, each entry weighted by its outlier factor."""
         chosen = greedy_coreset(candidates, coreset_size(len(candidates), self.coreset_fraction),
                                 projection_dim=self.projection_dim, seed=self.seed)
         self.bank_ = PatchBank(candidates[chosen], candidate_images[chosen])
@@ -119,7 +162,7 @@ class SoftPatch(PatchScorer):
     def settings(self) -> dict[str, Any]:
         return {"noise_fraction": self.noise_fraction, "coreset_fraction": self.coreset_fraction,
                 "lof_neighbours": self.lof_neighbours, "projection_dim": self.projection_dim, "seed": self.seed,
-                "pool_max_patches": self.pool_max_patches}
+                "pool_max_patches": self.pool_max_patches, "lof_reference_images": self.lof_reference_images}
 
     def state_dict(self) -> ScorerState:
         return ScorerState(self.bank_.tensors() | {"weights": torch.from_numpy(self.weights_)}, self.settings())

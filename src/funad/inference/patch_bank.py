@@ -74,16 +74,28 @@ def sample_patches(features: MethodFeatures, image_ids: np.ndarray | None, count
     Only the drawn rows are read, so memory grows with ``count``, not with the number of images.
     """
     indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
-    total = len(indices) * features.num_patches
-    if count is None or count >= total:
+    if count is None or count >= len(indices) * features.num_patches:
         return all_patches(features, indices)
-    rows = np.sort(rng.choice(total, size=count, replace=False))
-    images, positions = indices[rows // features.num_patches], rows % features.num_patches
-    patches = np.empty((count, features.dim), dtype=np.float32)
-    for image in np.unique(images):
-        where = images == image
-        patches[where] = features.arrays[image][positions[where]]
-    return torch.from_numpy(patches), images
+    images, positions = sample_rows(indices, features.num_patches, count, rng)
+    return read_rows(features, images, positions), images
+
+
+def sample_rows(image_ids: np.ndarray, num_patches: int, count: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` distinct (image, position) pairs drawn uniformly, sorted by image: ``(images, positions)``."""
+    rows = np.sort(rng.choice(len(image_ids) * num_patches, size=count, replace=False))
+    return image_ids[rows // num_patches], rows % num_patches
+
+
+def read_rows(features: MethodFeatures, images: np.ndarray, positions: np.ndarray) -> torch.Tensor:
+    """float32 ``[len(images), D]``: patch ``positions[i]`` of image ``images[i]``, each image read once."""
+    patches = np.empty((len(images), features.dim), dtype=np.float32)
+    # Grouped by one sort: a mask per image would cost (images) x (rows), ~4e9 tests for 60 000 rows of 60 000 images.
+    order = np.argsort(images, kind="stable")
+    unique, starts = np.unique(images[order], return_index=True)
+    for image, group in zip(unique, np.split(order, starts[1:])):
+        patches[group] = features.arrays[image][positions[group]]
+    return torch.from_numpy(patches)
 
 
 def all_patches(features: MethodFeatures, image_ids: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:
