@@ -18,7 +18,8 @@ batches or images: they time that many and scale the time by the full count (the
 ``extrapolated=1``). Peak RSS is per stage: the kernel's high-water mark (``VmHWM``) is reset
 before each stage (``/proc/self/clear_refs``), so a stage's figure is the most memory the process
 held during it. Each size runs in a subprocess of its own. The last lines give each stage's
-growth factor per 10x images (time ratio scaled to a factor of 10 in size).
+growth factor per 10x images (time ratio scaled to a factor of 10 in size), per doubling, and
+per doubling of the time per image (1.0: linear).
 
     PYTHONPATH=src python benchmarks/scale.py --sizes 1000 10000 100000
 """
@@ -140,8 +141,10 @@ def growth(results: list[dict[str, Any]]) -> list[str]:
         for small, large in zip(rows, rows[1:]):
             exponent = math.log(max(large["seconds"], 1e-6) / max(small["seconds"], 1e-6)) / math.log(
                 large["images"] / small["images"])
+            # per image: 1.0 is linear in the number of images, below 1 sublinear.
             lines.append(f"growth stage={name} images={small['images']}->{large['images']} "
                          f"per_10x={10 ** exponent:.1f} per_doubling={2 ** exponent:.2f} "
+                         f"per_image_per_doubling={2 ** (exponent - 1):.2f} "
                          f"rss_ratio={large['peak_rss_mb'] / small['peak_rss_mb']:.2f}")
     return lines
 

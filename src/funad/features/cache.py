@@ -39,8 +39,8 @@ class CachedPatches:
     """One image's cached ``[K, D]`` fp16 patches, memory-mapped only while they are read.
 
     Holding every image's memory map open would need one mapping per image, and Linux allows a
-    process 65 530 by default (``vm.max_map_count``): a fit of 100 000 cached images failed past
-    about 32 000 with both the patch and global maps held. Opening a ``.npy`` costs tens of
+    process 65 530 by default (``vm.max_map_count``): with both the patch and the global map held,
+    a fit would fail past about 32 000 cached images. Opening a ``.npy`` costs tens of
     microseconds, next to milliseconds of work on the patches it returns.
     """
 
