@@ -78,4 +78,6 @@ class MethodFeatures:
     def take_rows(self, indices: Sequence[int] | np.ndarray, positions: Sequence[np.ndarray | None]) -> torch.Tensor:
         """float32 ``[len(indices), P, D]`` with each image's own ``positions`` (all of the same length)."""
         rows = [self.arrays[i] if kept is None else self.arrays[i][kept] for i, kept in zip(indices, positions)]
+        if not rows:  # a rank's share of a small memory bank may be empty
+            return torch.empty((0, 0, self.dim))
         return torch.from_numpy(np.stack(rows).astype(np.float32))
