@@ -6,6 +6,9 @@ import argparse
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from funad.cli.dataclass_options import add_dataclass_options, dataclass_overrides
@@ -50,8 +53,31 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the model directory --out if it exists")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its checkpoint in OUT.partial/ (same command otherwise)")
+    add_distributed_options(parser)
     add_config_options(parser)
     parser.set_defaults(run=run_fit)
+
+
+def add_distributed_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dist-timeout", type=float, default=30.0, metavar="MINUTES",
+                        help="under torchrun: how long a process waits for the others at each exchange before "
+                             "the job stops with an error (default 30)")
+
+
+@contextmanager
+def distributed_run(args: argparse.Namespace) -> Iterator[None]:
+    """Under torchrun: this process's place in the process group for the command's duration, and an
+    error that names the rank and says where to look when another rank stopped."""
+    from funad.utils import distributed
+
+    with distributed.process_group(timedelta(minutes=args.dist_timeout)):
+        try:
+            yield
+        except RuntimeError as error:
+            if distributed.world_size() == 1:
+                raise
+            raise RuntimeError(f"rank {distributed.rank()} of {distributed.world_size()}: {error} "
+                               "(if another rank stopped, its error is above; torchrun stops the job)") from error
 
 
 def run_folder(model_dir: Path) -> Path:
@@ -72,14 +98,20 @@ def _what_is_kept(checkpoint, model) -> str:
 
 
 def run_fit(args: argparse.Namespace) -> None:
+    with distributed_run(args):
+        _fit(args)
+
+
+def _fit(args: argparse.Namespace) -> None:
     from funad.data.images import write_skipped_csv
     from funad.method.checkpoint import TrainingCheckpoint
     from funad.model import FunAD
+    from funad.utils import distributed
 
     if args.out.exists() and not args.overwrite:
         raise ValueError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
     cache_dir = False if args.no_cache else args.cache_dir
-    model = FunAD(cache_dir=cache_dir, progress=not args.quiet, **config_overrides(args))
+    model = FunAD(cache_dir=cache_dir, progress=not args.quiet and distributed.is_main(), **config_overrides(args))
     started = time.perf_counter()
     work = run_folder(args.out.resolve())
     checkpoint = TrainingCheckpoint(work / "checkpoint", resume=args.resume)
@@ -88,6 +120,8 @@ def run_fit(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         logger.error("interrupted; %s", _what_is_kept(checkpoint, model))
         raise SystemExit(130) from None
+    if not distributed.is_main():  # rank 0 writes the model
+        return
     directory = model.save(args.out)
     if model.skipped_:
         write_skipped_csv(model.skipped_, directory / "skipped.csv")
