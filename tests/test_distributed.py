@@ -88,6 +88,17 @@ def killed_then_resumed(demo_data, tmp_path_factory, tiny_cli_flags):
     return killed, resumed_output, out
 
 
+@pytest.fixture(scope="module")
+def predicted(killed_then_resumed, demo_data, tmp_path_factory):
+    """``torchrun ... -m funad predict`` of the test images with the 2-rank model."""
+    out = tmp_path_factory.mktemp("predicted")
+    run = _torchrun(["predict", str(killed_then_resumed[2]), str(demo_data.test_dir), "--out", str(out),
+                     "--maps", "none"])
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, output
+    return output, out
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds torchrun's workers through /proc")
 def test_two_ranks_fit_the_single_process_model(killed_then_resumed, demo_data):
     (_, killed_output, _, _), resumed_output, model_dir = killed_then_resumed
@@ -114,3 +125,16 @@ def test_a_dead_rank_stops_the_job_and_resume_continues(killed_then_resumed):
     assert 1 <= stopped_after < EPOCHS
     resumed_from = re.search(r"resuming from the checkpoint in \S+ after epoch (\d+)", resumed_output)
     assert resumed_from and int(resumed_from.group(1)) == stopped_after, resumed_output
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds torchrun's workers through /proc")
+def test_predict_shares_the_images_among_the_ranks(predicted, killed_then_resumed, demo_data, read_csv):
+    output, out = predicted
+    test_images = sorted(demo_data.test_dir.rglob("*.png"))
+    _assert_sharded(output, len(test_images))
+    rows = read_csv(out / "scores.csv")
+    assert [row["path"] for row in rows] == [str(path) for path in test_images]
+    assert all((out / row["heatmap"]).is_file() for row in rows)
+    expected = FunAD.load(killed_then_resumed[2], progress=False).score(test_images)
+    np.testing.assert_allclose([float(row["score"]) for row in rows], expected, rtol=1e-5)
+    assert sorted(path.name for path in out.iterdir()) == ["heatmaps", "prediction.json", "regions.csv", "scores.csv"]

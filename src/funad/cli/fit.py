@@ -6,12 +6,10 @@ import argparse
 import logging
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 
 from funad.cli.dataclass_options import add_dataclass_options, dataclass_overrides
+from funad.cli.distributed import add_distributed_options, distributed_run
 from funad.config import FunADConfig
 
 logger = logging.getLogger(__name__)
@@ -56,28 +54,6 @@ def register(subparsers) -> None:
     add_distributed_options(parser)
     add_config_options(parser)
     parser.set_defaults(run=run_fit)
-
-
-def add_distributed_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dist-timeout", type=float, default=30.0, metavar="MINUTES",
-                        help="under torchrun: how long a process waits for the others at each exchange before "
-                             "the job stops with an error (default 30)")
-
-
-@contextmanager
-def distributed_run(args: argparse.Namespace) -> Iterator[None]:
-    """Under torchrun: this process's place in the process group for the command's duration, and an
-    error that names the rank and says where to look when another rank stopped."""
-    from funad.utils import distributed
-
-    with distributed.process_group(timedelta(minutes=args.dist_timeout)):
-        try:
-            yield
-        except RuntimeError as error:
-            if distributed.world_size() == 1:
-                raise
-            raise RuntimeError(f"rank {distributed.rank()} of {distributed.world_size()}: {error} "
-                               "(if another rank stopped, its error is above; torchrun stops the job)") from error
 
 
 def run_folder(model_dir: Path) -> Path:
