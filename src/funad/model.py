@@ -196,6 +196,8 @@ class FunAD:
         if not distributed.is_main():
             logger.info("rank %d: training done; rank 0 fits the scorer and writes the model", distributed.rank())
             return self
+        if distributed.world_size() > 1:
+            distributed.use_every_core()  # the other ranks are done
         local_net = state.local_net.eval()
         real = len(features) - num_synthetic
         train_scores = bank.image_scores[:real]
