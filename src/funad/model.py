@@ -129,8 +129,9 @@ class FunAD:
     def extract(self, paths: Sequence[Path], description: str = "features") -> FeatureSet:
         """Features of ``paths``, in order; under torchrun each rank extracts its share and all get every one."""
         return extract_features_sharded(self.backbone, paths, cache=self._feature_cache(),
-                                batch_size=self.config.batch_size_extract, num_workers=self.config.num_workers,
-                                device=self.device, progress=self.progress, description=description)
+                                        batch_size=self.config.batch_size_extract,
+                                        num_workers=self.config.num_workers, device=self.device,
+                                        progress=self.progress, description=description)
 
     # ----------------------------------------------------------------- training
     def fit(self, images: str | Path | Iterable[str | Path], *, strict: bool = False,
