@@ -163,6 +163,8 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.one_size is not None:
+        if args.folder:
+            args.folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="funad-scale-", dir=args.folder) as folder:
             results = run_size(args.one_size, args.patches, args.dim, Path(folder), args.max_iterations,
                                args.max_scored_images)
@@ -177,7 +179,8 @@ def main() -> None:
                    "--max-scored-images", str(args.max_scored_images)]
         if args.folder:
             command += ["--folder", str(args.folder)]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        # stderr passes through: a failing size shows its traceback.
+        output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
         for text in output.splitlines():
             if text.startswith("RESULTS "):
                 results += json.loads(text.removeprefix("RESULTS "))

@@ -35,6 +35,7 @@ class FittedState:
     pixel_threshold: float  # label-free: a map pixel above it is part of a defect region
     contamination: float  # estimated share of anomalous training images
     history: list[EpochRecord]  # per-epoch training statistics
+    world_size: int = 1  # the processes that shared extraction and training (torchrun's ranks)
 
     def to_saved(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Tensors (for safetensors) and JSON that :meth:`from_saved` turns back into this state."""
@@ -53,6 +54,7 @@ class FittedState:
             "pixel_threshold": float(self.pixel_threshold),
             "contamination": float(self.contamination),
             "history": [asdict(record) for record in self.history],
+            "world_size": self.world_size,
         }
         return tensors, info
 
@@ -77,4 +79,5 @@ class FittedState:
             pixel_threshold=float(info["pixel_threshold"]),
             contamination=float(info["contamination"]),
             history=[EpochRecord(**record) for record in info["history"]],
+            world_size=int(info.get("world_size", 1)),  # absent from models saved before torchrun support
         )

@@ -20,15 +20,16 @@ from funad.data.images import ImageInput, SkippedImage, check_images, discover_i
 from funad.features.backbones import Backbone, create_backbone
 from funad.features.cache import FeatureCache, default_cache_dir
 from funad.features.containers import FeatureSet
-from funad.features.extraction import extract_features, iterate_features, place_backbone, resolve_device
+from funad.features.extraction import extract_features_sharded, iterate_features, place_backbone, resolve_device
 from funad.fitted_state import FittedState
 from funad.inference.regions import Region, defect_mask, find_regions, training_pixel_threshold
 from funad.inference.scorers.registry import create_scorer
 from funad.inference.scoring import score_images
-from funad.method.checkpoint import TrainingCheckpoint, training_identity
+from funad.method.checkpoint import TrainingCheckpoint, broadcast_state, training_identity
 from funad.method.threshold import estimate_threshold
 from funad.method.trainer import Trainer, TrainingState, make_state
 from funad.persistence import MANIFEST, ModelFormatError, load_model, save_model
+from funad.utils import distributed
 from funad.utils.files import file_digest
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class FunAD:
     contamination_ = _fitted_attribute("contamination", "estimated share of anomalous training images "
                                        "(:mod:`funad.method.threshold`)")
     history_ = _fitted_attribute("history", "per-epoch training statistics")
+    world_size_ = _fitted_attribute("world_size", "how many processes (torchrun's ranks) shared extraction "
+                                    "and training")
 
     def __init__(self, *, pretrained: bool = True, cache_dir: str | Path | bool | None = None,
                  progress: bool = True,
@@ -124,9 +127,11 @@ class FunAD:
         return None if cache is None else cache.folder
 
     def extract(self, paths: Sequence[Path], description: str = "features") -> FeatureSet:
-        return extract_features(self.backbone, paths, cache=self._feature_cache(),
-                                batch_size=self.config.batch_size_extract, num_workers=self.config.num_workers,
-                                device=self.device, progress=self.progress, description=description)
+        """Features of ``paths``, in order; under torchrun each rank extracts its share and all get every one."""
+        return extract_features_sharded(self.backbone, paths, cache=self._feature_cache(),
+                                        batch_size=self.config.batch_size_extract,
+                                        num_workers=self.config.num_workers, device=self.device,
+                                        progress=self.progress, description=description)
 
     # ----------------------------------------------------------------- training
     def fit(self, images: str | Path | Iterable[str | Path], *, strict: bool = False,
@@ -136,6 +141,10 @@ class FunAD:
 
         ``checkpoint`` saves the training state after every epoch and, with ``resume=True``,
         continues a run that was interrupted (see :mod:`funad.method.checkpoint`).
+
+        Under torchrun (a process group initialised, :mod:`funad.utils.distributed`) every rank
+        calls ``fit``: the ranks share extraction and training, rank 0 alone saves checkpoints
+        and fits the rest (scorer, thresholds); on the other ranks ``fit`` returns unfitted.
         """
         paths = discover_images(images)
         usable, skipped = check_images(paths, strict=strict)
@@ -169,9 +178,12 @@ class FunAD:
         threshold describe the real training images alone.
         """
         method_features = features.method_features(self.config.level)
+        if len(features) < distributed.world_size():
+            raise ValueError(f"{len(features)} training images cannot be shared among {distributed.world_size()} "
+                             "processes: start fewer")
         trainer = Trainer(self.config, method_features, self.device)
         state = state or make_state(self.config, method_features.dim, self.device)
-        if checkpoint is not None:
+        if checkpoint is not None and distributed.is_main():
             # Synthetic anomalies live in a fresh temporary folder each run: their paths are not
             # part of the identity (their feature values are).
             real_paths = features.paths[:len(features.paths) - num_synthetic]
@@ -179,8 +191,14 @@ class FunAD:
                                          self.weights_id())
             state = checkpoint.start(state, identity)
             on_epoch_end = checkpoint.saving_after(on_epoch_end)
+        broadcast_state(state)  # a resumed run continues from rank 0's checkpoint on every rank
         state = trainer.fit(state, progress=self.progress, on_epoch_end=on_epoch_end)
         bank = trainer.final_bank(state)
+        if not distributed.is_main():
+            logger.info("rank %d: training done; rank 0 fits the scorer and writes the model", distributed.rank())
+            return self
+        if distributed.world_size() > 1:
+            distributed.use_every_core()  # the other ranks are done
         local_net = state.local_net.eval()
         real = len(features) - num_synthetic
         train_scores = bank.image_scores[:real]
@@ -198,7 +216,8 @@ class FunAD:
         digests = [file_digest(path) if path.is_file() else "" for path in train_paths]
         self.fitted_ = FittedState(scorer, local_net, train_paths, digests,
                                    train_scores, train_predict_scores, judged_normal, estimate.threshold,
-                                   pixel_threshold, estimate.contamination, state.history)
+                                   pixel_threshold, estimate.contamination, state.history,
+                                   distributed.world_size())
         logger.info("label-free threshold %.6g (%s): %.1f%% of the training images look anomalous",
                     estimate.threshold, estimate.method, 100 * estimate.contamination)
         return self

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from funad.cli.dataclass_options import add_dataclass_options, dataclass_overrides
+from funad.cli.distributed import add_distributed_options, distributed_run
 from funad.config import FunADConfig
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the model directory --out if it exists")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its checkpoint in OUT.partial/ (same command otherwise)")
+    add_distributed_options(parser)
     add_config_options(parser)
     parser.set_defaults(run=run_fit)
 
@@ -72,14 +74,20 @@ def _what_is_kept(checkpoint, model) -> str:
 
 
 def run_fit(args: argparse.Namespace) -> None:
+    with distributed_run(args):
+        _fit(args)
+
+
+def _fit(args: argparse.Namespace) -> None:
     from funad.data.images import write_skipped_csv
     from funad.method.checkpoint import TrainingCheckpoint
     from funad.model import FunAD
+    from funad.utils import distributed
 
     if args.out.exists() and not args.overwrite:
         raise ValueError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
     cache_dir = False if args.no_cache else args.cache_dir
-    model = FunAD(cache_dir=cache_dir, progress=not args.quiet, **config_overrides(args))
+    model = FunAD(cache_dir=cache_dir, progress=not args.quiet and distributed.is_main(), **config_overrides(args))
     started = time.perf_counter()
     work = run_folder(args.out.resolve())
     checkpoint = TrainingCheckpoint(work / "checkpoint", resume=args.resume)
@@ -88,6 +96,8 @@ def run_fit(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         logger.error("interrupted; %s", _what_is_kept(checkpoint, model))
         raise SystemExit(130) from None
+    if not distributed.is_main():  # rank 0 writes the model
+        return
     directory = model.save(args.out)
     if model.skipped_:
         write_skipped_csv(model.skipped_, directory / "skipped.csv")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import shutil
 import time
 from pathlib import Path
+
+from funad.cli.distributed import add_distributed_options, distributed_run
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ def register(subparsers) -> None:
     parser.add_argument("--heatmaps", action=argparse.BooleanOptionalAction, default=True,
                         help="write heatmaps/ (the map over the image, defect regions outlined)")
     parser.add_argument("--report", action="store_true", help="also write report.html (see `funad report`)")
+    add_distributed_options(parser)
     parser.set_defaults(run=run_predict)
 
 
@@ -43,6 +47,13 @@ def parse_map_size(text: str) -> str | tuple[int, int]:
 
 
 def run_predict(args: argparse.Namespace) -> None:
+    with distributed_run(args):
+        _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    """Under torchrun each rank scores its block of the images, writing their maps and heatmaps and its
+    part of the CSV files, which rank 0 then joins (OUT must be one folder for all ranks)."""
     from funad.cli.errors import NoInputImagesError
     from funad.data.images import IMAGE_EXTENSIONS, discover_images, load_image
     from funad.model import FunAD
@@ -58,6 +69,7 @@ def run_predict(args: argparse.Namespace) -> None:
         write_description,
         write_map,
     )
+    from funad.utils import distributed
 
     paths = discover_images(args.images)
     if not paths:
@@ -65,18 +77,23 @@ def run_predict(args: argparse.Namespace) -> None:
                                  f"for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     overrides = {"device": args.device} if args.device else {}
     model = FunAD.load(args.model, **overrides)
-    model.progress = not args.quiet
+    model.progress = not args.quiet and distributed.is_main()
     names = dict(zip(paths, output_names(paths)))
+    mine = distributed.block(len(paths))
+    paths = paths[mine.start:mine.stop]
     args.out.mkdir(parents=True, exist_ok=True)
+    part = args.out if distributed.world_size() == 1 else _part_folder(args.out, distributed.rank())
+    part.mkdir(exist_ok=True)
     threshold = model.threshold_ if args.threshold is None else args.threshold
     colour_range = model.heatmap_range()
-    write_description(args.out, args.model, threshold, "model" if args.threshold is None else "--threshold",
-                      pixel_threshold=model.pixel_threshold_, maps=args.maps, map_range=list(colour_range),
-                      map_size=args.map_size)
+    if distributed.is_main():
+        write_description(args.out, args.model, threshold, "model" if args.threshold is None else "--threshold",
+                          pixel_threshold=model.pixel_threshold_, maps=args.maps, map_range=list(colour_range),
+                          map_size=args.map_size)
     started = time.perf_counter()
     count = anomalous = failed = 0
-    with (open(args.out / SCORES, "w", newline="") as scores_file,
-          open(args.out / REGIONS, "w", newline="") as regions_file):
+    with (open(part / SCORES, "w", newline="") as scores_file,
+          open(part / REGIONS, "w", newline="") as regions_file):
         writer, region_writer = csv.writer(scores_file), csv.writer(regions_file)
         writer.writerow(COLUMNS)
         region_writer.writerow(REGION_COLUMNS)
@@ -103,6 +120,13 @@ def run_predict(args: argparse.Namespace) -> None:
                              f"{threshold:.9g}", heatmap_name, map_name, ""])
             count += 1
             anomalous += is_anomalous
+    if distributed.world_size() > 1:
+        logger.info("rank=%d world_size=%d images=%d", distributed.rank(), distributed.world_size(), len(paths))
+        # The totals of every rank, which also waits until every rank's part is complete.
+        count, anomalous, failed = map(sum, zip(*distributed.gather_objects((count, anomalous, failed))))
+        if not distributed.is_main():
+            return
+        _join_parts(args.out, distributed.world_size(), (SCORES, REGIONS))
     logger.info("scored %d images in %.1f s (%d above the threshold %.6g); results in %s",
                 count, time.perf_counter() - started, anomalous, threshold, args.out)
     if failed:
@@ -111,3 +135,22 @@ def run_predict(args: argparse.Namespace) -> None:
         from funad.reports.html import write_report
 
         logger.info("report: %s", write_report(args.out))
+
+
+def _part_folder(out: Path, rank: int) -> Path:
+    return out / f".rank-{rank}"
+
+
+def _join_parts(out: Path, world_size: int, names: tuple[str, ...]) -> None:
+    """Each CSV file of the ranks' parts as one file in ``out``, the ranks' rows in rank order (the
+    images' order), one header; then the parts are removed."""
+    for name in names:
+        with open(out / name, "w", newline="") as joined:
+            for rank in range(world_size):
+                with open(_part_folder(out, rank) / name, newline="") as part:
+                    header = part.readline()
+                    if rank == 0:
+                        joined.write(header)
+                    shutil.copyfileobj(part, joined)
+    for rank in range(world_size):
+        shutil.rmtree(_part_folder(out, rank))

@@ -85,4 +85,6 @@ class MethodFeatures:
         """float32 ``[len(indices), P, D]`` with each image's own ``positions`` (all of the same length)."""
         rows = [np.asarray(self.arrays[i]) if kept is None else self.arrays[i][kept]
                 for i, kept in zip(indices, positions)]
+        if not rows:  # a rank's share of a small memory bank may be empty
+            return torch.empty((0, 0, self.dim))
         return torch.from_numpy(np.stack(rows).astype(np.float32))

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save
 from funad.config import FunADConfig
 from funad.features.containers import FeatureSet
 from funad.method.trainer import EpochRecord, TrainingState
+from funad.utils import distributed
 from funad.utils.files import file_digest, write_atomically
 
 logger = logging.getLogger(__name__)
@@ -128,14 +129,7 @@ class TrainingCheckpoint:
             raise CheckpointError(f"{tensor_path}: missing or altered (checksum mismatch); "
                                   f"delete {self.folder} to start over")
         try:
-            tensors = load_file(str(tensor_path))
-            state.local_net.load_state_dict(
-                {k.removeprefix("local_net."): v for k, v in tensors.items() if k.startswith("local_net.")})
-            state.optimizer.load_state_dict(_optimizer_state_from(tensors, manifest["optimizer"]))
-            state.generator.set_state(tensors["torch_generator"])
-            state.rng.bit_generator.state = manifest["numpy_rng"]
-            state.epoch = int(manifest["epoch"])
-            state.history = [EpochRecord(**record) for record in manifest["history"]]
+            _load_parts(state, load_file(str(tensor_path)), manifest)
         except (SafetensorError, RuntimeError, KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{self.folder}: checkpoint does not fit this model ({error}); "
                                   f"delete {self.folder} to start over") from error
@@ -154,19 +148,13 @@ class TrainingCheckpoint:
         if self.identity is None:
             raise RuntimeError("TrainingCheckpoint.start() must be called before save()")
         self.folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"local_net.{k}": v.detach().cpu().contiguous() for k, v in state.local_net.state_dict().items()}
-        optimizer_tensors, optimizer_rest = _split_optimizer_state(state.optimizer.state_dict())
-        tensors.update(optimizer_tensors)
-        tensors["torch_generator"] = state.generator.get_state()
+        tensors, info = _state_parts(state)
         name = f"epoch-{state.epoch:05d}.safetensors"
         write_atomically(self.folder / name, lambda handle: handle.write(save(tensors)))
         manifest = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "identity": self.identity,
-            "epoch": state.epoch,
-            "history": [vars(record) for record in state.history],
-            "numpy_rng": state.rng.bit_generator.state,
-            "optimizer": optimizer_rest,
+            **info,
             "tensors": name,
             "tensors_sha256": file_digest(self.folder / name),
         }
@@ -174,6 +162,41 @@ class TrainingCheckpoint:
         for leftover in self.folder.iterdir():  # older epochs and temporaries of a killed save
             if leftover.name not in (MANIFEST, name):
                 leftover.unlink()
+
+
+def broadcast_state(state: TrainingState) -> None:
+    """Rank 0's training state on every rank (a no-op in one process): a run that rank 0 resumed from
+    its checkpoint continues from it everywhere, with no checkpoint files needed on the other machines."""
+    if distributed.world_size() == 1:
+        return
+    tensors, info = distributed.broadcast_object(_state_parts(state) if distributed.is_main() else None)
+    _load_parts(state, tensors, info)
+
+
+def _state_parts(state: TrainingState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``state`` as CPU tensors (weights, optimizer buffers, torch generator) and JSON (the rest)."""
+    tensors = {f"local_net.{k}": v.detach().cpu().contiguous() for k, v in state.local_net.state_dict().items()}
+    optimizer_tensors, optimizer_rest = _split_optimizer_state(state.optimizer.state_dict())
+    tensors.update(optimizer_tensors)
+    tensors["torch_generator"] = state.generator.get_state()
+    info = {
+        "epoch": state.epoch,
+        "history": [vars(record) for record in state.history],
+        "numpy_rng": state.rng.bit_generator.state,
+        "optimizer": optimizer_rest,
+    }
+    return tensors, info
+
+
+def _load_parts(state: TrainingState, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    """Set ``state`` to what :func:`_state_parts` returned."""
+    state.local_net.load_state_dict(
+        {k.removeprefix("local_net."): v for k, v in tensors.items() if k.startswith("local_net.")})
+    state.optimizer.load_state_dict(_optimizer_state_from(tensors, info["optimizer"]))
+    state.generator.set_state(tensors["torch_generator"])
+    state.rng.bit_generator.state = info["numpy_rng"]
+    state.epoch = int(info["epoch"])
+    state.history = [EpochRecord(**record) for record in info["history"]]
 
 
 def _split_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

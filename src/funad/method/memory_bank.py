@@ -11,6 +11,7 @@ from funad.features.containers import MethodFeatures
 from funad.method.local_net import LocalNet
 from funad.method.neighbours import nearest_neighbour
 from funad.method.pseudo_labels import min_max_normalise
+from funad.utils import distributed
 
 
 @dataclass
@@ -60,7 +61,12 @@ def build_memory_bank(
     paper keeps all). ``max_entries`` caps the bank by keeping fewer patches per bank image, so
     that the cost of a search stays constant as the training set grows (docs/speed.md).
     """
-    scores = image_scores(local_net, features, device)
+    # Each rank scores and adapts its block of the images; the same random draws on every rank
+    # then give every rank the same bank (the one a single process builds).
+    mine = distributed.block(len(features))
+    scores = distributed.gather_rows(
+        torch.from_numpy(image_scores(local_net, MethodFeatures(features.arrays[mine.start:mine.stop]), device)),
+        distributed.block_sizes(len(features))).numpy()
     candidates = select_candidate_normals(scores, tau_m)
     candidate_ids = np.flatnonzero(candidates)
     count = max(1, int(round(image_ratio * len(candidate_ids))))
@@ -69,14 +75,17 @@ def build_memory_bank(
     if max_entries is not None:
         per_image = max(1, min(per_image, max_entries // len(bank_images)))
     if per_image >= features.num_patches:
-        raw = features.take(bank_images)
+        positions: list[np.ndarray | None] = [None] * len(bank_images)
     else:
         positions = [np.sort(rng.choice(features.num_patches, per_image, replace=False)) for _ in bank_images]
-        raw = features.take_rows(bank_images, positions)
-    adapted = local_net.adapt(raw.to(device).reshape(-1, features.dim))
+    per_image = min(per_image, features.num_patches)
+    mine = distributed.block(len(bank_images))
+    raw = features.take_rows(bank_images[mine.start:mine.stop], positions[mine.start:mine.stop]).to(device)
+    adapted = distributed.gather_rows(local_net.adapt(raw.reshape(-1, features.dim)),
+                                      [size * per_image for size in distributed.block_sizes(len(bank_images))])
     return MemoryBank(
         features=adapted,
-        image_ids=torch.as_tensor(bank_images, device=device).repeat_interleave(raw.shape[1]),
+        image_ids=torch.as_tensor(bank_images, device=device).repeat_interleave(per_image),
         bank_images=bank_images,
         candidate_normals=candidates,
         image_scores=scores,

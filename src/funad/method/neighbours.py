@@ -86,20 +86,30 @@ def nearest_neighbour(
 
 
 @torch.no_grad()
-def nearest_other_point(points: torch.Tensor) -> torch.Tensor:
-    """Index of each point's nearest other point; -1 for a lone point."""
-    own = torch.arange(len(points), device=points.device)
+def nearest_other_point(points: torch.Tensor, queries: range | None = None) -> torch.Tensor:
+    """Index of each point's nearest other point; -1 for a lone point.
+
+    ``queries``: the positions of the points to answer for (default all of them), each still
+    searched against every point (a rank's share of the data-parallel search).
+    """
+    queries = range(len(points)) if queries is None else queries
+    asked = points[queries.start:queries.stop]
+    own = torch.arange(queries.start, queries.stop, device=points.device)
     if points.device.type != "cpu" or len(points) < 2:
-        return _matmul_nearest(points, points, own, own)[1]
-    _, found = _faiss_search(points, points, 2)
+        return _matmul_nearest(asked, points, own, torch.arange(len(points), device=points.device))[1]
+    _, found = _faiss_search(asked, points, 2)
     # The point itself is normally the first hit; an exact duplicate may come before it.
     return torch.where(found[:, 0] == own, found[:, 1], found[:, 0])
 
 
 def mutual_nearest_pairs(features: torch.Tensor) -> torch.Tensor:
     """Unique pairs (i, j), i < j, that are each other's nearest neighbour: ``[P, 2]``."""
-    own = torch.arange(len(features), device=features.device)
-    nearest = nearest_other_point(features)
+    return mutual_pairs(nearest_other_point(features))
+
+
+def mutual_pairs(nearest: torch.Tensor) -> torch.Tensor:
+    """The unique pairs (i, j), i < j, with ``nearest[i] == j`` and ``nearest[j] == i``: ``[P, 2]``."""
+    own = torch.arange(len(nearest), device=nearest.device)
     valid = nearest >= 0
     mutual = valid & (nearest[nearest.clamp_min(0)] == own) & (own < nearest)
     return torch.stack([own[mutual], nearest[mutual]], dim=1)

@@ -15,8 +15,9 @@ from funad.features.containers import MethodFeatures
 from funad.method.local_net import LocalNet
 from funad.method.losses import balanced_bce, mutual_smoothness
 from funad.method.memory_bank import MemoryBank, build_memory_bank
-from funad.method.neighbours import mutual_nearest_pairs
+from funad.method.neighbours import mutual_pairs, nearest_other_point
 from funad.method.pseudo_labels import assign_pseudo_labels, noise_scale, perturb
+from funad.utils import distributed
 
 logger = logging.getLogger(__name__)
 
@@ -77,30 +78,51 @@ class Trainer:
         return np.sort(state.rng.choice(self.features.num_patches, count, replace=False))
 
     def step(self, state: TrainingState, image_ids: np.ndarray, bank: MemoryBank) -> tuple[float, float, float]:
+        """One iteration on the batch ``image_ids``.
+
+        Data parallel (:mod:`funad.utils.distributed`): every rank draws the same batch, positions
+        and noise, runs the Local-Net on its block of the batch's images only, and gathers the
+        other ranks' rows, so the pseudo-labels (min-max over the whole batch), the mutual pairs
+        and the loss (means over the whole batch) are the single-process ones. Each rank's
+        gradient flows through its own rows; their sum is the single-process gradient.
+        """
         c = self.config
         net = state.local_net
         raw = self.features.take(image_ids, self._positions(state)).to(self.device)  # [B, P, D]
         flat = raw.reshape(-1, raw.shape[-1])
         query_ids = torch.as_tensor(image_ids, device=self.device).repeat_interleave(raw.shape[1])
+        mine = distributed.block(len(image_ids))
+        rows = range(mine.start * raw.shape[1], mine.stop * raw.shape[1])
+        sizes = [size * raw.shape[1] for size in distributed.block_sizes(len(image_ids))]
 
-        adapted = net.adapt(flat)
-        distances = bank.nearest_distance(adapted.detach(), query_ids, squared=c.squared_distances)
+        local_adapted = net.adapt(flat[rows.start:rows.stop])
+        distances = distributed.gather_rows(
+            bank.nearest_distance(local_adapted.detach(), query_ids[rows.start:rows.stop], squared=c.squared_distances),
+            sizes)
         labels = assign_pseudo_labels(distances, c.tau_n, c.tau_a)
-        logits = net.logits(adapted)
+        logits = distributed.gather_rows(net.logits(local_adapted), sizes)
 
         confident = labels.anomalous & ~labels.ambiguous if c.feature_noise else labels.anomalous
         anomalous_logits = logits[confident]
         if c.feature_noise and labels.ambiguous.any():
             # Noise goes into a copy used only by the loss branch; the clean features stay clean.
+            # Every rank draws the noise of the whole batch, which keeps the ranks' generators in step.
             noisy = perturb(flat[labels.ambiguous], noise_scale(raw), state.generator)
-            anomalous_logits = torch.cat([anomalous_logits, net.logits(net.adapt(noisy))])
+            counts = [int(labels.ambiguous[start:start + size].sum())
+                      for start, size in zip(np.cumsum([0] + sizes[:-1]), sizes)]
+            first = int(labels.ambiguous[:rows.start].sum())
+            local_noisy = noisy[first:first + counts[distributed.rank()]]
+            anomalous_logits = torch.cat([anomalous_logits,
+                                          distributed.gather_rows(net.logits(net.adapt(local_noisy)), counts)])
         loss = balanced_bce(anomalous_logits, logits[~labels.anomalous])
         if c.mutual_smoothness and c.lambda_ms > 0:
-            pairs = mutual_nearest_pairs(adapted.detach())
+            adapted = distributed.gather_rows(local_adapted.detach(), sizes)
+            pairs = mutual_pairs(distributed.gather_rows(nearest_other_point(adapted, rows), sizes))
             loss = loss + c.lambda_ms * mutual_smoothness(torch.sigmoid(logits), pairs)
 
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]  # torch's stubs leave it untyped
+        distributed.sum_gradients(list(net.parameters()))
         state.optimizer.step()
         return loss.item(), labels.anomalous.float().mean().item(), labels.ambiguous.float().mean().item()
 
