@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -85,3 +87,20 @@ def test_unavailable_precisions_are_refused():
         create_backbone("efficientnet_lite0", pretrained=False, image_size=64, precision="int8")
     with pytest.raises(ValueError, match="precision must be one of"):
         FunAD(precision="fp16")
+
+
+def test_precision_benchmark_prints_both_precisions(demo_data, graph_cache, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "precision.py"
+    spec = importlib.util.spec_from_file_location("precision_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main([str(demo_data.test_dir), "--image-size", str(SIZE), "--batch", "4", "--repeats", "1", "--limit", "4"])
+    output = capsys.readouterr().out
+    assert "images=4 " in output
+    assert {"fp32", "int8"} == set(re.findall(r"precision=(\w+) images_per_s=\d", output))
+    cosine = float(re.search(r"cosine_median=([\d.]+)", output).group(1))
+    assert 0.99 < cosine < 1.0
