@@ -304,12 +304,13 @@ def quantized_int8(graph: bytes, cache_dir: Path | None = None) -> Path:
         source, quantized = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
         source.write_bytes(graph)
         # The quantizer logs every tensor through the root logger (INFO), and a pre-processing hint (WARNING).
-        logging.disable(logging.WARNING)
+        previous = logging.root.manager.disable
+        logging.disable(max(previous, logging.WARNING))
         try:
             quantize_dynamic(source, quantized, weight_type=QuantType.QInt8, per_channel=True,
                              op_types_to_quantize=["MatMul"])
         finally:
-            logging.disable(logging.NOTSET)
+            logging.disable(previous)
         write_atomically(target, lambda handle: handle.write(quantized.read_bytes()))
     return target
 
