@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import torch
-from sklearn.neighbors import LocalOutlierFactor
 
+from funad.config import POOL_MAX_PATCHES
 from funad.features.containers import MethodFeatures
-from funad.inference.coreset import POOL_MAX_PATCHES, PROJECTION_DIM, coreset_size, greedy_coreset
+from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
 from funad.inference.patch_bank import PatchBank
 from funad.inference.scorers.base import PatchScorer, ScorerState, leave_own_image_out, register_scorer
 
@@ -44,6 +44,8 @@ def positional_outlier_factors(patches: torch.Tensor, neighbours: int = LOF_NEIG
     num_images, num_positions, _ = patches.shape
     if num_images < 3:
         raise ValueError(f"SoftPatch's per-position outlier factor needs at least 3 training images, got {num_images}")
+    from sklearn.neighbors import LocalOutlierFactor  # scikit-learn (1 s to import) only when fitting SoftPatch
+
     factors = np.empty((num_images, num_positions))
     lof = LocalOutlierFactor(n_neighbors=min(neighbours, num_images - 1))
     for position in range(num_positions):
