@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -53,10 +54,21 @@ class PredictedImage:
 @dataclass
 class PredictionFolder:
     directory: Path
-    images: list[PredictedImage]
     threshold: float
     model_dir: Path | None
     map_range: tuple[float, float] | None = None  # scale of 16-bit PNG maps
+
+    def images(self) -> Iterator[PredictedImage]:
+        """The images of scores.csv in its order, read row by row: a folder of 100 000 images is never
+        all in memory. Images predict could not read (an ``error``) have nothing to report and are left out."""
+        scores_path = self.directory / SCORES
+        with open(scores_path, newline="") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                if not row.get("error"):
+                    yield PredictedImage(Path(row["path"]), _number(row, "score", scores_path, line),
+                                         row["label"] == "anomalous",
+                                         self.directory / row["heatmap"] if row["heatmap"] else None,
+                                         self.directory / row["map"] if row["map"] else None)
 
     def read_map(self, path: Path) -> np.ndarray:
         """float32 map from a ``.npy`` or 16-bit ``.png`` map file of this folder."""
@@ -196,6 +208,7 @@ def write_map(path: Path, anomaly_map: np.ndarray, value_range: tuple[float, flo
 
 
 def read_prediction_folder(directory: Path) -> PredictionFolder:
+    """The folder's description; its images are read when :meth:`PredictionFolder.images` is iterated."""
     scores_path = directory / SCORES
     if not scores_path.is_file():
         raise FileNotFoundError(f"{directory} is not a prediction folder: {SCORES} is missing (run `funad predict`)")
@@ -204,21 +217,16 @@ def read_prediction_folder(directory: Path) -> PredictionFolder:
         missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{scores_path}: columns {missing} are missing (written by an older funad?)")
-        # An image predict could not read has an error and nothing to report.
-        rows = [row for row in reader if not row.get("error")]
-    if not rows:
-        raise ValueError(f"{scores_path} lists no images: nothing to report")
-    images = [PredictedImage(Path(row["path"]), _number(row, "score", scores_path, line), row["label"] == "anomalous",
-                             directory / row["heatmap"] if row["heatmap"] else None,
-                             directory / row["map"] if row["map"] else None)
-              for line, row in enumerate(rows, start=2)]
-    model_dir, threshold, map_range = None, _number(rows[0], "threshold", scores_path, 2), None
+        first = next((row for row in reader if not row.get("error")), None)
+        if first is None:
+            raise ValueError(f"{scores_path} lists no images: nothing to report")
+        folder = PredictionFolder(directory, _number(first, "threshold", scores_path, reader.line_num), None)
     if (directory / DESCRIPTION).is_file():
         description = json.loads((directory / DESCRIPTION).read_text())
-        model_dir, threshold = Path(description["model"]), float(description["threshold"])
+        folder.model_dir, folder.threshold = Path(description["model"]), float(description["threshold"])
         if description.get("map_range"):
-            map_range = (float(description["map_range"][0]), float(description["map_range"][1]))
-    return PredictionFolder(directory, images, threshold, model_dir, map_range)
+            folder.map_range = (float(description["map_range"][0]), float(description["map_range"][1]))
+    return folder
 
 
 def _number(row: dict, column: str, path: Path, line: int) -> float:
