@@ -240,13 +240,13 @@ def funad_command(*arguments: str) -> str:
     return f"import sys\nfrom funad.cli import main\nsys.exit(main({list(arguments)!r}))"
 
 
-def benchmark_startup(model_dir: Path, image: Path, repeats: int) -> None:
+def benchmark_startup(model_dir: Path, image: Path, repeats: int, work: Path) -> None:
     commands = {
         "funad --help": funad_command("--help"),
         "funad --version": funad_command("--version"),
         "import funad.cli": "import funad.cli",
         "funad predict, 1 image": funad_command("--quiet", "predict", str(model_dir), str(image), "--out",
-                                                str(model_dir.parent / "startup-predict")),
+                                                str(work / "startup-predict")),
     }
     print(f"\n## start-up (a fresh process each, median of {repeats})   load average {load_average()}")
     print("| command | wall s | CPU s | peak RSS MB |")
@@ -259,7 +259,7 @@ def benchmark_startup(model_dir: Path, image: Path, repeats: int) -> None:
 
 
 def benchmark_cli(model: FunAD, model_dir: Path, paths: list[Path], few: int, variants: list[str],
-                  repeats: int) -> None:
+                  repeats: int, work: Path) -> None:
     """``funad predict`` of all ``paths`` and of the first ``few``, against the bare backbone on all of them."""
     batch_size, workers = model.config.batch_size_extract, model.config.num_workers
 
@@ -285,7 +285,7 @@ def benchmark_cli(model: FunAD, model_dir: Path, paths: list[Path], few: int, va
     for flags in variants:
         rounds = []
         for repeat in range(repeats):
-            out = model_dir.parent / f"cli-{repeat}"
+            out = work / f"cli-{repeat}"
             rounds.append([*bare(), *predict(paths[:few], flags, out / "few"), *predict(paths, flags, out / "all")])
         bare_wall, bare_cpu, few_wall, few_cpu, all_wall, all_cpu = np.median(np.array(rounds), axis=0)
         bare_rate, bare_cpu_rate = len(paths) / bare_wall, len(paths) / bare_cpu
@@ -309,6 +309,8 @@ def main() -> None:
                         help="`funad predict` flags to compare, one string each ('' for the defaults)")
     parser.add_argument("--sections", default="fit,faithful,predict,growth,startup,cli",
                         help="faithful, predict, startup and cli imply fit")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a model directory written by `funad fit` for startup and cli, instead of fitting one")
     add_config_options(parser)
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -319,20 +321,24 @@ def main() -> None:
     train_paths, held_out = split_paths(args.data, seed=0)
     with tempfile.TemporaryDirectory(prefix="funad-speed-cache-") as cache:
         model = FunAD(cache_dir=cache, progress=False, **overrides)
-        if sections & {"fit", "faithful", "predict", "startup", "cli"}:  # the others need the fitted model
+        fitted_for = {"fit", "faithful", "predict"} | ({"startup", "cli"} if args.model is None else set())
+        if sections & fitted_for:  # the others need the fitted model
             model, features, default_epoch = benchmark_fit(model, train_paths)
+        elif args.model is not None:
+            model = FunAD.load(args.model, **overrides)
         if "faithful" in sections:
             benchmark_faithful(model.config, features, default_epoch, args.faithful_iterations)
         if "predict" in sections:
             benchmark_predict(model, features, held_out[:args.predict_images],
                               [int(w) for w in args.workers.split(",")], args.repeats)
         if sections & {"startup", "cli"}:
-            model_dir = model.save(Path(cache) / "model")
+            model_dir = args.model or model.save(Path(cache) / "model")
             test_paths = sorted((args.data / "test").glob("*/*.png"))
             if "startup" in sections:
-                benchmark_startup(model_dir, test_paths[0], args.repeats)
+                benchmark_startup(model_dir, test_paths[0], args.repeats, Path(cache))
             if "cli" in sections:
-                benchmark_cli(model, model_dir, test_paths, args.cli_few, args.cli_variants, args.repeats)
+                benchmark_cli(model, model_dir, test_paths, args.cli_few, args.cli_variants, args.repeats,
+                              Path(cache))
     if "growth" in sections:
         grid = model.backbone.grid
         benchmark_growth(model.config, [int(n) for n in args.growth.split(",")], grid[0] * grid[1],
