@@ -14,11 +14,22 @@ configuration. Prints:
    10 % random patch bank of all training images, exact faiss search, same map code), for each
    ``--workers`` setting; best of ``--repeats`` passes, methods interleaved so drift hits all alike;
 4. training cost of one epoch on synthetic fp16 features (memory-mapped through the feature
-   cache) at ``--growth`` sizes, per image relative to the smallest size (1.0 = linear).
+   cache) at ``--growth`` sizes, per image relative to the smallest size (1.0 = linear);
+5. start-up: ``funad --help``, ``funad --version``, ``import funad.cli`` and a one-image ``funad
+   predict`` of the fitted model, each a fresh process: median wall time, CPU time and peak RSS of
+   ``--repeats`` runs;
+6. the command line against the bare backbone: ``funad predict`` (default outputs, or each of
+   ``--cli-variants``) of every test image and of the first ``--cli-few``, each a fresh process, so
+   that the marginal throughput (N - n) / (t_N - t_n) leaves start-up out; the bare backbone
+   (decode, resize, forward, batches of the configured size, this process) on the same N images;
+   medians of ``--repeats`` rounds, the three interleaved in each round.
 
 On a shared machine absolute times inflate with the load (printed); the ratios are the figures::
 
     PYTHONPATH=src python benchmarks/speed.py --data ../shared/data/mvtec/bottle
+
+Any ``funad fit`` setting can be given (``--backbone``, ``--epochs``, ...); the commands of parts 5
+and 6 run this Python on the ``funad`` it imports (``PYTHONPATH`` is passed on).
 """
 
 from __future__ import annotations
@@ -28,6 +39,8 @@ import copy
 import dataclasses
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from funad.cli.fit import add_config_options, config_overrides
 from funad.config import FunADConfig
 from funad.features.cache import FeatureCache
 from funad.features.containers import MethodFeatures
@@ -193,32 +207,138 @@ def benchmark_growth(config: FunADConfig, sizes: list[int], patches: int, dim: i
     print(f"load average {load_average()}")
 
 
+# Prefixed to a child's code: it reports its own peak RSS (VmHWM) when it exits. The parent's
+# rusage cannot: a child's ru_maxrss includes this process's RSS at the fork before its exec.
+_REPORT_PEAK_RSS = """
+import atexit, sys
+def _peak_rss():
+    with open("/proc/self/status") as status:
+        sys.stderr.write(next(line for line in status if line.startswith("VmHWM")) + "\\n")
+atexit.register(_peak_rss)
+"""
+
+
+def run_command(code: str) -> tuple[float, float, float]:
+    """Run Python ``code`` in a fresh process: its (wall seconds, CPU seconds, peak RSS MB); an error if it fails."""
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-c", _REPORT_PEAK_RSS + code], stdout=subprocess.DEVNULL,
+                                   stderr=errors)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own CPU time, not all children's
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        messages = errors.read().decode()
+    if process.returncode:
+        raise RuntimeError(f"{code} failed ({process.returncode}): {messages[-2000:]}")
+    peak_kb = [line.split()[1] for line in messages.splitlines() if line.startswith("VmHWM")]
+    return seconds, usage.ru_utime + usage.ru_stime, float(peak_kb[-1]) / 1024 if peak_kb else float("nan")
+
+
+def funad_command(*arguments: str) -> str:
+    """``funad ARGUMENTS...`` as Python code for :func:`run_command` (what the ``funad`` script runs)."""
+    return f"import sys\nfrom funad.cli import main\nsys.exit(main({list(arguments)!r}))"
+
+
+def benchmark_startup(model_dir: Path, image: Path, repeats: int, work: Path) -> None:
+    commands = {
+        "funad --help": funad_command("--help"),
+        "funad --version": funad_command("--version"),
+        "import funad.cli": "import funad.cli",
+        "funad predict, 1 image": funad_command("--quiet", "predict", str(model_dir), str(image), "--out",
+                                                str(work / "startup-predict")),
+    }
+    print(f"\n## start-up (a fresh process each, median of {repeats})   load average {load_average()}")
+    print("| command | wall s | CPU s | peak RSS MB |")
+    print("|---|---|---|---|")
+    for name, argv in commands.items():
+        runs = np.array([run_command(argv) for _ in range(repeats)])
+        wall, cpu, rss = np.median(runs, axis=0)
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {rss:.0f} |")
+    print(f"load average {load_average()}")
+
+
+def benchmark_cli(model: FunAD, model_dir: Path, paths: list[Path], few: int, variants: list[str],
+                  repeats: int, work: Path) -> None:
+    """``funad predict`` of all ``paths`` and of the first ``few``, against the bare backbone on all of them."""
+    batch_size, workers = model.config.batch_size_extract, model.config.num_workers
+
+    def bare() -> tuple[float, float]:
+        started, cpu_started = time.perf_counter(), cpu_seconds()
+        for _ in iterate_features(model.backbone, paths, batch_size=batch_size, num_workers=workers,
+                                  device=model.device, progress=False, description=""):
+            pass
+        return time.perf_counter() - started, cpu_seconds() - cpu_started
+
+    def predict(images: list[Path], flags: str, out: Path) -> tuple[float, float]:
+        wall, cpu, _ = run_command(funad_command("--quiet", "predict", str(model_dir), *map(str, images),
+                                                 "--out", str(out), *flags.split()))
+        return wall, cpu
+
+    bare()  # warm-up: first-call allocations, the file cache
+    print(f"\n## funad predict vs the bare backbone ({len(paths)} and {few} images, batch {batch_size}, "
+          f"{workers} DataLoader workers, median of {repeats})   load average {load_average()}")
+    print("marginal img/s = (N - n) / (t_N - t_n) of two `funad predict` processes; in brackets the same "
+          "per CPU-second")
+    print("| predict flags | bare backbone img/s | funad predict marginal img/s | predict / bare |")
+    print("|---|---|---|---|")
+    for flags in variants:
+        rounds = []
+        for repeat in range(repeats):
+            out = work / f"cli-{repeat}"
+            rounds.append([*bare(), *predict(paths[:few], flags, out / "few"), *predict(paths, flags, out / "all")])
+        bare_wall, bare_cpu, few_wall, few_cpu, all_wall, all_cpu = np.median(np.array(rounds), axis=0)
+        bare_rate, bare_cpu_rate = len(paths) / bare_wall, len(paths) / bare_cpu
+        extra = len(paths) - few
+        marginal, marginal_cpu = extra / (all_wall - few_wall), extra / (all_cpu - few_cpu)
+        print(f"| {flags or '(defaults)'} | {bare_rate:.1f} ({bare_cpu_rate:.1f}) | {marginal:.1f} "
+              f"({marginal_cpu:.1f}) | **{marginal / bare_rate:.2f}** ({marginal_cpu / bare_cpu_rate:.2f}) |")
+    print(f"load average {load_average()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="an MVTec AD category folder, read in place")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--epochs", type=int, default=FunADConfig.epochs)
     parser.add_argument("--faithful-iterations", type=int, default=2)
     parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts to compare in predict")
     parser.add_argument("--predict-images", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--growth", default="100,500,2000", help="training-set sizes for the per-epoch cost")
-    parser.add_argument("--sections", default="fit,faithful,predict,growth", help="faithful and predict imply fit")
+    parser.add_argument("--cli-few", type=int, default=8, help="images of the short `funad predict` run")
+    parser.add_argument("--cli-variants", nargs="+", default=[""],
+                        help="`funad predict` flags to compare, one string each ('' for the defaults)")
+    parser.add_argument("--sections", default="fit,faithful,predict,growth,startup,cli",
+                        help="faithful, predict, startup and cli imply fit")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a model directory written by `funad fit` for startup and cli, instead of fitting one")
+    add_config_options(parser)
     args = parser.parse_args()
     sections = set(args.sections.split(","))
+    overrides = config_overrides(args)
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-          f"device {args.device}, load average {load_average()}")
+          f"settings {overrides or 'default'}, load average {load_average()}")
     train_paths, held_out = split_paths(args.data, seed=0)
     with tempfile.TemporaryDirectory(prefix="funad-speed-cache-") as cache:
-        model = FunAD(cache_dir=cache, progress=False, device=args.device, epochs=args.epochs)
-        if sections & {"fit", "faithful", "predict"}:  # the latter two need the fitted model
+        model = FunAD(cache_dir=cache, progress=False, **overrides)
+        fitted_for = {"fit", "faithful", "predict"} | ({"startup", "cli"} if args.model is None else set())
+        if sections & fitted_for:  # the others need the fitted model
             model, features, default_epoch = benchmark_fit(model, train_paths)
+        elif args.model is not None:
+            model = FunAD.load(args.model, **overrides)
         if "faithful" in sections:
             benchmark_faithful(model.config, features, default_epoch, args.faithful_iterations)
         if "predict" in sections:
             benchmark_predict(model, features, held_out[:args.predict_images],
                               [int(w) for w in args.workers.split(",")], args.repeats)
+        if sections & {"startup", "cli"}:
+            model_dir = args.model or model.save(Path(cache) / "model")
+            test_paths = sorted((args.data / "test").glob("*/*.png"))
+            if "startup" in sections:
+                benchmark_startup(model_dir, test_paths[0], args.repeats, Path(cache))
+            if "cli" in sections:
+                benchmark_cli(model, model_dir, test_paths, args.cli_few, args.cli_variants, args.repeats,
+                              Path(cache))
     if "growth" in sections:
         grid = model.backbone.grid
         benchmark_growth(model.config, [int(n) for n in args.growth.split(",")], grid[0] * grid[1],

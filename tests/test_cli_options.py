@@ -2,6 +2,8 @@
 
 import argparse
 import re
+import subprocess
+import sys
 from dataclasses import fields
 
 import pytest
@@ -77,6 +79,25 @@ def test_flags_parse_into_the_config():
 def test_global_options_anywhere(argv):
     args = build_parser().parse_args(argv)
     assert args.quiet is True and args.verbose is False
+
+
+def test_parsing_and_help_import_no_heavy_library():
+    """`funad --help` is instant: building the parser, parsing a command and writing every command's help
+    import neither torch nor the other heavy libraries (each command imports what it needs when it runs)."""
+    script = """
+import sys
+from funad.cli import build_parser
+parser = build_parser()
+parser.parse_args(["fit", "x", "--out", "y", "--scorer", "local_net", "--backbone", "efficientnet_lite0"])
+for command in parser._subparsers._group_actions[0].choices.values():
+    command.format_help()
+print(" ".join(sorted(sys.modules)))
+"""
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    loaded = set(completed.stdout.split())
+    assert "funad.cli.predict" in loaded  # the check would see a module that is imported
+    heavy = {"torch", "timm", "onnx", "onnxruntime", "faiss", "numpy", "sklearn", "scipy", "PIL", "matplotlib"}
+    assert not heavy & loaded
 
 
 def test_global_options_default_off():

@@ -99,8 +99,9 @@ def test_report_caps_its_table_with_the_most_anomalous_first(model_dir, demo_dat
     assert main(["--quiet", "predict", str(model_dir), str(demo_data.test_dir), "--out", str(out)]) == 0
     folder = read_prediction_folder(out)
     page = render_report(folder, None, max_images=3)
-    top = sorted(folder.images, key=lambda image: -image.score)[:3]
+    images = list(folder.images())
+    top = sorted(images, key=lambda image: -image.score)[:3]
     assert page.count('<td class="path">') - page.split("Suspected training images")[1].count(
         '<td class="path">') == 3
     positions = [page.index(str(image.path)) for image in top]
-    assert positions == sorted(positions) and f"the 3 highest of {len(folder.images)}" in page
+    assert positions == sorted(positions) and f"the 3 highest of {len(images)}" in page

@@ -56,6 +56,11 @@ def save_model(directory: Path, state: FittedState, estimator: dict[str, Any]) -
     return write_directory_atomically(directory, write)
 
 
+def model_digest(directory: Path) -> str:
+    """What identifies a saved model: the sha256 of its manifest, which holds its tensors' sha256."""
+    return file_digest(directory / MANIFEST)
+
+
 def _read_manifest(directory: Path) -> dict[str, Any]:
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file() or not (directory / TENSORS).is_file():

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 import torch
 
-from funad.inference.coreset import POOL_MAX_PATCHES, PROJECTION_DIM
+from funad.config import POOL_MAX_PATCHES
+from funad.inference.coreset import PROJECTION_DIM
 from funad.inference.scorers.base import register_scorer
 from funad.inference.scorers.knn import NearestNeighbourScorer
 

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import torch
-from sklearn.neighbors import LocalOutlierFactor
 
+from funad.config import POOL_MAX_PATCHES
 from funad.features.containers import MethodFeatures
-from funad.inference.coreset import POOL_MAX_PATCHES, PROJECTION_DIM, coreset_size, greedy_coreset
+from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
 from funad.inference.patch_bank import PatchBank, read_rows, sample_rows
 from funad.inference.scorers.base import PatchScorer, ScorerState, leave_own_image_out, register_scorer
 
@@ -47,6 +47,8 @@ def positional_outlier_factors(patches: torch.Tensor, neighbours: int = LOF_NEIG
     num_images, num_positions, _ = patches.shape
     if num_images < 3:
         raise ValueError(f"SoftPatch's per-position outlier factor needs at least 3 training images, got {num_images}")
+    from sklearn.neighbors import LocalOutlierFactor  # scikit-learn (1 s to import) only when fitting SoftPatch
+
     factors = np.empty((num_images, num_positions))
     lof = LocalOutlierFactor(n_neighbors=min(neighbours, num_images - 1))
     for position in range(num_positions):
@@ -118,6 +120,8 @@ class SoftPatch(PatchScorer):
         pool = read_rows(features, images, positions)
         factors = np.empty(len(pool))
         kept = np.zeros(len(pool), dtype=bool)
+        from sklearn.neighbors import LocalOutlierFactor  # as in positional_outlier_factors: only when fitting
+
         lof = LocalOutlierFactor(n_neighbors=min(self.lof_neighbours, len(reference) - 1), novelty=True)
         for position in np.unique(positions):
             lof.fit(reference[:, position].numpy())

@@ -11,31 +11,17 @@ from __future__ import annotations
 
 import argparse
 import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import Field, fields
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 
-class LazyChoices:
-    """Choices listed only when argparse checks a value or writes help, so that building the
-    parser does not import a registry (and all it imports) for every command."""
-
-    def __init__(self, list_choices: Callable[[], Sequence[str]]) -> None:
-        self._list_choices = list_choices
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._list_choices())
-
-    def __contains__(self, value: object) -> bool:
-        return value in self._list_choices()
-
-
 def add_dataclass_options(parser: argparse.ArgumentParser, config_class: type,
-                          choices: Mapping[str, Callable[[], Sequence[str]]] | None = None) -> None:
+                          choices: Mapping[str, Sequence[str]] | None = None) -> None:
     """One ``--field-name`` option per field of ``config_class``.
 
-    ``choices`` maps a field to a function listing its allowed values (a registry), for fields
-    whose annotation cannot name them.
+    ``choices`` maps a field to its allowed values (a registry's names), for fields whose
+    annotation cannot name them.
     """
     choices = choices or {}
     hints = get_type_hints(config_class)
@@ -43,11 +29,11 @@ def add_dataclass_options(parser: argparse.ArgumentParser, config_class: type,
         name = config_field.name
         argument = _argument_for(hints[name])
         if name in choices:
-            argument["choices"] = LazyChoices(choices[name])
+            argument["choices"] = choices[name]
         default = f"(default: {_shown(_default(config_field))})".replace("%", "%%")
         help_text = config_field.metadata["help"].replace("%", "%%")  # argparse formats help with %
         if "choices" in argument:
-            # An explicit metavar keeps argparse from listing the choices while the parser is built.
+            # A metavar, so that the choices are listed once (in the help line), not in the usage too.
             argument["metavar"] = name.upper()
             help_text += "; one of %(choices)s"
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,

@@ -15,21 +15,14 @@ from funad.config import FunADConfig
 logger = logging.getLogger(__name__)
 
 
-def _registered_scorers() -> list[str]:
-    from funad.inference.scorers.registry import list_scorers
-
-    return list_scorers()
-
-
-def _registered_backbones() -> list[str]:
-    from funad.features.backbones import list_backbones
-
-    return list_backbones()
-
-
-# Where the choices of a configuration field come from when its annotation cannot list them: a
-# registry. Literal fields (level, bank_rebuild) list their own.
-CONFIG_CHOICES = {"backbone": _registered_backbones, "scorer": _registered_scorers}
+# The registries' names, listed here because importing a registry imports torch and timm: with
+# these, `funad --help` and the parsing of any command import neither (tests/test_cli_options.py
+# checks that they equal the registries). Literal fields (level, bank_rebuild) list their own.
+CONFIG_CHOICES = {
+    "backbone": ("dino_vitb8", "dinov2_vitb14", "dinov2_vits14", "efficientnet_lite0", "imgfocus_dinov2_vits14",
+                 "wide_resnet50_2"),
+    "scorer": ("knn", "local_net", "patchcore", "softpatch"),
+}
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import shutil
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from funad.cli.distributed import add_distributed_options, distributed_run
 
+if TYPE_CHECKING:
+    from funad.model import FunAD, Prediction
+    from funad.reports.prediction_writer import ImageRows
+
 logger = logging.getLogger(__name__)
+
+# Output threads: PNG encoding and fsync release the GIL, so they overlap the next batches' backbone.
+WRITER_THREADS = 2
+# How far predict may run ahead of the writer: a few images, and at most this many bytes of maps
+# (a 24-megapixel map is 96 MB).
+MAX_PENDING = 8
+MAX_PENDING_BYTES = 256 << 20
 
 
 def register(subparsers) -> None:
@@ -31,7 +44,12 @@ def register(subparsers) -> None:
                              "size, or WIDTHxHEIGHT pixels (default original)")
     parser.add_argument("--heatmaps", action=argparse.BooleanOptionalAction, default=True,
                         help="write heatmaps/ (the map over the image, defect regions outlined)")
+    parser.add_argument("--heatmap-format", choices=("png", "jpg"), default="png",
+                        help="heatmaps as PNG or as JPEG (smaller and faster to write, lossy; default png)")
     parser.add_argument("--report", action="store_true", help="also write report.html (see `funad report`)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the images already scored in OUT (by path) and score only the others; OUT must "
+                             "have been written by the same model with the same settings")
     add_distributed_options(parser)
     parser.set_defaults(run=run_predict)
 
@@ -46,6 +64,43 @@ def parse_map_size(text: str) -> str | tuple[int, int]:
     raise argparse.ArgumentTypeError(f"{text!r} is not original, input or WIDTHxHEIGHT (e.g. 640x480)")
 
 
+@dataclass
+class _ImageOutputs:
+    """Writes one image's map and heatmap and returns its rows; runs in the writer's threads."""
+
+    model: FunAD
+    out: Path
+    names: dict[Path, Path]  # input path -> output name
+    threshold: float
+    colour_range: tuple[float, float]
+    maps: str  # npy | png | none
+    heatmap_suffix: str | None  # .png | .jpg; None: no heatmaps
+
+    def __call__(self, path: Path, prediction: Prediction) -> ImageRows:
+        from funad.data.images import load_image
+        from funad.reports.heatmaps import save_overlay
+        from funad.reports.prediction_folder import label_name, output_file, write_map
+        from funad.reports.prediction_writer import ImageRows
+
+        if prediction.anomaly_map is None:  # unreadable: a row that says why, no map
+            return ImageRows([str(path), "nan", "", f"{self.threshold:.9g}", "", "", prediction.error])
+        is_anomalous = bool(self.model.label(prediction.score, self.threshold))
+        mask, region_rows = None, []
+        if is_anomalous:
+            mask, regions = self.model.defect_regions(prediction.anomaly_map)
+            region_rows = [[str(path), number, region.x, region.y, region.width, region.height, region.area,
+                            f"{region.peak:.6g}"] for number, region in enumerate(regions, start=1)]
+        map_name = heatmap_name = ""
+        if self.maps != "none":
+            map_name = output_file("maps", self.names[path], "." + self.maps).as_posix()
+            write_map(self.out / map_name, prediction.anomaly_map, self.colour_range)
+        if self.heatmap_suffix:
+            heatmap_name = output_file("heatmaps", self.names[path], self.heatmap_suffix).as_posix()
+            save_overlay(load_image(path), prediction.anomaly_map, self.out / heatmap_name, self.colour_range, mask)
+        return ImageRows([str(path), f"{prediction.score:.6g}", label_name(is_anomalous), f"{self.threshold:.9g}",
+                          heatmap_name, map_name, ""], region_rows, is_anomalous)
+
+
 def run_predict(args: argparse.Namespace) -> None:
     with distributed_run(args):
         _predict(args)
@@ -55,20 +110,18 @@ def _predict(args: argparse.Namespace) -> None:
     """Under torchrun each rank scores its block of the images, writing their maps and heatmaps and its
     part of the CSV files, which rank 0 then joins (OUT must be one folder for all ranks)."""
     from funad.cli.errors import NoInputImagesError
-    from funad.data.images import IMAGE_EXTENSIONS, discover_images, load_image
+    from funad.data.images import IMAGE_EXTENSIONS, discover_images
     from funad.model import FunAD
-    from funad.reports.heatmaps import save_overlay
+    from funad.persistence import model_digest
     from funad.reports.prediction_folder import (
-        COLUMNS,
-        REGION_COLUMNS,
         REGIONS,
         SCORES,
-        label_name,
-        output_file,
         output_names,
+        prediction_description,
+        resume_folder,
         write_description,
-        write_map,
     )
+    from funad.reports.prediction_writer import PredictionWriter
     from funad.utils import distributed
 
     paths = discover_images(args.images)
@@ -78,55 +131,48 @@ def _predict(args: argparse.Namespace) -> None:
     overrides = {"device": args.device} if args.device else {}
     model = FunAD.load(args.model, **overrides)
     model.progress = not args.quiet and distributed.is_main()
-    names = dict(zip(paths, output_names(paths)))
-    mine = distributed.block(len(paths))
-    paths = paths[mine.start:mine.stop]
     args.out.mkdir(parents=True, exist_ok=True)
-    part = args.out if distributed.world_size() == 1 else _part_folder(args.out, distributed.rank())
-    part.mkdir(exist_ok=True)
     threshold = model.threshold_ if args.threshold is None else args.threshold
     colour_range = model.heatmap_range()
-    if distributed.is_main():
-        write_description(args.out, args.model, threshold, "model" if args.threshold is None else "--threshold",
-                          pixel_threshold=model.pixel_threshold_, maps=args.maps, map_range=list(colour_range),
-                          map_size=args.map_size)
+    description = prediction_description(
+        args.model, model_digest(args.model), threshold, "model" if args.threshold is None else "--threshold",
+        pixel_threshold=model.pixel_threshold_, maps=args.maps, map_range=list(colour_range), map_size=args.map_size,
+        heatmaps=args.heatmap_format if args.heatmaps else "none")
+    done: set[str] = set()
+    if distributed.is_main():  # one process checks (and repairs) OUT; the others learn what it found
+        done = resume_folder(args.out, description) if args.resume else set()
+        write_description(args.out, description)
+    done = distributed.broadcast_object(done)
+    names = dict(zip(paths, output_names(paths)))  # over every image, so that every rank names alike
+    mine = distributed.block(len(paths))
+    todo = [path for path in paths[mine.start:mine.stop] if str(path) not in done]
+    if done and distributed.is_main():
+        logger.info("resuming: %d of %d images are already in %s", len(done), len(paths), args.out)
+    part = args.out if distributed.world_size() == 1 else _part_folder(args.out, distributed.rank())
+    part.mkdir(exist_ok=True)
+    outputs = _ImageOutputs(model, args.out, names, threshold, colour_range,
+                            args.maps, "." + args.heatmap_format if args.heatmaps else None)
     started = time.perf_counter()
-    count = anomalous = failed = 0
-    with (open(part / SCORES, "w", newline="") as scores_file,
-          open(part / REGIONS, "w", newline="") as regions_file):
-        writer, region_writer = csv.writer(scores_file), csv.writer(regions_file)
-        writer.writerow(COLUMNS)
-        region_writer.writerow(REGION_COLUMNS)
-        for path, prediction in zip(paths, model.predict(paths, map_size=args.map_size)):
-            if prediction.anomaly_map is None:  # unreadable: a row that says why, no map
-                writer.writerow([str(path), "nan", "", f"{threshold:.9g}", "", "", prediction.error])
-                failed += 1
-                continue
-            is_anomalous = bool(model.label(prediction.score, threshold))
-            mask = None
-            if is_anomalous:
-                mask, regions = model.defect_regions(prediction.anomaly_map)
-                region_writer.writerows([str(path), number, region.x, region.y, region.width, region.height,
-                                         region.area, f"{region.peak:.6g}"]
-                                        for number, region in enumerate(regions, start=1))
-            map_name = heatmap_name = ""
-            if args.maps != "none":
-                map_name = output_file("maps", names[path], "." + args.maps).as_posix()
-                write_map(args.out / map_name, prediction.anomaly_map, colour_range)
-            if args.heatmaps:
-                heatmap_name = output_file("heatmaps", names[path], ".png").as_posix()
-                save_overlay(load_image(path), prediction.anomaly_map, args.out / heatmap_name, colour_range, mask)
-            writer.writerow([str(path), f"{prediction.score:.6g}", label_name(is_anomalous),
-                             f"{threshold:.9g}", heatmap_name, map_name, ""])
-            count += 1
-            anomalous += is_anomalous
+    # A rank's part starts anew; rank 0 appends the parts to OUT's files when resuming.
+    writer = PredictionWriter(part, append=args.resume and part == args.out, threads=WRITER_THREADS,
+                              max_pending=MAX_PENDING, max_pending_bytes=MAX_PENDING_BYTES)
+    try:
+        with writer:
+            for path, prediction in zip(todo, model.predict(todo, map_size=args.map_size)):
+                size = 0 if prediction.anomaly_map is None else prediction.anomaly_map.nbytes
+                writer.submit(partial(outputs, path, prediction), size)
+    except KeyboardInterrupt:
+        logger.error("interrupted; the %d images finished are in %s: rerun the same command with --resume to "
+                     "score the others", len(done) + writer.written + writer.failed, part)
+        raise SystemExit(130) from None
+    count, anomalous, failed = writer.written, writer.anomalous, writer.failed
     if distributed.world_size() > 1:
-        logger.info("rank=%d world_size=%d images=%d", distributed.rank(), distributed.world_size(), len(paths))
+        logger.info("rank=%d world_size=%d images=%d", distributed.rank(), distributed.world_size(), len(todo))
         # The totals of every rank, which also waits until every rank's part is complete.
         count, anomalous, failed = map(sum, zip(*distributed.gather_objects((count, anomalous, failed))))
         if not distributed.is_main():
             return
-        _join_parts(args.out, distributed.world_size(), (SCORES, REGIONS))
+        _join_parts(args.out, distributed.world_size(), (SCORES, REGIONS), append=args.resume)
     logger.info("scored %d images in %.1f s (%d above the threshold %.6g); results in %s",
                 count, time.perf_counter() - started, anomalous, threshold, args.out)
     if failed:
@@ -141,15 +187,15 @@ def _part_folder(out: Path, rank: int) -> Path:
     return out / f".rank-{rank}"
 
 
-def _join_parts(out: Path, world_size: int, names: tuple[str, ...]) -> None:
-    """Each CSV file of the ranks' parts as one file in ``out``, the ranks' rows in rank order (the
-    images' order), one header; then the parts are removed."""
+def _join_parts(out: Path, world_size: int, names: tuple[str, ...], append: bool) -> None:
+    """Each CSV file of the ranks' parts as one file in ``out`` (added to its rows with ``append``), the
+    ranks' rows in rank order (the images' order), one header; then the parts are removed."""
     for name in names:
-        with open(out / name, "w", newline="") as joined:
+        with open(out / name, "a" if append else "w", newline="") as joined:
             for rank in range(world_size):
                 with open(_part_folder(out, rank) / name, newline="") as part:
                     header = part.readline()
-                    if rank == 0:
+                    if joined.tell() == 0:
                         joined.write(header)
                     shutil.copyfileobj(part, joined)
     for rank in range(world_size):

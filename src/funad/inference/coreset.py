@@ -7,11 +7,6 @@ import torch
 
 #: PatchCore's Johnson-Lindenstrauss target dimension for coreset selection.
 PROJECTION_DIM = 128
-#: Coresets are chosen from a uniform pool of at most this many patches (funad's knn bank and the
-#: baselines alike), so that their cost, (coreset size) x (pool size), stops growing with the number
-#: of training images. About 230 images of 256 patches fit whole; on MVTec screw (352 images) a
-#: pool of 20 000 cost PatchCore 6.5 points of image AUROC against 60 000 (README, "Choosing the defaults").
-POOL_MAX_PATCHES = 60_000
 
 
 def greedy_coreset(features: torch.Tensor, count: int, *, projection_dim: int | None = PROJECTION_DIM,

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.mixture import GaussianMixture
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +82,8 @@ def _mixture_threshold(scores: np.ndarray, judged_normal: ArrayLike | None) -> T
     spread = float(np.std(scores))
     if scores.size < _MIN_SCORES_FOR_MIXTURE or len(np.unique(scores)) < 3 or spread == 0.0:
         return None
+    from sklearn.mixture import GaussianMixture  # scikit-learn (1 s to import) only in fit, not predict
+
     centre = float(np.median(scores))
     standardised = ((scores - centre) / spread)[:, None]
     single = GaussianMixture(1, random_state=0).fit(standardised)

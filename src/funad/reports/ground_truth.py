@@ -8,6 +8,7 @@ pixels are defective). Normal images need no mask.
 from __future__ import annotations
 
 import logging
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -26,23 +27,19 @@ def mask_path(ground_truth: Path, image_path: Path) -> Path:
 
 
 def evaluate(folder: PredictionFolder, ground_truth: Path) -> dict[str, float]:
-    """Image AUROC, precision/recall/F1 of the labels, and pixel AUROC where masks exist."""
-    images = folder.images
+    """Image AUROC, precision/recall/F1 of the labels, and pixel AUROC where masks exist.
+
+    One pass over the folder's images, a map at a time: what is kept per image is three numbers.
+    """
     if not ground_truth.is_dir():
         raise FileNotFoundError(f"ground-truth folder {ground_truth} does not exist")
-    truth = np.array([image.path.parent.name != NORMAL_FOLDER for image in images], dtype=int)
-    scores = np.array([image.score for image in images])
-    results: dict[str, float] = {}
-    if 0 < truth.sum() < len(truth):
-        results["image AUROC"] = image_auroc(truth, scores)
-    else:
-        logger.warning("image AUROC needs normal ('%s' folder) and anomalous test images; only one kind found",
-                       NORMAL_FOLDER)
-    predicted = np.array([image.anomalous for image in images], dtype=int)
-    results.update({f"{name} at the threshold": value for name, value in threshold_metrics(truth, predicted).items()})
-
+    truth, scores, predicted = array("b"), array("d"), array("b")
     pixels, masks_found = PixelMetrics(), 0
-    for image, anomalous in zip(images, truth):
+    for image in folder.images():
+        anomalous = image.path.parent.name != NORMAL_FOLDER
+        truth.append(anomalous)
+        scores.append(image.score)
+        predicted.append(image.anomalous)
         mask = None
         if anomalous:
             path = mask_path(ground_truth, image.path)
@@ -55,6 +52,15 @@ def evaluate(folder: PredictionFolder, ground_truth: Path) -> dict[str, float]:
             logger.warning("anomaly map %s is missing: %s left out of the pixel metrics", image.anomaly_map, image.path)
             continue
         pixels.update(folder.read_map(image.anomaly_map), mask)
+    labels = np.asarray(truth, dtype=int)
+    results: dict[str, float] = {}
+    if 0 < labels.sum() < len(labels):
+        results["image AUROC"] = image_auroc(labels, np.asarray(scores))
+    else:
+        logger.warning("image AUROC needs normal ('%s' folder) and anomalous test images; only one kind found",
+                       NORMAL_FOLDER)
+    results.update({f"{name} at the threshold": value
+                    for name, value in threshold_metrics(labels, np.asarray(predicted, dtype=int)).items()})
     if masks_found:
         results["pixel AUROC"] = pixels.pixel_auroc()
     return results

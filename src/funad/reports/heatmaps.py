@@ -13,6 +13,11 @@ from funad.reports.prediction_folder import map_levels
 from funad.utils.files import write_atomically
 
 _OUTLINE_COLOUR = (255, 255, 255)
+#: Heatmap file formats by suffix. PNG level 1, not Pillow's 6: on bottle heatmaps (256 px) 5.2 ms
+#: instead of 19 ms of CPU per image for 17 % more bytes (74 vs 63 KB; level 0: 2.7 ms, 192 KB); at
+#: level 6 the encoding cost a fifth of the backbone's time (docs/speed.md). JPEG: 0.3 ms, 10 KB, lossy.
+HEATMAP_FORMATS: dict[str, tuple[str, dict[str, int]]] = {".png": ("PNG", {"compress_level": 1}),
+                                                          ".jpg": ("JPEG", {"quality": 90})}
 # The 'jet' colours as a 256-entry uint8 table: indexing it keeps a 24-megapixel map at one byte
 # per channel, where matplotlib's float RGBA would take 32 bytes per pixel.
 _JET = (colormaps["jet"](np.arange(256) / 255.0)[:, :3] * 255).astype(np.uint8)
@@ -42,7 +47,9 @@ def heatmap_picture(image: Image.Image, anomaly_map: np.ndarray, value_range: tu
 
 def save_overlay(image: Image.Image, anomaly_map: np.ndarray, out_path: Path,
                  value_range: tuple[float, float] = (0.0, 1.0), mask: np.ndarray | None = None) -> Path:
+    """The heatmap of ``anomaly_map`` over ``image``, written as PNG or JPEG by ``out_path``'s suffix."""
+    file_format, options = HEATMAP_FORMATS[out_path.suffix.lower()]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     picture = heatmap_picture(image, anomaly_map, value_range, mask)
-    write_atomically(out_path, lambda handle: picture.save(handle, format="PNG"))
+    write_atomically(out_path, lambda handle: picture.save(handle, format=file_format, **options))
     return out_path

@@ -9,16 +9,19 @@ suspected training images (when prediction.json names a model directory that sti
 from __future__ import annotations
 
 import base64
+import heapq
 import html
 import io
 import logging
+from array import array
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global figure state
 
 from funad.data.images import ImageLoadError, load_image
-from funad.reports.prediction_folder import PredictionFolder, label_name, read_prediction_folder
+from funad.reports.prediction_folder import PredictedImage, PredictionFolder, label_name, read_prediction_folder
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +122,24 @@ def _training_section(folder: PredictionFolder, train_root: Path | None) -> tupl
 
 def render_report(folder: PredictionFolder, metrics: dict[str, float] | None, train_root: Path | None = None,
                   max_images: int = MAX_IMAGES) -> str:
-    """The page; its predictions table shows the ``max_images`` highest scores (every score is in the histogram)."""
-    images = sorted(folder.images, key=lambda image: -image.score)
+    """The page; its predictions table shows the ``max_images`` highest scores (every score is in the histogram).
+
+    The folder's images are read in one streaming pass that keeps their scores and the ``max_images``
+    highest-scoring rows, so a folder of 100 000 images is never all in memory.
+    """
+    scores, flagged = array("d"), 0
+
+    def tally(images: Iterable[PredictedImage]) -> Iterator[PredictedImage]:
+        nonlocal flagged
+        for image in images:
+            scores.append(image.score)
+            flagged += image.anomalous
+            yield image
+
+    # Highest first, ties in file order (as a stable sort would give them).
+    top = heapq.nlargest(max_images, tally(folder.images()), key=lambda image: image.score)
     training_html, training_scores = _training_section(folder, train_root)
-    histogram = histogram_png(np.array([image.score for image in images]), folder.threshold, training_scores)
-    flagged = sum(image.anomalous for image in images)
+    histogram = histogram_png(np.asarray(scores), folder.threshold, training_scores)
     if metrics:
         metric_rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{value:.3f}</td></tr>"
                               for name, value in metrics.items())
@@ -135,16 +151,16 @@ def render_report(folder: PredictionFolder, metrics: dict[str, float] | None, tr
         f'{_image_cell(image.heatmap, "heatmap") if image.heatmap else "<td>not written</td>"}'
         f'<td>{image.score:.4g}</td>'
         f'<td class="label">{label_name(image.anomalous)}</td><td class="path">{html.escape(str(image.path))}</td></tr>'
-        for rank, image in enumerate(images[:max_images], start=1))
-    shown = (f"all {len(images)}" if len(images) <= max_images else
-             f"the {max_images} highest of {len(images)} (all are in scores.csv; "
+        for rank, image in enumerate(top, start=1))
+    shown = (f"all {len(scores)}" if len(scores) <= max_images else
+             f"the {max_images} highest of {len(scores)} (all are in scores.csv; "
              "<code>funad report --max-images N</code> for more)")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>funad report: {html.escape(str(folder.directory))}</title>
 <style>{_STYLE}</style></head>
 <body>
 <h1>funad report</h1>
-<p>{len(images)} images from <code>{html.escape(str(folder.directory))}</code>; {flagged} above the threshold
+<p>{len(scores)} images from <code>{html.escape(str(folder.directory))}</code>; {flagged} above the threshold
 {folder.threshold:.4g} (labelled anomalous).</p>
 <h2>Metrics</h2>
 {metrics_html}

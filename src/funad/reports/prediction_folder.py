@@ -2,11 +2,13 @@
 
 ``scores.csv`` has one row per input image (path, score, label, threshold, heatmap, map, error;
 heatmap and map relative to the folder; either may be empty when not written). An image that
-could not be read has a NaN score, no label, heatmap or map, and the reason in ``error``.
+could not be read has a NaN score, no label, heatmap or map, and the reason in ``error``. Rows
+are appended while predict runs, each once the image's files are written (:mod:`.prediction_writer`).
 ``regions.csv`` has one row per defect region of each anomalous image (its bounding box, area
 in pixels and peak score, in the pixels of the map). ``prediction.json`` records the model
-directory, the thresholds used and how maps are stored, so a report can show the model's
-suspected training images next to the predictions and read the maps back.
+directory and digest (``--resume`` continues only with the same model), the thresholds used and
+how maps are stored, so a report can show the model's suspected training images next to the
+predictions and read the maps back.
 
 Maps are ``.npy`` float32 files, or 16-bit greyscale PNGs scaled by the model's heatmap colour
 range ``map_range`` = (low, high) in prediction.json: score = low + value / 65535 * (high - low),
@@ -16,10 +18,13 @@ values outside the range clipped to it.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -49,10 +54,21 @@ class PredictedImage:
 @dataclass
 class PredictionFolder:
     directory: Path
-    images: list[PredictedImage]
     threshold: float
     model_dir: Path | None
     map_range: tuple[float, float] | None = None  # scale of 16-bit PNG maps
+
+    def images(self) -> Iterator[PredictedImage]:
+        """The images of scores.csv in its order, read row by row: a folder of 100 000 images is never
+        all in memory. Images predict could not read (an ``error``) have nothing to report and are left out."""
+        scores_path = self.directory / SCORES
+        with open(scores_path, newline="") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                if not row.get("error"):
+                    yield PredictedImage(Path(row["path"]), _number(row, "score", scores_path, line),
+                                         row["label"] == "anomalous",
+                                         self.directory / row["heatmap"] if row["heatmap"] else None,
+                                         self.directory / row["map"] if row["map"] else None)
 
     def read_map(self, path: Path) -> np.ndarray:
         """float32 map from a ``.npy`` or 16-bit ``.png`` map file of this folder."""
@@ -89,12 +105,84 @@ def label_name(anomalous: bool) -> str:
     return "anomalous" if anomalous else "normal"
 
 
-def write_description(directory: Path, model_dir: Path, threshold: float, threshold_source: str,
-                      **details: Any) -> None:
-    """prediction.json; ``details``: the pixel threshold, map format, size and range, ..."""
-    description = {"model": str(model_dir.resolve()), "threshold": threshold, "threshold_source": threshold_source,
-                   **details}
+def prediction_description(model_dir: Path, model_digest: str, threshold: float, threshold_source: str,
+                           **details: Any) -> dict[str, Any]:
+    """What prediction.json records: the model (directory and content digest), the thresholds, and
+    ``details`` (the pixel threshold, map format, size and range, ...), as JSON reads it back."""
+    description = {"model": str(model_dir.resolve()), "model_digest": model_digest, "threshold": threshold,
+                   "threshold_source": threshold_source, **details}
+    return json.loads(json.dumps(description))  # tuples as lists: comparable with a file read back
+
+
+def write_description(directory: Path, description: dict[str, Any]) -> None:
     (directory / DESCRIPTION).write_text(json.dumps(description, indent=2))
+
+
+def resume_folder(directory: Path, description: dict[str, Any]) -> set[str]:
+    """The paths an earlier `funad predict` into ``directory`` finished, to be skipped by ``--resume``.
+
+    Refuses a folder written by another model or with other settings (``description`` is this
+    run's). Repairs what a run killed mid-write leaves: a torn last line, and regions rows of an
+    image whose score row was never written (it is predicted again). Reads the files streaming.
+    An empty or new ``directory`` has nothing to skip.
+    """
+    scores_path, description_path = directory / SCORES, directory / DESCRIPTION
+    if not scores_path.is_file():
+        return set()
+    if not description_path.is_file():
+        raise ValueError(f"{directory}: {SCORES} but no {DESCRIPTION}, so which model wrote it is unknown: "
+                         "cannot resume; choose another --out, or drop --resume to overwrite it")
+    recorded = json.loads(description_path.read_text())
+    differing = sorted(key for key in recorded.keys() | description.keys() if recorded.get(key) != description.get(key))
+    if differing:
+        raise ValueError(f"{description_path}: written by a different model or settings (differing: "
+                         f"{', '.join(differing)}): cannot resume; choose another --out, or drop --resume to "
+                         "overwrite it")
+    for path in (scores_path, directory / REGIONS):
+        _cut_torn_line(path)
+    with open(scores_path, newline="") as handle:
+        rows = csv.reader(handle)
+        if next(rows, None) not in (None, COLUMNS):  # None: killed before its header
+            raise ValueError(f"{scores_path}: the header is not {','.join(COLUMNS)}: cannot resume into it")
+        done = {row[0] for row in rows}
+    _keep_region_rows(directory / REGIONS, done)
+    return done
+
+
+def _cut_torn_line(path: Path, block: int = 1 << 16) -> None:
+    """Truncate ``path`` after its last newline: what follows is a row a killed run did not finish."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as handle:
+        end = position = handle.seek(0, os.SEEK_END)
+        while position > 0:
+            start = max(0, position - block)
+            handle.seek(start)
+            newline = handle.read(position - start).rfind(b"\n")
+            if newline >= 0:
+                if start + newline + 1 < end:
+                    handle.truncate(start + newline + 1)
+                return
+            position = start
+        handle.truncate(0)
+
+
+def _keep_region_rows(path: Path, done: set[str]) -> None:
+    """Rewrite regions.csv, streaming, without the rows of images not in ``done``."""
+    if not path.is_file():
+        return
+
+    def copy(out: BinaryIO) -> None:
+        text = io.TextIOWrapper(out, newline="")
+        writer = csv.writer(text)
+        with open(path, newline="") as source:
+            for number, row in enumerate(csv.reader(source)):
+                if number == 0 or row[0] in done:
+                    writer.writerow(row)
+        text.flush()
+        text.detach()  # the file is write_atomically's to close
+
+    write_atomically(path, copy)
 
 
 def map_levels(anomaly_map: np.ndarray, value_range: tuple[float, float], top: int) -> np.ndarray:
@@ -120,6 +208,7 @@ def write_map(path: Path, anomaly_map: np.ndarray, value_range: tuple[float, flo
 
 
 def read_prediction_folder(directory: Path) -> PredictionFolder:
+    """The folder's description; its images are read when :meth:`PredictionFolder.images` is iterated."""
     scores_path = directory / SCORES
     if not scores_path.is_file():
         raise FileNotFoundError(f"{directory} is not a prediction folder: {SCORES} is missing (run `funad predict`)")
@@ -128,21 +217,16 @@ def read_prediction_folder(directory: Path) -> PredictionFolder:
         missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{scores_path}: columns {missing} are missing (written by an older funad?)")
-        # An image predict could not read has an error and nothing to report.
-        rows = [row for row in reader if not row.get("error")]
-    if not rows:
-        raise ValueError(f"{scores_path} lists no images: nothing to report")
-    images = [PredictedImage(Path(row["path"]), _number(row, "score", scores_path, line), row["label"] == "anomalous",
-                             directory / row["heatmap"] if row["heatmap"] else None,
-                             directory / row["map"] if row["map"] else None)
-              for line, row in enumerate(rows, start=2)]
-    model_dir, threshold, map_range = None, _number(rows[0], "threshold", scores_path, 2), None
+        first = next((row for row in reader if not row.get("error")), None)
+        if first is None:
+            raise ValueError(f"{scores_path} lists no images: nothing to report")
+        folder = PredictionFolder(directory, _number(first, "threshold", scores_path, reader.line_num), None)
     if (directory / DESCRIPTION).is_file():
         description = json.loads((directory / DESCRIPTION).read_text())
-        model_dir, threshold = Path(description["model"]), float(description["threshold"])
+        folder.model_dir, folder.threshold = Path(description["model"]), float(description["threshold"])
         if description.get("map_range"):
-            map_range = (float(description["map_range"][0]), float(description["map_range"][1]))
-    return PredictionFolder(directory, images, threshold, model_dir, map_range)
+            folder.map_range = (float(description["map_range"][0]), float(description["map_range"][1]))
+    return folder
 
 
 def _number(row: dict, column: str, path: Path, line: int) -> float:

@@ -1,0 +1,101 @@
+"""A prediction folder written while predict runs: each image's files in a thread pool, its rows once done.
+
+The backbone of the next batches runs while the heatmaps and maps of the last ones are encoded
+and written (PNG encoding and fsync release the GIL). Rows reach ``scores.csv`` and
+``regions.csv`` in input order, each flushed once the image's files are on disk, so a killed run
+keeps every image it finished and ``funad predict --resume`` carries on from there.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from funad.reports.prediction_folder import COLUMNS, REGION_COLUMNS, REGIONS, SCORES
+
+
+@dataclass
+class ImageRows:
+    """What one image adds to the folder once its files are written."""
+
+    score: list  # its scores.csv row
+    regions: list[list] = field(default_factory=list)  # its regions.csv rows
+    anomalous: bool = False
+
+
+class PredictionWriter:
+    """Runs ``submit``-ted jobs (write one image's files, return its :class:`ImageRows`) on ``threads``
+    threads and appends their rows in submission order.
+
+    At most ``max_pending`` jobs, holding at most ``max_pending_bytes`` of maps, wait at a time:
+    beyond that ``submit`` waits for the oldest, so predict runs at most that far ahead of the disk.
+    ``append``: add to the CSV files of an earlier run (``--resume``) instead of starting them anew.
+    """
+
+    def __init__(self, directory: Path, *, append: bool, threads: int, max_pending: int,
+                 max_pending_bytes: int) -> None:
+        mode = "a" if append else "w"
+        # Open for the writer's life; close() closes them (the writer is the context manager).
+        self._scores_file = open(directory / SCORES, mode, newline="")  # noqa: SIM115
+        self._regions_file = open(directory / REGIONS, mode, newline="")  # noqa: SIM115
+        self._scores, self._regions = csv.writer(self._scores_file), csv.writer(self._regions_file)
+        if self._scores_file.tell() == 0:  # new, or a resumed run that was killed before its header
+            self._scores.writerow(COLUMNS)
+        if self._regions_file.tell() == 0:
+            self._regions.writerow(REGION_COLUMNS)
+        self._flush()
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="funad-writer")
+        self._pending: deque[tuple[Future[ImageRows], int]] = deque()
+        self._pending_bytes = 0
+        self._max_pending, self._max_pending_bytes = max_pending, max_pending_bytes
+        self.written = self.anomalous = self.failed = 0
+
+    def submit(self, job: Callable[[], ImageRows], size_bytes: int) -> None:
+        """Queue ``job``, whose inputs take ``size_bytes`` of memory until it has run."""
+        self._pending.append((self._pool.submit(job), size_bytes))
+        self._pending_bytes += size_bytes
+        while len(self._pending) > 1 and (len(self._pending) > self._max_pending
+                                          or self._pending_bytes > self._max_pending_bytes):
+            self._commit_oldest()
+        while self._pending and self._pending[0][0].done():
+            self._commit_oldest()
+
+    def _commit_oldest(self) -> None:
+        future, size_bytes = self._pending.popleft()
+        self._pending_bytes -= size_bytes
+        rows = future.result()  # waits; a job's error (a full disk) stops the run here
+        # Regions first: an image with its score row is complete; one without is redone by --resume,
+        # which drops the regions rows of images that have no score row.
+        self._regions.writerows(rows.regions)
+        self._scores.writerow(rows.score)
+        self._flush()
+        failed = bool(rows.score[COLUMNS.index("error")])
+        self.written += not failed
+        self.failed += failed
+        self.anomalous += rows.anomalous
+
+    def _flush(self) -> None:
+        self._regions_file.flush()
+        self._scores_file.flush()
+
+    def close(self) -> None:
+        """Wait for every queued job and write its rows (also on an error or Ctrl-C: finished work is kept)."""
+        try:
+            while self._pending:
+                self._commit_oldest()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._scores_file.close()
+            self._regions_file.close()
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,85 @@
+"""`funad predict` writes rows as it goes, and `--resume` finishes a stopped run: every image exactly once."""
+
+import shutil
+
+import pytest
+
+from funad.cli import main
+from funad.model import FunAD
+
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def model_dir(demo_data, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("streaming") / "model"
+    FunAD(cache_dir=False, progress=False, pretrained=False, **TINY).fit(demo_data.train_dir).save(directory)
+    return directory
+
+
+def _crash_after(monkeypatch, count: int, predicted: list[int]) -> None:
+    """FunAD.predict yields ``count`` predictions, then fails as a killed backbone would; the number of
+    images each call is asked for goes to ``predicted``."""
+    original = FunAD.predict
+
+    def predict(self, images, **options):
+        images = list(images)
+        predicted.append(len(images))
+        for number, prediction in enumerate(original(self, images, **options)):
+            if number == count:
+                raise RuntimeError("simulated crash")
+            yield prediction
+
+    monkeypatch.setattr(FunAD, "predict", predict)
+
+
+def _predict(model_dir, images, out, *options) -> int:
+    # --threshold -1: every image anomalous, so each has the regions its map has
+    return main(["--quiet", "predict", str(model_dir), str(images), "--out", str(out), "--threshold", "-1", *options])
+
+
+def test_a_stopped_predict_keeps_its_rows_and_resume_scores_each_image_once(model_dir, demo_data, tmp_path,
+                                                                            monkeypatch, read_csv):
+    test_images = sorted(demo_data.test_dir.rglob("*.png"))
+    out, reference = tmp_path / "pred", tmp_path / "reference"
+    predicted: list[int] = []
+    _crash_after(monkeypatch, 3, predicted)
+    assert _predict(model_dir, demo_data.test_dir, out) == 1
+    rows = read_csv(out / "scores.csv")
+    assert len(rows) == 3 and all((out / row["heatmap"]).is_file() and (out / row["map"]).is_file() for row in rows)
+    assert {row["path"] for row in read_csv(out / "regions.csv")} <= {row["path"] for row in rows}
+    # what a kill in the middle of a write leaves: a torn last line, regions of an image without its score row
+    with open(out / "scores.csv", "a") as handle:
+        handle.write(f"{test_images[-1]},0.12")
+    with open(out / "regions.csv", "a") as handle:
+        handle.write(f"{test_images[-1]},1,0,0,1,1,1,0.5\r\n{test_images[-1]},2,0")
+
+    monkeypatch.undo()
+    predicted.clear()
+    _crash_after(monkeypatch, len(test_images), predicted)  # counts the images asked for; never crashes
+    assert _predict(model_dir, demo_data.test_dir, out, "--resume") == 0
+    assert predicted == [len(test_images) - 3]
+    assert _predict(model_dir, demo_data.test_dir, reference) == 0
+    rows, expected = read_csv(out / "scores.csv"), read_csv(reference / "scores.csv")
+    assert [row["path"] for row in rows] == [row["path"] for row in expected] == [str(p) for p in test_images]
+    assert [row["score"] for row in rows] == [row["score"] for row in expected]
+    assert read_csv(out / "regions.csv") == read_csv(reference / "regions.csv")
+
+    # a resumed run with nothing left to do changes nothing
+    assert _predict(model_dir, demo_data.test_dir, out, "--resume") == 0
+    assert sum(predicted[2:]) == 0 and read_csv(out / "scores.csv") == rows
+
+
+def test_resume_refuses_a_folder_written_by_another_model_or_settings(model_dir, demo_data, tmp_path, capsys):
+    out = tmp_path / "pred"
+    assert _predict(model_dir, demo_data.test_dir, out) == 0
+    capsys.readouterr()
+    assert main(["--quiet", "predict", str(model_dir), str(demo_data.test_dir), "--out", str(out), "--resume",
+                 "--threshold", "0.5"]) == 1
+    assert "different model or settings (differing: threshold)" in capsys.readouterr().err
+    refit = tmp_path / "refit"
+    shutil.copytree(model_dir, refit)
+    with open(refit / "model.json", "a") as handle:  # another model's manifest (still valid JSON)
+        handle.write("\n")
+    assert _predict(refit, demo_data.test_dir, out, "--resume") == 1
+    assert "(differing: model, model_digest)" in capsys.readouterr().err
