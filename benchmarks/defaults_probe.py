@@ -43,6 +43,7 @@ record of each (dataset, variant, scorer, seed) counting::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -232,12 +233,22 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
         if variant in DINO_VARIANTS:
             features = derive_features(features, DINO_VARIANTS[variant])
         for split in splits:
+            # The full split's test sets, whatever share of its training images is kept.
             evaluator = _Evaluator(split, SETTINGS, features, extractor.model(variant), dataset.has_masks)
-            training = Training(features.subset(split.train), split.seed, split.moved, extractor.settings)
+            kept = subsample(split, args.train_images)
+            training = Training(features.subset(kept.train), split.seed, kept.moved, extractor.settings)
             for scorer in args.scorers:
                 append_record(args.out, {"dataset": dataset.name, "root": str(root), "variant": variant,
-                                         "scorer": scorer, **split_facts(split),
+                                         "scorer": scorer, **split_facts(kept),
                                          **probe_one(SCORERS[scorer], training, evaluator)})
+
+
+def subsample(split: Split, count: int | None) -> Split:
+    """``count`` of the split's training images at random (seeded by the split's seed); all of them for None."""
+    if count is None or count >= len(split.train):
+        return split
+    keep = np.sort(np.random.default_rng(split.seed).choice(len(split.train), count, replace=False))
+    return dataclasses.replace(split, train=[split.train[i] for i in keep], moved=[split.moved[i] for i in keep])
 
 
 def split_facts(split: Split) -> dict[str, Any]:
@@ -313,6 +324,10 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scorers", nargs="+", choices=tuple(SCORERS), default=list(SCORERS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--contamination", type=float, default=0.1)
+    parser.add_argument("--train-images", type=int, default=None, metavar="N",
+                        help="train on N of each split's training images, drawn at random (a small factory set); "
+                             "evaluated on the full split's test sets. Records replace full-size ones in one "
+                             "--summary: give them their own --out")
     parser.add_argument("--out", type=Path, help="JSON lines file the records are appended to")
     parser.add_argument("--summary", type=Path, metavar="FILE", help="print the Markdown table of FILE's records")
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default ~/.cache/funad/features)")

@@ -82,3 +82,16 @@ def test_summary_is_the_mean_over_seeds_with_dashes_for_what_is_missing(probe, t
 def test_probe_refuses_settings_it_makes_itself(probe, tmp_path):
     with pytest.raises(SystemExit):
         probe.main([str(tmp_path), "--out", str(tmp_path / "x.jsonl"), "--knn-normal-share", "0.5"])
+
+
+def test_train_images_keeps_a_seeded_random_subset_in_order_with_its_labels(probe):
+    from funad.benchmark.protocol import Split
+
+    train = [Path(f"img_{i:02d}.png") for i in range(10)]
+    split = Split("tile", 0.1, 3, train, [i % 4 == 0 for i in range(10)], [])
+    kept = probe.subsample(split, 5)
+    assert len(kept.train) == 5 and kept.train == sorted(kept.train) and set(kept.train) < set(train)
+    assert kept.moved == [train.index(path) % 4 == 0 for path in kept.train]
+    assert probe.subsample(split, 5) == kept  # seeded by the split's seed: another seed, another subset
+    assert probe.subsample(Split("tile", 0.1, 4, train, split.moved, []), 5) != kept
+    assert probe.subsample(split, None) is split and probe.subsample(split, 10) is split
