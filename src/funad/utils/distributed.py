@@ -109,6 +109,12 @@ def gather_objects(value: Any) -> list[Any]:
     return received
 
 
+def barrier() -> None:
+    """Wait until every rank is here (nothing in one process)."""
+    if world_size() > 1:
+        dist.barrier()
+
+
 def broadcast_object(value: Any) -> Any:
     """Rank 0's ``value`` on every rank."""
     if world_size() == 1:
