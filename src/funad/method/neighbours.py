@@ -102,11 +102,6 @@ def nearest_other_point(points: torch.Tensor, queries: range | None = None) -> t
     return torch.where(found[:, 0] == own, found[:, 1], found[:, 0])
 
 
-def mutual_nearest_pairs(features: torch.Tensor) -> torch.Tensor:
-    """Unique pairs (i, j), i < j, that are each other's nearest neighbour: ``[P, 2]``."""
-    return mutual_pairs(nearest_other_point(features))
-
-
 def mutual_pairs(nearest: torch.Tensor) -> torch.Tensor:
     """The unique pairs (i, j), i < j, with ``nearest[i] == j`` and ``nearest[j] == i``: ``[P, 2]``."""
     own = torch.arange(len(nearest), device=nearest.device)
