@@ -16,13 +16,13 @@ configuration. Prints:
 4. training cost of one epoch on synthetic fp16 features (memory-mapped through the feature
    cache) at ``--growth`` sizes, per image relative to the smallest size (1.0 = linear);
 5. start-up: ``funad --help``, ``funad --version``, ``import funad.cli`` and a one-image ``funad
-   predict`` of the fitted model, each a fresh process: median wall time, CPU time and peak RSS of
-   ``--repeats`` runs;
+   predict`` of the fitted model (its directory, and the ``model.onnx`` that ``funad export`` writes
+   of it), each a fresh process: median wall time, CPU time and peak RSS of ``--repeats`` runs;
 6. the command line against the bare backbone: ``funad predict`` (default outputs, or each of
-   ``--cli-variants``) of every test image and of the first ``--cli-few``, each a fresh process, so
-   that the marginal throughput (N - n) / (t_N - t_n) leaves start-up out; the bare backbone
-   (decode, resize, forward, batches of the configured size, this process) on the same N images;
-   medians of ``--repeats`` rounds, the three interleaved in each round.
+   ``--cli-variants``; of the model directory and of model.onnx) of every test image and of the
+   first ``--cli-few``, each a fresh process, so that the marginal throughput (N - n) / (t_N - t_n)
+   leaves start-up out; the bare backbone (decode, resize, forward, batches of the configured size,
+   this process) on the same N images; medians of ``--repeats`` rounds, the three interleaved in each round.
 
 On a shared machine absolute times inflate with the load (printed); the ratios are the figures::
 
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import itertools
 import os
 import resource
 import subprocess
@@ -240,14 +241,22 @@ def funad_command(*arguments: str) -> str:
     return f"import sys\nfrom funad.cli import main\nsys.exit(main({list(arguments)!r}))"
 
 
-def benchmark_startup(model_dir: Path, image: Path, repeats: int, work: Path) -> None:
+def exported_model(model_dir: Path, work: Path) -> Path:
+    """``funad export`` of the model (the file that `funad predict` scores without torch)."""
+    path = work / "model.onnx"
+    run_command(funad_command("--quiet", "export", str(model_dir), "--format", "onnx", "--out", str(path)))
+    return path
+
+
+def benchmark_startup(models: dict[str, Path], image: Path, repeats: int, work: Path) -> None:
     commands = {
         "funad --help": funad_command("--help"),
         "funad --version": funad_command("--version"),
         "import funad.cli": "import funad.cli",
-        "funad predict, 1 image": funad_command("--quiet", "predict", str(model_dir), str(image), "--out",
-                                                str(work / "startup-predict")),
     }
+    for name, model in models.items():
+        commands[f"funad predict, 1 image, {name}"] = funad_command("--quiet", "predict", str(model), str(image),
+                                                                    "--out", str(work / "startup-predict"))
     print(f"\n## start-up (a fresh process each, median of {repeats})   load average {load_average()}")
     print("| command | wall s | CPU s | peak RSS MB |")
     print("|---|---|---|---|")
@@ -258,7 +267,7 @@ def benchmark_startup(model_dir: Path, image: Path, repeats: int, work: Path) ->
     print(f"load average {load_average()}")
 
 
-def benchmark_cli(model: FunAD, model_dir: Path, paths: list[Path], few: int, variants: list[str],
+def benchmark_cli(model: FunAD, models: dict[str, Path], paths: list[Path], few: int, variants: list[str],
                   repeats: int, work: Path) -> None:
     """``funad predict`` of all ``paths`` and of the first ``few``, against the bare backbone on all of them."""
     batch_size, workers = model.config.batch_size_extract, model.config.num_workers
@@ -270,8 +279,8 @@ def benchmark_cli(model: FunAD, model_dir: Path, paths: list[Path], few: int, va
             pass
         return time.perf_counter() - started, cpu_seconds() - cpu_started
 
-    def predict(images: list[Path], flags: str, out: Path) -> tuple[float, float]:
-        wall, cpu, _ = run_command(funad_command("--quiet", "predict", str(model_dir), *map(str, images),
+    def predict(model_path: Path, images: list[Path], flags: str, out: Path) -> tuple[float, float]:
+        wall, cpu, _ = run_command(funad_command("--quiet", "predict", str(model_path), *map(str, images),
                                                  "--out", str(out), *flags.split()))
         return wall, cpu
 
@@ -280,18 +289,19 @@ def benchmark_cli(model: FunAD, model_dir: Path, paths: list[Path], few: int, va
           f"{workers} DataLoader workers, median of {repeats})   load average {load_average()}")
     print("marginal img/s = (N - n) / (t_N - t_n) of two `funad predict` processes; in brackets the same "
           "per CPU-second")
-    print("| predict flags | bare backbone img/s | funad predict marginal img/s | predict / bare |")
-    print("|---|---|---|---|")
-    for flags in variants:
+    print("| model | predict flags | bare backbone img/s | funad predict marginal img/s | predict / bare |")
+    print("|---|---|---|---|---|")
+    for (name, model_path), flags in itertools.product(models.items(), variants):
         rounds = []
         for repeat in range(repeats):
             out = work / f"cli-{repeat}"
-            rounds.append([*bare(), *predict(paths[:few], flags, out / "few"), *predict(paths, flags, out / "all")])
+            rounds.append([*bare(), *predict(model_path, paths[:few], flags, out / "few"),
+                           *predict(model_path, paths, flags, out / "all")])
         bare_wall, bare_cpu, few_wall, few_cpu, all_wall, all_cpu = np.median(np.array(rounds), axis=0)
         bare_rate, bare_cpu_rate = len(paths) / bare_wall, len(paths) / bare_cpu
         extra = len(paths) - few
         marginal, marginal_cpu = extra / (all_wall - few_wall), extra / (all_cpu - few_cpu)
-        print(f"| {flags or '(defaults)'} | {bare_rate:.1f} ({bare_cpu_rate:.1f}) | {marginal:.1f} "
+        print(f"| {name} | {flags or '(defaults)'} | {bare_rate:.1f} ({bare_cpu_rate:.1f}) | {marginal:.1f} "
               f"({marginal_cpu:.1f}) | **{marginal / bare_rate:.2f}** ({marginal_cpu / bare_cpu_rate:.2f}) |")
     print(f"load average {load_average()}")
 
@@ -333,12 +343,12 @@ def main() -> None:
                               [int(w) for w in args.workers.split(",")], args.repeats)
         if sections & {"startup", "cli"}:
             model_dir = args.model or model.save(Path(cache) / "model")
+            models = {"model directory": model_dir, "exported model.onnx": exported_model(model_dir, Path(cache))}
             test_paths = sorted((args.data / "test").glob("*/*.png"))
             if "startup" in sections:
-                benchmark_startup(model_dir, test_paths[0], args.repeats, Path(cache))
+                benchmark_startup(models, test_paths[0], args.repeats, Path(cache))
             if "cli" in sections:
-                benchmark_cli(model, model_dir, test_paths, args.cli_few, args.cli_variants, args.repeats,
-                              Path(cache))
+                benchmark_cli(model, models, test_paths, args.cli_few, args.cli_variants, args.repeats, Path(cache))
     if "growth" in sections:
         grid = model.backbone.grid
         benchmark_growth(model.config, [int(n) for n in args.growth.split(",")], grid[0] * grid[1],

@@ -1,4 +1,5 @@
-"""`funad export --format onnx` and `python -m funad.runtime`: one graph that scores and maps as funad does."""
+"""`funad export --format onnx`, `python -m funad.runtime` and `funad predict model.onnx`: one graph that
+scores and maps as funad does."""
 
 import subprocess
 import sys
@@ -50,7 +51,8 @@ def test_exported_graph_scores_maps_and_labels_as_the_model(exported, demo_data)
     assert score_error < SCORE_TOLERANCE and map_error < MAP_TOLERANCE
     assert result.maps.shape == (len(scores), 64, 64)
     assert np.array_equal(result.labels, model.label(scores))
-    assert runtime.threshold == model.threshold_
+    assert runtime.threshold_ == model.threshold_ and runtime.pixel_threshold_ == model.pixel_threshold_
+    assert runtime.heatmap_range() == pytest.approx(model.heatmap_range())
 
 
 def test_metadata_carries_calibration_and_preprocessing(exported):
@@ -80,6 +82,37 @@ def test_runtime_without_torch_writes_what_predict_writes(exported, demo_data, t
         assert mine == theirs
         own_map, their_map = np.load(tmp_path / "runtime" / mine["map"]), np.load(tmp_path / "predict" / theirs["map"])
         assert own_map.shape == their_map.shape and np.max(np.abs(own_map - their_map)) < MAP_TOLERANCE
+
+
+def test_predict_of_the_exported_model_writes_what_the_model_directory_writes(exported, demo_data, tmp_path,
+                                                                              read_csv):
+    """Every output of `funad predict`, heatmaps and regions included, from the ONNX file, torch never imported."""
+    model, folder = exported
+    images = [str(path) for path in demo_data.test_paths] + [str(tmp_path / "missing.png")]
+    (tmp_path / "missing.png").write_bytes(b"not an image")
+    every_image_anomalous = ["--threshold", "0"]  # so that every image has its regions outlined
+    assert main(["--quiet", "predict", str(folder / "model"), *images, "--out", str(tmp_path / "directory"),
+                 *every_image_anomalous]) == 0
+    script = ("import sys; sys.modules['torch'] = None; from funad.cli import main; "
+              "sys.exit(main(sys.argv[1:]))")
+    subprocess.run([sys.executable, "-c", script, "--quiet", "predict", str(folder / "model.onnx"), *images,
+                    "--out", str(tmp_path / "onnx"), *every_image_anomalous], check=True)
+    expected, written = read_csv(tmp_path / "directory" / "scores.csv"), read_csv(tmp_path / "onnx" / "scores.csv")
+    assert [row["label"] for row in written] == [row["label"] for row in expected]
+    assert set(row["label"] for row in written[:-1]) == {"anomalous"} and written[-1]["error"]
+    for mine, theirs in zip(written[:-1], expected[:-1]):
+        assert float(mine.pop("score")) == pytest.approx(float(theirs.pop("score")), rel=SCORE_TOLERANCE)
+        assert mine == theirs
+        assert (tmp_path / "onnx" / mine["heatmap"]).is_file()
+    own_regions = read_csv(tmp_path / "onnx" / "regions.csv")
+    their_regions = read_csv(tmp_path / "directory" / "regions.csv")
+    assert own_regions and [row["path"] for row in own_regions] == [row["path"] for row in their_regions]
+
+
+def test_predict_refuses_an_exported_model_on_another_device(exported, demo_data, tmp_path):
+    _, folder = exported
+    assert main(["--quiet", "predict", str(folder / "model.onnx"), str(demo_data.test_paths[0]), "--out",
+                 str(tmp_path / "out"), "--device", "cuda"]) != 0
 
 
 def test_bilinear_resize_is_torchs():

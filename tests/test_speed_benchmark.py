@@ -22,10 +22,14 @@ def test_speed_benchmark_prints_the_cli_ratio_and_start_up_times(demo_data, tmp_
     for section in ("## fit", "## faithful schedule", "## predict", "## training cost per epoch", "## start-up",
                     "## funad predict vs the bare backbone"):
         assert section in out
-    startup = dict(re.findall(r"\| (funad --help|funad --version|import funad.cli|funad predict, 1 image) \| "
-                              r"[\d.]+ \| [\d.]+ \| (\d+) \|", out))
-    assert len(startup) == 4
-    assert int(startup["funad --help"]) < 200 < int(startup["funad predict, 1 image"])  # MB: no torch for --help
+    startup = dict(re.findall(r"\| (funad --help|funad --version|import funad.cli|funad predict, 1 image, [\w .]+) "
+                              r"\| [\d.]+ \| [\d.]+ \| (\d+) \|", out))
+    assert len(startup) == 5
+    directory, onnx = (int(startup[f"funad predict, 1 image, {name}"]) for name in ("model directory",
+                                                                                 "exported model.onnx"))
+    assert int(startup["funad --help"]) < 200 < directory  # MB: no torch for --help
+    assert onnx < directory  # no torch for the exported model either
     number = r"-?[\d.]+"  # a marginal rate over 2 tiny images can come out negative
-    assert re.search(rf"\n\| --heatmap-format jpg \| {number} \({number}\) \| {number} \({number}\) \| "
-                     rf"\*\*{number}\*\* ", out)
+    for model in ("model directory", "exported model.onnx"):
+        assert re.search(rf"\n\| {model} \| --heatmap-format jpg \| {number} \({number}\) \| {number} "
+                         rf"\({number}\) \| \*\*{number}\*\* ", out)

@@ -7,9 +7,8 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +21,8 @@ from funad.features.cache import FeatureCache, default_cache_dir
 from funad.features.containers import FeatureSet
 from funad.features.extraction import extract_features_sharded, iterate_features, place_backbone, resolve_device
 from funad.fitted_state import FittedState
-from funad.inference.regions import Region, defect_mask, find_regions, training_pixel_threshold
+from funad.inference.prediction import MapSize, Prediction, map_shape
+from funad.inference.regions import Region, defect_regions, training_pixel_threshold
 from funad.inference.scorers.registry import create_scorer
 from funad.inference.scoring import score_images
 from funad.method.checkpoint import TrainingCheckpoint, broadcast_state, training_identity
@@ -38,18 +38,6 @@ logger = logging.getLogger(__name__)
 # this many images the min-max statistics of the method are meaningless.
 MIN_TRAINING_IMAGES = 8
 
-#: The size of predicted maps: the image's own, the backbone's input size, or (height, width).
-MapSize = Literal["original", "input"] | tuple[int, int]
-
-
-@dataclass
-class Prediction:
-    """One input image's result; an unreadable image gets ``error`` (why), a NaN score and no map."""
-
-    path: Path | None  # None for an in-memory image (array or PIL image)
-    score: float
-    anomaly_map: np.ndarray | None  # float32 [height, width]
-    error: str | None = None
 
 
 def _fitted_attribute(name: str, doc: str) -> property:
@@ -268,7 +256,7 @@ class FunAD:
                     logger.warning("cannot score %s: %s", paths[index], batch.errors[row])
                     yield Prediction(paths[index], math.nan, None, batch.errors[row])
                 else:
-                    anomaly_map = scored.anomaly_map(row, *_map_shape(map_size, batch.sizes[row], input_size))
+                    anomaly_map = scored.anomaly_map(row, *map_shape(map_size, batch.sizes[row], input_size))
                     yield Prediction(paths[index], float(scored.scores[row]), anomaly_map)
 
     def label(self, scores: float | Sequence[float] | np.ndarray, threshold: float | None = None) -> np.ndarray:
@@ -282,9 +270,8 @@ class FunAD:
 
         ``pixel_threshold`` defaults to the label-free ``pixel_threshold_``.
         """
-        mask = defect_mask(anomaly_map, self._fitted().pixel_threshold if pixel_threshold is None
-                           else pixel_threshold)
-        return mask, find_regions(anomaly_map, mask)
+        return defect_regions(anomaly_map, self._fitted().pixel_threshold if pixel_threshold is None
+                              else pixel_threshold)
 
     def heatmap_range(self) -> tuple[float, float]:
         """Colour range for heatmaps, the same for every image so that colours compare across images.
@@ -329,14 +316,6 @@ class FunAD:
                                    f"not fit the configuration in {manifest.name}")
         model.fitted_ = saved.state
         return model
-
-
-def _map_shape(map_size: MapSize, image_shape: tuple[int, int], input_size: int) -> tuple[int, int]:
-    if map_size == "original":
-        return image_shape
-    if map_size == "input":
-        return input_size, input_size
-    return map_size
 
 
 def pixel_reference_images(trusted: np.ndarray, labelled_normal: np.ndarray) -> np.ndarray:

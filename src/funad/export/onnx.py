@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 
 INPUT = "image"
 OUTPUTS = ("score", "anomaly_map", "label")
-#: Metadata keys; ``threshold`` is the label-free image threshold the ``label`` output applies.
+#: Metadata keys; ``threshold`` is the label-free image threshold the ``label`` output applies,
+#: ``pixel_threshold`` the one that outlines defect regions in an anomalous image's map.
 THRESHOLD_KEY = "threshold"
+PIXEL_THRESHOLD_KEY = "pixel_threshold"
 EXPORTABLE_SCORERS = ("knn", "local_net")
 
 
@@ -155,6 +157,7 @@ def export_onnx(model: FunAD, path: str | Path) -> Path:
                           opset=17)
     helper.set_model_props(graph, {
         THRESHOLD_KEY: repr(float(fitted.threshold)),
+        PIXEL_THRESHOLD_KEY: repr(float(fitted.pixel_threshold)),
         "image_size": str(size),
         "mean": json.dumps(list(backbone.preprocessing.mean)),
         "std": json.dumps(list(backbone.preprocessing.std)),

@@ -9,13 +9,14 @@ it belongs to the defect mask; the mask's 8-connected components are the regions
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from scipy import ndimage
 
-from funad.features.containers import MethodFeatures
-from funad.inference.scorers.base import PatchScorer
+if TYPE_CHECKING:  # torch only where a fit reads the threshold: regions of a map need numpy and scipy alone
+    from funad.features.containers import MethodFeatures
+    from funad.inference.scorers.base import PatchScorer
 
 #: The share of reference patches below the pixel threshold (see the module docstring).
 PIXEL_QUANTILE = 0.999
@@ -42,7 +43,6 @@ class Region:
         return asdict(self)
 
 
-@torch.no_grad()
 def training_pixel_threshold(scorer: PatchScorer, features: MethodFeatures, reference: np.ndarray,
                              quantile: float = PIXEL_QUANTILE, *, max_images: int = PIXEL_REFERENCE_MAX_IMAGES,
                              seed: int = 0) -> float:
@@ -52,16 +52,25 @@ def training_pixel_threshold(scorer: PatchScorer, features: MethodFeatures, refe
     """
     if len(reference) > max_images:
         reference = np.sort(np.random.default_rng(seed).choice(reference, max_images, replace=False))
+    import torch
+
     scores = np.empty((len(reference), features.num_patches), dtype=np.float32)
-    for start in range(0, len(reference), _BATCH):
-        batch = features.take(reference[start:start + _BATCH])
-        scores[start:start + len(batch)] = scorer.score_patches(batch).float().cpu().numpy()
+    with torch.no_grad():
+        for start in range(0, len(reference), _BATCH):
+            batch = features.take(reference[start:start + _BATCH])
+            scores[start:start + len(batch)] = scorer.score_patches(batch).float().cpu().numpy()
     return float(np.quantile(scores, quantile))
 
 
 def defect_mask(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:
     """bool ``[H, W]``: the map's pixels above ``threshold``."""
     return np.asarray(anomaly_map > threshold)
+
+
+def defect_regions(anomaly_map: np.ndarray, threshold: float) -> tuple[np.ndarray, list[Region]]:
+    """An anomalous image's defect mask (pixels above ``threshold``) and its connected regions, largest first."""
+    mask = defect_mask(anomaly_map, threshold)
+    return mask, find_regions(anomaly_map, mask)
 
 
 def find_regions(anomaly_map: np.ndarray, mask: np.ndarray) -> list[Region]:

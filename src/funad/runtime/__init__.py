@@ -9,15 +9,28 @@ each image's size with the same bilinear rule (half-pixel centres, no antialiasi
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime
 from PIL import Image
 
+from funad.data.images import ImageLoadError, load_image
 from funad.data.preprocessing import normalised_array
+from funad.inference.prediction import MapSize, Prediction, map_shape
+
+if TYPE_CHECKING:
+    from funad.inference.regions import Region
+
+logger = logging.getLogger(__name__)
+
+#: Images scored per ``session.run``.
+BATCH_SIZE = 8
 
 
 @dataclass
@@ -28,22 +41,80 @@ class OnnxResult:
 
 
 class OnnxModel:
-    """An exported model and the preprocessing and threshold recorded in its metadata."""
+    """An exported model and the preprocessing and calibration recorded in its metadata.
+
+    Besides :meth:`run` on loaded images it predicts files as :class:`funad.FunAD` does
+    (:meth:`predict`, :meth:`label`, :meth:`defect_regions`, :meth:`heatmap_range` and the
+    fitted thresholds), so ``funad predict model.onnx`` writes the same outputs without torch.
+    """
 
     def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {self.path}")
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         metadata = self.session.get_modelmeta().custom_metadata_map
-        self.threshold = float(metadata["threshold"])
+        missing = [key for key in ("threshold", "image_size", "mean", "std") if key not in metadata]
+        if missing:
+            raise ValueError(f"{self.path} is not a model written by `funad export` (its metadata lacks "
+                             f"{', '.join(missing)})")
+        self.threshold_ = float(metadata["threshold"])
+        # Exports before funad recorded it have no pixel threshold: their images get no defect regions.
+        self.pixel_threshold_ = float(metadata["pixel_threshold"]) if "pixel_threshold" in metadata else math.inf
+        self.map_range: tuple[float, float] | None = (tuple(json.loads(metadata["map_range"]))
+                                                      if "map_range" in metadata else None)
         self.image_size = int(metadata["image_size"])
         self.mean = json.loads(metadata["mean"])
         self.std = json.loads(metadata["std"])
         self.input_name = self.session.get_inputs()[0].name
+        self.progress = False  # the same attribute as FunAD's; nothing here draws a progress bar
 
     def run(self, images: Sequence[Image.Image]) -> OnnxResult:
         """Score a batch of 8-bit RGB images (as :func:`funad.data.images.load_image` returns them)."""
         batch = np.stack([normalised_array(image, self.image_size, self.mean, self.std) for image in images])
         scores, maps, labels = self.session.run(["score", "anomaly_map", "label"], {self.input_name: batch})
         return OnnxResult(scores, maps, labels.astype(bool))
+
+    def predict(self, paths: Iterable[str | Path], map_size: MapSize = "original",
+                batch_size: int = BATCH_SIZE) -> Iterator[Prediction]:
+        """One :class:`Prediction` per image file, in order, as ``FunAD.predict``; an unreadable file gets its error."""
+        files = [Path(path) for path in paths]
+        for start in range(0, len(files), batch_size):
+            loaded: list[tuple[Path, Image.Image]] = []
+            errors: dict[Path, str] = {}
+            for path in files[start:start + batch_size]:
+                try:
+                    loaded.append((path, load_image(path)))
+                except ImageLoadError as error:
+                    logger.warning("cannot score %s: %s", path, error.reason)
+                    errors[path] = error.reason
+            result = self.run([image for _, image in loaded]) if loaded else None
+            rows = {path: row for row, (path, _) in enumerate(loaded)}
+            sizes = {path: (image.height, image.width) for path, image in loaded}
+            for path in files[start:start + batch_size]:
+                if path in errors or result is None:
+                    yield Prediction(path, math.nan, None, errors[path])
+                    continue
+                row = rows[path]
+                height, width = map_shape(map_size, sizes[path], self.image_size)
+                yield Prediction(path, float(result.scores[row]), resize_bilinear(result.maps[row], height, width))
+
+    def label(self, scores: float | Sequence[float] | np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """True where a score is above ``threshold`` (default: the model's label-free ``threshold_``)."""
+        return np.asarray(scores, dtype=np.float64) > (self.threshold_ if threshold is None else threshold)
+
+    def defect_regions(self, anomaly_map: np.ndarray,
+                       pixel_threshold: float | None = None) -> tuple[np.ndarray, list[Region]]:
+        """The defect mask and its connected regions, largest first, as ``FunAD.defect_regions``."""
+        from funad.inference.regions import defect_regions  # scipy: only where regions are asked for
+
+        return defect_regions(anomaly_map, self.pixel_threshold_ if pixel_threshold is None else pixel_threshold)
+
+    def heatmap_range(self) -> tuple[float, float]:
+        """The colour range ``funad export`` recorded (the fitted model's ``heatmap_range()``)."""
+        if self.map_range is None:
+            raise ValueError(f"{self.path} records no heatmap colour range: export it again with this funad")
+        return self.map_range
 
 
 def resize_bilinear(array: np.ndarray, height: int, width: int) -> np.ndarray:

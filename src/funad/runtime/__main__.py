@@ -1,8 +1,9 @@
 """``python -m funad.runtime MODEL.onnx IMAGES... --out DIR``: scores.csv and maps as ``funad predict`` writes them.
 
-Without heatmaps, regions or prediction.json (they need matplotlib, scipy and the fitted model);
-the rows of scores.csv and the ``.npy`` maps (at each image's size) are those ``funad predict
---no-heatmaps`` writes for the same images.
+For a deployment with onnxruntime, numpy and pillow only: without heatmaps, regions or
+prediction.json (matplotlib, scipy); the rows of scores.csv and the ``.npy`` maps (at each image's
+size) are those ``funad predict --no-heatmaps`` writes for the same images. ``funad predict
+MODEL.onnx`` writes every output of ``funad predict``, also without torch.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from funad.data.images import IMAGE_EXTENSIONS, ImageLoadError, discover_images, load_image
+from funad.data.images import IMAGE_EXTENSIONS, discover_images
 from funad.reports.prediction_folder import COLUMNS, SCORES, label_name, output_file, output_names, write_map
-from funad.runtime import OnnxModel, resize_bilinear
+from funad.runtime import OnnxModel
 
 logger = logging.getLogger("funad.runtime")
 
@@ -36,30 +37,24 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, paths: list[Path]) -> None:
     model = OnnxModel(args.model)
     names = dict(zip(paths, output_names(paths)))
-    threshold = f"{model.threshold:.9g}"
+    threshold = f"{model.threshold_:.9g}"
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(args.out / SCORES, "w", newline="") as scores_file:
         writer = csv.writer(scores_file)
         writer.writerow(COLUMNS)
-        for start in range(0, len(paths), args.batch_size):
-            loaded, rows = [], {}
-            for path in paths[start:start + args.batch_size]:
-                try:
-                    loaded.append((path, load_image(path)))
-                except ImageLoadError as error:  # a row that says why, as funad predict writes
-                    rows[path] = [str(path), "nan", "", threshold, "", "", error.reason]
-            if loaded:
-                result = model.run([image for _, image in loaded])
-                for row, (path, image) in enumerate(loaded):
-                    map_name = ""
-                    if args.maps != "none":
-                        map_name = output_file("maps", names[path], ".npy").as_posix()
-                        anomaly_map = resize_bilinear(result.maps[row], image.height, image.width)
-                        write_map(args.out / map_name, anomaly_map, (0.0, 1.0))  # the range scales PNG maps only
-                    rows[path] = [str(path), f"{float(result.scores[row]):.6g}", label_name(bool(result.labels[row])),
-                                  threshold, "", map_name, ""]
-            writer.writerows(rows[path] for path in paths[start:start + args.batch_size])
+        for prediction in model.predict(paths, batch_size=args.batch_size):
+            path = prediction.path
+            assert path is not None  # predicted from files
+            if prediction.anomaly_map is None:  # a row that says why, as funad predict writes
+                writer.writerow([str(path), "nan", "", threshold, "", "", prediction.error])
+                continue
+            map_name = ""
+            if args.maps != "none":
+                map_name = output_file("maps", names[path], ".npy").as_posix()
+                write_map(args.out / map_name, prediction.anomaly_map, (0.0, 1.0))  # the range scales PNG maps only
+            writer.writerow([str(path), f"{prediction.score:.6g}", label_name(bool(model.label(prediction.score))),
+                             threshold, "", map_name, ""])
     logger.info("scored %d images in %.1f s; results in %s", len(paths), time.perf_counter() - started, args.out)
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +33,30 @@ def launched() -> bool:
     return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
 
 
+def _group() -> ModuleType | None:
+    """``torch.distributed`` while a process group is initialised, else None.
+
+    torch is imported only by the code that joins a group, so a command that never imports it
+    (``funad predict`` of an exported ONNX model) is a world of one without paying for it.
+    """
+    dist = sys.modules.get("torch.distributed")
+    return dist if dist is not None and dist.is_initialized() else None
+
+
+def _dist() -> ModuleType:
+    import torch.distributed
+
+    return torch.distributed
+
+
 def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    group = _group()
+    return group.get_rank() if group else 0
 
 
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
+    group = _group()
+    return group.get_world_size() if group else 1
 
 
 def is_main() -> bool:
@@ -60,7 +80,9 @@ def block_sizes(count: int) -> list[int]:
 
 def _wire_device() -> torch.device:
     """Where tensors travel from: NCCL moves CUDA tensors only, gloo CPU tensors."""
-    if dist.get_backend() == "nccl":
+    import torch
+
+    if _dist().get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
@@ -75,13 +97,15 @@ def gather_rows(local: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     """
     if world_size() == 1:
         return local
+    import torch
+
     wire = _wire_device()
     width = max(sizes)
     padded = local.detach().to(wire)
     if len(local) < width:  # all_gather moves equal shapes
         padded = torch.cat([padded, padded.new_zeros((width - len(local), *local.shape[1:]))])
     received = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(received, padded.contiguous())
+    _dist().all_gather(received, padded.contiguous())
     pieces = [part[:size].to(local.device) for part, size in zip(received, sizes)]
     pieces[rank()] = local
     return torch.cat(pieces)
@@ -91,9 +115,11 @@ def sum_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
     """Sum the parameters' gradients over the ranks, in place (one message for all of them)."""
     if world_size() == 1:
         return
+    import torch
+
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
     flat = torch.cat([g.reshape(-1) for g in grads]).to(_wire_device())
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    _dist().all_reduce(flat, op=_dist().ReduceOp.SUM)
     offset = 0
     for parameter, grad in zip(parameters, grads):
         parameter.grad = flat[offset:offset + grad.numel()].view_as(grad).to(grad.device)
@@ -105,14 +131,14 @@ def gather_objects(value: Any) -> list[Any]:
     if world_size() == 1:
         return [value]
     received: list[Any] = [None] * world_size()
-    dist.all_gather_object(received, value)
+    _dist().all_gather_object(received, value)
     return received
 
 
 def barrier() -> None:
     """Wait until every rank is here (nothing in one process)."""
     if world_size() > 1:
-        dist.barrier()
+        _dist().barrier()
 
 
 def broadcast_object(value: Any) -> Any:
@@ -120,12 +146,14 @@ def broadcast_object(value: Any) -> Any:
     if world_size() == 1:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    _dist().broadcast_object_list(box, src=0)
     return box[0]
 
 
 def use_every_core() -> None:
     """On rank 0 once the other ranks have finished: the stages it runs alone take the machine's cores."""
+    import torch
+
     torch.set_num_threads(_cores())
 
 
@@ -148,9 +176,12 @@ def process_group(timeout: timedelta) -> Iterator[None]:
     error after it instead of waiting for ever. Each process gets its share of the cores, so
     that the ranks on one machine do not oversubscribe it.
     """
-    if not launched() or dist.is_initialized():
+    if not launched() or _group():
         yield
         return
+    import torch
+
+    dist = _dist()
     missing = [name for name in _LAUNCH_VARIABLES if name not in os.environ]
     if missing:
         raise RuntimeError(f"started as a distributed process but {', '.join(missing)} is not set: "
