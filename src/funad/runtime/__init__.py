@@ -52,7 +52,11 @@ class OnnxModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        # Sleeping idle threads leave the cores to decoding and writing between runs (as the backbone's, docs/speed.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = onnxruntime.InferenceSession(str(path), sess_options=options,
+                                                    providers=["CPUExecutionProvider"])
         metadata = self.session.get_modelmeta().custom_metadata_map
         missing = [key for key in ("threshold", "image_size", "mean", "std") if key not in metadata]
         if missing:
