@@ -328,6 +328,15 @@ def summary(records: list[dict[str, Any]]) -> str:
                 cells.append(image + ("" if pixel == "-" else f" ({pixel})"))
             lines.append(f"| {dataset} | {proxy} | " + " | ".join(cells) + " |")
 
+    lines += ["", "Per seed, the proxy image AUROC % (no-overlap / overlap / mean) that each rule maximises:", "",
+              "| dataset | seed | " + " | ".join(f"q = {q_label(q)}" for q in quantiles) + " |",
+              "|---|---|" + "---|" * len(quantiles)]
+    for unit in units:
+        values = rule_values(by_key, *unit, quantiles)
+        assert values is not None
+        cells = [" / ".join(percent(values[r][q], 1) for r in RULES) for q in quantiles]
+        lines.append(f"| {unit[0]} | {unit[2]} | " + " | ".join(cells) + " |")
+
     # Best fixed q: the best mean test image AUROC over datasets and settings (datasets weigh alike).
     def fixed_score(q: float) -> float:
         return float(np.mean([mean_over(seeds_of[d], lambda u: q, s, "image_auroc") for d in datasets
