@@ -19,7 +19,10 @@ protocol (``--contamination``), as ``benchmarks/defaults_probe.py`` makes and ev
   candidate scores the held-out originals (label 0) against the defective copies (label 1):
   image AUROC, and pixel AUROC on the synthetic masks. ``proxy no-overlap`` fits on the
   remaining images only; ``proxy overlap`` also adds the defective copies to the fit set
-  (contamination that reappears at test time, as in the overlap setting).
+  (contamination that reappears at test time, as in the overlap setting). ``--defects demo``
+  plants the demo dataset's defects instead (``funad.data.synthetic.add_defect``: foreign
+  scikit-image texture, a thin scratch or a missing chunk, one per held-out image): a second,
+  independent proxy, recorded under its own kinds; FUN-AD*'s is the one named in advance.
 
 The rules: argmax over q of the proxy image AUROC, ``no-overlap``, ``overlap``, or ``mean`` (the
 mean of both; the rule named in advance as the main one). Ties go to the lower q (the default
@@ -46,7 +49,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +62,7 @@ from funad.benchmark.protocol import SETTINGS, Split
 from funad.benchmark.runner import _Evaluator  # funad benchmark's evaluation, so the numbers compare
 from funad.cli.fit import add_config_options, config_overrides
 from funad.data.augment import _LazyImages
-from funad.data.synthetic import synthesize_anomalies
+from funad.data.synthetic import add_defect, load_demo_textures, synthesize_anomalies
 from funad.features.cache import default_cache_dir
 from funad.features.containers import FeatureSet
 from funad.inference.scorers.knn import NearestNeighbourScorer
@@ -84,6 +87,8 @@ HOLDOUT_SHARE = 0.2
 #: Seeds the held-out draw and the synthetic anomalies apart from the split's own draws.
 PROXY_STREAM = 7_211
 PROXIES = ("no-overlap", "overlap")
+#: Synthetic defects planted in the held-out images (funad_star: the brief's, named in advance).
+DEFECTS = ("funad_star", "demo")
 RULES = (*PROXIES, "mean")
 MAIN_RULE = "mean"
 #: FunADConfig fields the benchmark sets itself.
@@ -121,16 +126,32 @@ def holdout(split: Split, share: float) -> tuple[list[Path], list[Path]]:
             [p for i, p in enumerate(split.train) if i in chosen])
 
 
-def make_proxy_set(split: Split, share: float, folder: Path) -> ProxySet:
-    """Hold out images and write one FUN-AD* synthetic anomaly per held-out image (and its mask) into ``folder``.
+def synthetic_defects(paths: list[Path], defects: str,
+                      rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(image, mask)``, as many as ``paths``: FUN-AD*'s own (``funad_star``) or the demo set's (``demo``).
+
+    ``funad_star``: :func:`synthesize_anomalies` (random targets, texture of another of the images).
+    ``demo``: one per image, :func:`add_defect` (foreign scikit-image texture, a scratch or a missing chunk).
+    """
+    images = _LazyImages(paths)
+    if defects == "funad_star":
+        yield from synthesize_anomalies(images, len(paths), rng)
+        return
+    textures = load_demo_textures().defects
+    for index in range(len(images)):
+        yield add_defect(images[index], textures, rng)
+
+
+def make_proxy_set(split: Split, share: float, folder: Path, defects: str = "funad_star") -> ProxySet:
+    """Hold out images and write one synthetic anomaly per held-out image (and its mask) into ``folder``.
 
     The same split, share and images give the same bytes, so a rerun finds their features in the cache.
     """
     fit, heldout = holdout(split, share)
-    rng = np.random.default_rng([split.seed, PROXY_STREAM, 1])
+    rng = np.random.default_rng([split.seed, PROXY_STREAM, DEFECTS.index(defects) + 1])
     folder.mkdir(parents=True, exist_ok=True)
     copies, masks = [], []
-    for index, (image, mask) in enumerate(synthesize_anomalies(_LazyImages(heldout), len(heldout), rng)):
+    for index, (image, mask) in enumerate(synthetic_defects(heldout, defects, rng)):
         copies.append(folder / f"synthetic_{index:04d}.png")
         masks.append(folder / f"synthetic_{index:04d}_mask.png")
         Image.fromarray(image).save(copies[-1])
@@ -191,14 +212,14 @@ def evaluate_candidates(base: NearestNeighbourScorer, evaluator: _Evaluator, qua
 def run_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argparse.Namespace,
                 extractor: Extractor, records: Records, work: Path) -> None:
     variant = args.variant
-    kinds = ["test", *(f"proxy {proxy}" for proxy in PROXIES)]
+    kinds = ["test", *(proxy_kind(proxy, args.defects) for proxy in PROXIES)]
     todo = [split for split in splits
             if not all(records.has_all(dataset.name, variant, split.seed, kind, args.quantiles) for kind in kinds)]
     if not todo:
         logger.info("%s: every record is there already", dataset.name)
         return
-    proxies = {split.seed: make_proxy_set(split, args.holdout, work / dataset.name.replace("/", "_")
-                                          / f"seed{split.seed}") for split in todo}
+    proxies = {split.seed: make_proxy_set(split, args.holdout, work / dataset.name.replace("/", "_") / args.defects
+                                          / f"seed{split.seed}", args.defects) for split in todo}
     paths = list(dict.fromkeys([p for split in todo for p in split.train] + [s.path for s in dataset.test]
                                + [p for proxy in proxies.values() for p in proxy.copies]))
     features = extractor.extract(variant, paths)
@@ -218,12 +239,12 @@ def run_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpars
                             proxy.samples())
         evaluator = _Evaluator(proxy_split, ("overlap",), features, model, args.proxy_pixels)
         for name, fit_paths in (("no-overlap", proxy.fit), ("overlap", proxy.fit + proxy.copies)):
-            kind = f"proxy {name}"
+            kind = proxy_kind(name, args.defects)
             if records.has_all(dataset.name, variant, split.seed, kind, args.quantiles):
                 continue
             base, seconds = fit_candidates(features.subset(fit_paths), split.seed)
-            facts = {**common, "kind": kind, "holdout": args.holdout, "num_fit": len(fit_paths),
-                     "num_heldout": len(proxy.heldout), "num_synthetic": len(proxy.copies),
+            facts = {**common, "kind": kind, "defects": args.defects, "holdout": args.holdout,
+                     "num_fit": len(fit_paths), "num_heldout": len(proxy.heldout), "num_synthetic": len(proxy.copies),
                      "heldout_moved": proxy.heldout_moved}
             evaluate_candidates(base, Renamed(evaluator), args.quantiles, facts, seconds, records)
 
@@ -253,12 +274,17 @@ def choose(proxy_values: dict[float, float]) -> float:
     return min(q for q, value in proxy_values.items() if value == best)
 
 
+def proxy_kind(proxy: str, defects: str) -> str:
+    """The records' kind: ``proxy no-overlap``, ``proxy overlap``; other defects than FUN-AD*'s named after them."""
+    return f"proxy {proxy}" + ("" if defects == "funad_star" else f" ({defects})")
+
+
 def rule_values(by_key: dict[tuple, dict[str, Any]], dataset: str, variant: str, seed: int,
-                quantiles: Sequence[float]) -> dict[str, dict[float, float]] | None:
+                quantiles: Sequence[float], defects: str = "funad_star") -> dict[str, dict[float, float]] | None:
     """Each rule's proxy value per q for one (dataset, seed); None where a proxy record is missing."""
     values: dict[str, dict[float, float]] = {}
     for proxy in PROXIES:
-        found = [by_key.get((dataset, variant, seed, f"proxy {proxy}", q)) for q in quantiles]
+        found = [by_key.get((dataset, variant, seed, proxy_kind(proxy, defects), q)) for q in quantiles]
         if any(record is None for record in found):
             return None
         values[proxy] = {q: record["proxy"]["image_auroc"] for q, record in zip(quantiles, found)}
@@ -280,14 +306,14 @@ def q_label(q: float) -> str:
     return f"{q:g} (plain)" if q == 1.0 else f"{q:g}"
 
 
-def summary(records: list[dict[str, Any]]) -> str:
+def summary(records: list[dict[str, Any]], defects: str = "funad_star") -> str:
     by_key = latest(records)
     tests = [r for r in by_key.values() if r["kind"] == "test"]
     units = sorted({(r["dataset"], r["variant"], r["seed"]) for r in tests})
     quantiles = sorted({float(r["q"]) for r in tests})
     # Complete units only: every candidate on the test set, and every proxy.
     units = [u for u in units if all((*u, "test", q) in by_key for q in quantiles)
-             and rule_values(by_key, *u, quantiles) is not None]
+             and rule_values(by_key, *u, quantiles, defects) is not None]
     datasets = sorted({u[0] for u in units})
     seeds_of = {d: [u for u in units if u[0] == d] for d in datasets}
     lines: list[str] = []
@@ -318,11 +344,11 @@ def summary(records: list[dict[str, Any]]) -> str:
             cells = []
             for q in quantiles:
                 if proxy == "mean":
-                    value = np.mean([rule_values(by_key, *u, quantiles)["mean"][q]
+                    value = np.mean([rule_values(by_key, *u, quantiles, defects)["mean"][q]
                                      for u in seeds_of[dataset]])
                     cells.append(percent(float(value)))
                     continue
-                found = [by_key[(*u, f"proxy {proxy}", q)]["proxy"] for u in seeds_of[dataset]]
+                found = [by_key[(*u, proxy_kind(proxy, defects), q)]["proxy"] for u in seeds_of[dataset]]
                 pixel = mean_cell([f.get("pixel_auroc") for f in found], 100, 2)
                 image = mean_cell([f["image_auroc"] for f in found], 100, 2)
                 cells.append(image + ("" if pixel == "-" else f" ({pixel})"))
@@ -332,7 +358,7 @@ def summary(records: list[dict[str, Any]]) -> str:
               "| dataset | seed | " + " | ".join(f"q = {q_label(q)}" for q in quantiles) + " |",
               "|---|---|" + "---|" * len(quantiles)]
     for unit in units:
-        values = rule_values(by_key, *unit, quantiles)
+        values = rule_values(by_key, *unit, quantiles, defects)
         assert values is not None
         cells = [" / ".join(percent(values[r][q], 1) for r in RULES) for q in quantiles]
         lines.append(f"| {unit[0]} | {unit[2]} | " + " | ".join(cells) + " |")
@@ -350,7 +376,7 @@ def summary(records: list[dict[str, Any]]) -> str:
                        for q in quantiles})
 
     def rule_q(rule: str) -> Any:
-        return lambda unit: choose(rule_values(by_key, *unit, quantiles)[rule])
+        return lambda unit: choose(rule_values(by_key, *unit, quantiles, defects)[rule])
 
     choosers = {**{f"rule ({r})": rule_q(r) for r in RULES}, f"best fixed (q = {best_fixed:g})": lambda u: best_fixed,
                 "oracle": oracle_q}
@@ -403,6 +429,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--contamination", type=float, default=0.1)
     parser.add_argument("--holdout", type=float, default=HOLDOUT_SHARE, help="share of training images held out")
+    parser.add_argument("--defects", choices=DEFECTS, default="funad_star",
+                        help="synthetic defects planted in the held-out images: FUN-AD*'s (default) or the demo "
+                             "set's (foreign texture, scratch, missing chunk); for --summary too")
     parser.add_argument("--no-proxy-pixels", dest="proxy_pixels", action="store_false",
                         help="skip the proxy's pixel AUROC on the synthetic masks")
     parser.add_argument("--work-dir", type=Path, default=None,
@@ -430,7 +459,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_arguments(argv)
     if args.summary is not None:
-        print(summary(read_records(args.summary)))
+        print(summary(read_records(args.summary), args.defects))
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logger.setLevel(logging.WARNING if args.quiet else logging.INFO)

@@ -52,6 +52,17 @@ def test_proxy_set_writes_a_defective_copy_and_its_mask_per_held_out_image(rule,
     assert proxy.heldout_moved == sum(p in split.moved_paths for p in proxy.heldout)
 
 
+def test_demo_defects_are_one_per_held_out_image_and_other_bytes(rule, demo_data, tmp_path):
+    split = _split(sorted(demo_data.train_dir.iterdir()))
+    star = rule.make_proxy_set(split, 0.2, tmp_path / "star")
+    demo = rule.make_proxy_set(split, 0.2, tmp_path / "demo", "demo")
+    assert demo.heldout == star.heldout and len(demo.copies) == len(demo.heldout)
+    for original, copy, mask in zip(demo.heldout, demo.copies, demo.masks):
+        before, after = np.asarray(Image.open(original).convert("RGB")), np.asarray(Image.open(copy))
+        changed = (before != after).any(axis=2)
+        assert changed.any() and not changed[np.asarray(Image.open(mask)) == 0].any()  # only inside the mask
+
+
 def test_rule_is_the_argmax_with_ties_to_the_lower_quantile(rule):
     assert rule.choose({0.0: 0.8, 0.5: 0.9, 1.0: 0.85}) == 0.5
     assert rule.choose({0.0: 0.9, 0.5: 0.9, 1.0: 0.85}) == 0.0
@@ -87,6 +98,14 @@ def test_benchmark_writes_every_record_resumes_and_summarises(rule, demo_data, t
     assert "q = 1 (plain)" in text and "best fixed (q = " in text and "| **mean** | both (image) |" in text
     choice_row = next(line for line in text.splitlines() if "| q chosen |" in line)
     assert len(choice_row.split("|")) == 2 + 2 + len(rule.RULES) + 2  # a cell per rule, best fixed and oracle
+
+    # Another kind of synthetic defect adds its proxy records only: the test set's are there already.
+    assert rule.main([*command, "--seeds", "0", "--defects", "demo"]) == 0
+    added = [json.loads(line) for line in out.read_text().splitlines()][len(records):]
+    assert [(r["kind"], r["defects"]) for r in added] == [
+        (f"proxy {proxy} (demo)", "demo") for proxy in ("no-overlap", "overlap") for _ in range(3)]
+    assert rule.main(["--summary", str(out), "--defects", "demo"]) == 0
+    assert "| q chosen |" in capsys.readouterr().out
 
 
 def test_quantile_one_scores_as_the_plain_bank(rule, demo_data):
