@@ -69,3 +69,132 @@ def test_capped_pool_bounds_the_bank():
     images, _ = _normal_images(count=40)
     scorer = NearestNeighbourScorer(patch_fraction=0.1, pool_max_patches=100).fit(MethodFeatures(images))
     assert len(scorer.bank_) == 10
+
+
+def _rare_pattern_images(count=12, seed=0):
+    """Normal images whose last pattern is seen, each time differently, in every image: vouched for only from afar."""
+    images, patterns = _normal_images(count, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    for image in images:
+        image[-1] = patterns[-1] + 1.5 * rng.normal(size=patterns.shape[1]).astype(np.float32)
+    return images, patterns
+
+
+def test_quantile_zero_is_todays_corroboration_bit_for_bit():
+    images, patterns = _rare_pattern_images()
+    _with_defect(images)
+    features = MethodFeatures(images)
+    queries = torch.from_numpy(np.concatenate([patterns, np.full((1, 8), 10.0, dtype=np.float32)]))[None]
+    today = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True).fit(features)
+    explicit = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, corroboration_quantile=0.0).fit(features)
+    assert torch.equal(today.score_patches(queries), explicit.score_patches(queries))
+    assert np.array_equal(today.score_training_images(features), explicit.score_training_images(features))
+    assert today.floors_ is today.vouched_  # no offset at all, not the minimum's
+
+
+def test_quantile_one_is_the_plain_distance_to_the_same_bank():
+    images, patterns = _rare_pattern_images()
+    _with_defect(images)
+    features = MethodFeatures(images)
+    queries = torch.from_numpy(patterns + 0.3)[None]
+    plain = NearestNeighbourScorer(patch_fraction=0.5).fit(features)
+    softened = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, corroboration_quantile=1.0).fit(features)
+    assert torch.equal(plain.bank_.patches, softened.bank_.patches)
+    torch.testing.assert_close(softened.score_patches(queries), plain.score_patches(queries))
+
+
+def test_softening_lowers_the_floors_by_the_quantile_and_keeps_the_unusual_ones():
+    images, _ = _rare_pattern_images()
+    _with_defect(images)
+    scorer = NearestNeighbourScorer(patch_fraction=1.0, corroborated=True, corroboration_quantile=0.5)
+    scorer.fit(MethodFeatures(images))
+    offset = np.quantile(scorer.vouched_.astype(np.float64), 0.5)
+    np.testing.assert_allclose(scorer.floors_, np.maximum(scorer.vouched_ - offset, 0), rtol=1e-6)
+    assert (scorer.floors_ == 0).mean() >= 0.5  # half the entries count as fully vouched for
+    defect_entry = int(np.argmax(scorer.vouched_))  # the planted defect: nothing else vouches for it
+    assert scorer.floors_[defect_entry] > 5.0
+
+
+def test_softening_moves_scores_monotonically_from_corroborated_to_plain():
+    images, patterns = _rare_pattern_images()
+    defect = _with_defect(images)
+    features = MethodFeatures(images)
+    queries = torch.from_numpy(np.stack([defect, images[0][-1], patterns[0]]))[None]  # defect, rare, common
+    base = NearestNeighbourScorer(patch_fraction=1.0, corroborated=True).fit(features)
+    scores = [base.with_corroboration_quantile(q).score_patches(queries)[0] for q in (0.0, 0.25, 0.5, 0.9, 1.0)]
+    for higher, lower in zip(scores, scores[1:]):
+        assert (lower <= higher + 1e-6).all()
+    assert scores[-1][1] < 1e-3 and scores[0][1] > 0.5  # a banked rare normal pattern: lifted by corroboration
+    assert scores[2][0] > 5.0  # a defect of one image keeps its floor at the median
+    assert scores[-1][0] < 1e-3  # and loses it without corroboration
+
+
+def test_with_corroboration_quantile_scores_as_a_scorer_fitted_with_it():
+    images, patterns = _rare_pattern_images()
+    _with_defect(images)
+    features = MethodFeatures(images)
+    queries = torch.from_numpy(patterns + 0.2)[None]
+    base = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True).fit(features)
+    fitted = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, corroboration_quantile=0.25).fit(features)
+    derived = base.with_corroboration_quantile(0.25)
+    assert torch.equal(derived.score_patches(queries), fitted.score_patches(queries))
+    assert derived.settings() == fitted.settings() and base.corroboration_quantile == 0.0  # the original is kept
+    with pytest.raises(ValueError, match="corroborated"):
+        NearestNeighbourScorer(patch_fraction=0.5).fit(features).with_corroboration_quantile(0.5)
+
+
+def test_softened_state_round_trips_with_its_quantile():
+    images, patterns = _rare_pattern_images()
+    _with_defect(images)
+    scorer = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, corroboration_quantile=0.5)
+    scorer.fit(MethodFeatures(images))
+    state = scorer.state_dict()
+    assert state.settings["corroboration_quantile"] == 0.5
+    restored = NearestNeighbourScorer.from_state(ScorerState(dict(state.tensors), state.settings), local_net=None)
+    queries = torch.from_numpy(patterns + 0.2)[None]
+    assert restored.corroboration_quantile == 0.5
+    assert torch.equal(scorer.score_patches(queries), restored.score_patches(queries))
+
+
+def test_a_state_saved_before_the_quantile_existed_loads_as_full_corroboration():
+    images, patterns = _rare_pattern_images()
+    scorer = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True).fit(MethodFeatures(images))
+    state = scorer.state_dict()
+    settings = {k: v for k, v in state.settings.items() if k != "corroboration_quantile"}
+    restored = NearestNeighbourScorer.from_state(ScorerState(dict(state.tensors), settings), local_net=None)
+    queries = torch.from_numpy(patterns)[None]
+    assert restored.corroboration_quantile == 0.0
+    assert torch.equal(scorer.score_patches(queries), restored.score_patches(queries))
+
+
+@pytest.mark.parametrize("quantile, corroborated", [(-0.1, True), (1.5, True), (0.5, False)])
+def test_a_quantile_outside_0_1_or_without_corroboration_is_refused(quantile, corroborated):
+    with pytest.raises(ValueError, match="corroborat"):
+        NearestNeighbourScorer(corroborated=corroborated, corroboration_quantile=quantile)
+
+
+def test_the_config_field_reaches_the_scorer_and_is_checked():
+    from funad.config import FunADConfig
+
+    scorer = NearestNeighbourScorer.from_config(FunADConfig(knn_corroboration_quantile=0.25), local_net=None)
+    assert scorer.corroborated and scorer.corroboration_quantile == 0.25
+    assert NearestNeighbourScorer.from_config(FunADConfig(), local_net=None).corroboration_quantile == 0.0
+    for bad in ({"knn_corroboration_quantile": 1.2}, {"knn_corroboration_quantile": 0.5, "knn_corroborated": False}):
+        with pytest.raises(ValueError, match="knn_corroborat"):
+            FunADConfig(**bad)
+
+
+def test_the_onnx_module_carries_the_softened_floors():
+    from types import SimpleNamespace
+
+    from funad.export.onnx import patch_score_module
+
+    images, patterns = _rare_pattern_images()
+    _with_defect(images)
+    scorer = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, corroboration_quantile=0.5)
+    scorer.fit(MethodFeatures(images))
+    module = patch_score_module(SimpleNamespace(fitted_=SimpleNamespace(scorer=scorer)))
+    queries = torch.from_numpy(np.concatenate([patterns + 0.2, images[3] + 0.05]))[None]  # image 3: the defect
+    expected = scorer.score_patches(queries)
+    assert expected.max() > 5.0  # the defect's floor is in play
+    torch.testing.assert_close(module(queries), expected, rtol=1e-4, atol=1e-4)

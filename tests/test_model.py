@@ -100,3 +100,13 @@ def test_too_few_images_is_a_clear_error(demo_data, tmp_path):
         (folder / path.name).write_bytes(path.read_bytes())
     with pytest.raises(ValueError, match=r"at least 8 .* found 3 in .*few"):
         FunAD(cache_dir=False, progress=False, **TINY).fit(folder)
+
+
+def test_softened_corroboration_is_saved_and_loaded_with_the_model(demo_data, tmp_path):
+    model = FunAD(cache_dir=False, progress=False, **{**TINY, "epochs": 1}, knn_corroboration_quantile=0.5)
+    model.fit(demo_data.train_dir)
+    assert model.scorer_.corroboration_quantile == 0.5
+    loaded = FunAD.load(model.save(tmp_path / "model"))
+    loaded.progress = False
+    assert loaded.config.knn_corroboration_quantile == 0.5 and loaded.scorer_.corroboration_quantile == 0.5
+    np.testing.assert_array_equal(loaded.score(demo_data.test_paths), model.score(demo_data.test_paths))

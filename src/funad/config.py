@@ -118,6 +118,9 @@ class FunADConfig:
                                                                  "patches, drawn uniformly; none: all of them")
     knn_corroborated: bool = setting(True, "knn: a bank entry vouches for a patch only as far as another training "
                                             "image vouches for the entry (see funad.inference.scorers.knn)")
+    knn_corroboration_quantile: float = setting(0.0, "knn: soften corroboration: each entry's vouched distance is "
+                                                     "lowered by this quantile of all of them, clipped at 0 (0-1; "
+                                                     "0: full corroboration, 1: plain nearest-neighbour distance)")
 
     seed: int = setting(0, "seed of every random draw: initialisation, sampling, noise")
     device: str = setting("auto", "auto (cuda when available), cpu or cuda")
@@ -129,7 +132,7 @@ class FunADConfig:
         first, second = self.head_hidden  # a list from JSON or the command line
         self.head_hidden = (first, second)
         for name in ("tau_m", "tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction", "knn_patch_fraction",
-                     "knn_normal_share", "synthetic_ratio"):
+                     "knn_normal_share", "synthetic_ratio", "knn_corroboration_quantile"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
@@ -145,6 +148,8 @@ class FunADConfig:
         for name in ("bank_max_patches", "knn_pool_max_patches"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
+        if self.knn_corroboration_quantile > 0 and not self.knn_corroborated:
+            raise ValueError("knn_corroboration_quantile softens corroboration: it needs knn_corroborated")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("epochs must be >= 1 and batch_size >= 2")
 

@@ -86,7 +86,7 @@ def patch_score_module(model: FunAD) -> nn.Module:
     if isinstance(scorer, NearestNeighbourScorer):
         bank = scorer.bank_.patches
         if scorer.corroborated:
-            return CorroboratedDistance(bank, torch.from_numpy(scorer.vouched_), CORROBORATION_NEIGHBOURS)
+            return CorroboratedDistance(bank, torch.from_numpy(scorer.floors_), CORROBORATION_NEIGHBOURS)
         return CorroboratedDistance(bank, torch.zeros(len(bank)), 1)
     raise ValueError(f"ONNX export supports the scorers {', '.join(EXPORTABLE_SCORERS)}; this model uses "
                      f"{scorer.name!r}")
