@@ -15,7 +15,9 @@ Feature variants:
   computes), or blocks 6 and 8 concatenated;
 * ``efficientnet_lite0``: the other backbone that ships offline.
 
-Scorers (coreset pools capped at 60 000 patches wherever a cap is named):
+Scorers (coreset pools capped at ``--pool-cap`` patches, 60 000 unless given, wherever a cap is
+named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256, the 16x16 grid of
+224 px, so that a larger input keeps the same share of the training patches in the pool):
 
 * ``patchcore``: every training image, 10 % coreset;
 * ``knn_trusted_half``: the old default: FUN-AD trains its Local-Net, the bank is a 1 % coreset of
@@ -23,21 +25,28 @@ Scorers (coreset pools capped at 60 000 patches wherever a cap is named):
 * ``knn_share90``: the same with the lowest-scoring 90 % and a 10 % coreset of a capped pool;
 * ``corroborated``: the knn bank of today's default without FUN-AD: every image, corroborated, 10 %;
 * ``softpatch``: SoftPatch (15 % of each position's patches dropped by LOF), 10 % coreset;
-* ``funad``: ``FunAD()`` as it is today, end to end (``fit_features``, then its ``scorer_``).
+* ``funad``: ``FunAD()`` as it is today, end to end (``fit_features``, then its ``scorer_``), with the
+  probe's pool cap as ``knn_pool_max_patches`` (today's default is the same 60 000).
 
 The FUN-AD scorers also report ``local_net_train_auroc``: the AUROC of the trained Local-Net's
 training-image scores against the split's planted (moved) anomalies. A diagnostic that reads
 labels: it is only reported and selects nothing.
 
 FunADConfig flags apply too: ``--epochs 2`` shortens the FUN-AD scorers' training for a smoke
-run, ``--image-size`` sets both backbones' input (a multiple of 56 suits both); the README's table
-uses none. Records are appended to ``--out`` as each finishes, so a stopped run keeps its finished
-work and runs of one variant at a time add up; ``--summary`` prints the mean over seeds, the last
-record of each (dataset, variant, scorer, seed) counting::
+run, ``--image-size`` sets both backbones' input (a multiple of 56 suits both; the DINOv2 needs a
+multiple of 14); the README's table uses none. Records are appended to ``--out`` as each finishes,
+so a stopped run keeps its finished work and runs of one variant at a time add up; each record
+names its input size and pool cap, and ``--summary`` prints the mean over seeds, the last record of
+each (dataset, variant, scorer, input size, pool cap, seed) counting::
 
     python benchmarks/defaults_probe.py ../shared/data/mvtec:bottle ../shared/data/mvtec:screw \\
         ../shared/data/magnetic_tile --seeds 0 --contamination 0.1 --out runs/defaults.jsonl
     python benchmarks/defaults_probe.py --summary runs/defaults.jsonl
+
+Input resolution with the pool scaled to the grid (322 px: a 23x23 grid, a pool of 123 984)::
+
+    python benchmarks/defaults_probe.py ../shared/data/mvtec:screw --image-size 322 --scale-pool-cap \\
+        --variants m468 --scorers corroborated patchcore softpatch --out runs/resolution.jsonl
 """
 
 from __future__ import annotations
@@ -78,6 +87,8 @@ OTHER_BACKBONE = "efficientnet_lite0"
 EXTRACTED_BLOCKS = (4, 6, 8)
 #: The measured settings, spelled out so that the table stays reproducible when defaults move.
 POOL_CAP = 60_000
+#: Patches per image the pool cap is stated for (``--scale-pool-cap``): the 16x16 grid of 224 px.
+POOL_CAP_GRID_PATCHES = 16 * 16
 #: FunADConfig fields each scorer sets itself (or that would change what is probed).
 PROBE_FIELDS = ("backbone", "weights", "level", "seed", "scorer", "synthetic_ratio", "knn_normal_share",
                 "knn_patch_fraction", "knn_pool_max_patches", "knn_corroborated")
@@ -167,6 +178,7 @@ class Training:
     seed: int
     moved: list[bool]  # the split's planted anomalies: read only by the diagnostic
     funad_settings: dict[str, Any]
+    pool_cap: int = POOL_CAP  # of every coreset pool that has a cap
 
 
 @dataclass
@@ -178,16 +190,22 @@ class Fitted:
 Fitter = Callable[[Training], Fitted]
 
 
-def bank_scorer(make: Callable[[int], PatchScorer]) -> Fitter:
-    """A scorer ``make(seed)`` fitted on every training image, without FUN-AD."""
-    return lambda training: Fitted(make(training.seed).fit(training.features.method_features("patch")))
+def bank_scorer(make: Callable[[int, int], PatchScorer]) -> Fitter:
+    """A scorer ``make(seed, pool cap)`` fitted on every training image, without FUN-AD."""
+    return lambda training: Fitted(make(training.seed, training.pool_cap).fit(
+        training.features.method_features("patch")))
 
 
-def funad_scorer(**knn_settings: Any) -> Fitter:
-    """FUN-AD fitted with these knn settings (none: today's defaults); its scorer and the Local-Net diagnostic."""
+def funad_scorer(capped: bool = True, **knn_settings: Any) -> Fitter:
+    """FUN-AD fitted with these knn settings (none: today's defaults); its scorer and the Local-Net diagnostic.
+
+    ``capped``: the knn pool is capped at the probe's pool cap; otherwise ``knn_settings`` say.
+    """
 
     def fit(training: Training) -> Fitted:
-        model = FunAD(cache_dir=False, progress=False, **training.funad_settings, **knn_settings, seed=training.seed)
+        cap = {"knn_pool_max_patches": training.pool_cap} if capped else {}
+        model = FunAD(cache_dir=False, progress=False, **training.funad_settings, **knn_settings, **cap,
+                      seed=training.seed)
         model.fit_features(training.features)
         return Fitted(model.scorer_, local_net_train_auroc(model.train_scores_, training.moved))
 
@@ -200,16 +218,22 @@ def local_net_train_auroc(train_scores: np.ndarray, moved: list[bool]) -> float 
 
 
 SCORERS: dict[str, Fitter] = {
-    "patchcore": bank_scorer(lambda seed: PatchCore(0.1, seed=seed, pool_max_patches=POOL_CAP)),
-    "knn_trusted_half": funad_scorer(knn_normal_share=0.5, knn_patch_fraction=0.01, knn_pool_max_patches=None,
-                                     knn_corroborated=False),
-    "knn_share90": funad_scorer(knn_normal_share=0.9, knn_patch_fraction=0.1, knn_pool_max_patches=POOL_CAP,
-                                knn_corroborated=False),
-    "corroborated": bank_scorer(lambda seed: NearestNeighbourScorer(0.1, seed, pool_max_patches=POOL_CAP,
-                                                                    corroborated=True)),
-    "softpatch": bank_scorer(lambda seed: SoftPatch(0.15, 0.1, seed=seed, pool_max_patches=POOL_CAP)),
+    "patchcore": bank_scorer(lambda seed, cap: PatchCore(0.1, seed=seed, pool_max_patches=cap)),
+    "knn_trusted_half": funad_scorer(capped=False, knn_normal_share=0.5, knn_patch_fraction=0.01,
+                                     knn_pool_max_patches=None, knn_corroborated=False),
+    "knn_share90": funad_scorer(knn_normal_share=0.9, knn_patch_fraction=0.1, knn_corroborated=False),
+    "corroborated": bank_scorer(lambda seed, cap: NearestNeighbourScorer(0.1, seed, pool_max_patches=cap,
+                                                                         corroborated=True)),
+    "softpatch": bank_scorer(lambda seed, cap: SoftPatch(0.15, 0.1, seed=seed, pool_max_patches=cap)),
     "funad": funad_scorer(),
 }
+#: Scorers whose pool has no cap (their records say pool_cap None).
+UNCAPPED = ("knn_trusted_half",)
+
+
+def pool_cap_for(cap: int, scale: bool, grid: tuple[int, int]) -> int:
+    """``cap``, or with ``scale`` ``cap`` x (patches per image) / 256, rounded down: the same share of the patches."""
+    return cap * grid[0] * grid[1] // POOL_CAP_GRID_PATCHES if scale else cap
 
 
 # --------------------------------------------------------------------------- probe
@@ -232,14 +256,18 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
         features = extracted[backbone]
         if variant in DINO_VARIANTS:
             features = derive_features(features, DINO_VARIANTS[variant])
+        model = extractor.model(variant)
+        pool_cap = pool_cap_for(args.pool_cap, args.scale_pool_cap, features.grid)
         for split in splits:
             # The full split's test sets, whatever share of its training images is kept.
-            evaluator = _Evaluator(split, SETTINGS, features, extractor.model(variant), dataset.has_masks)
+            evaluator = _Evaluator(split, SETTINGS, features, model, dataset.has_masks)
             kept = subsample(split, args.train_images)
-            training = Training(features.subset(kept.train), split.seed, kept.moved, extractor.settings)
+            training = Training(features.subset(kept.train), split.seed, kept.moved, extractor.settings, pool_cap)
             for scorer in args.scorers:
                 append_record(args.out, {"dataset": dataset.name, "root": str(root), "variant": variant,
-                                         "scorer": scorer, **split_facts(kept),
+                                         "scorer": scorer, "image_size": model.backbone.preprocessing.image_size,
+                                         "grid": list(features.grid),
+                                         "pool_cap": None if scorer in UNCAPPED else pool_cap, **split_facts(kept),
                                          **probe_one(SCORERS[scorer], training, evaluator)})
 
 
@@ -270,20 +298,26 @@ def append_record(out: Path, record: dict[str, Any]) -> None:
     with open(out, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
     images = ", ".join(f"{setting} {record[setting]['image_auroc']:.4f}" for setting in SETTINGS)
-    logger.info("%s %s %s seed %d: image AUROC %s (fit %.1f s)", record["dataset"], record["variant"],
-                record["scorer"], record["seed"], images, record["fit_seconds"])
+    logger.info("%s %s %s %s px, pool %s, seed %d: image AUROC %s (fit %.1f s)", record["dataset"],
+                record["variant"], record["scorer"], record["image_size"], record["pool_cap"], record["seed"], images,
+                record["fit_seconds"])
 
 
 # --------------------------------------------------------------------------- summary
 
 
+def setting_key(record: dict[str, Any]) -> tuple:
+    """What a record measured, but for the seed: records written before sizes and caps were named say None."""
+    return (record["dataset"], record["variant"], record["scorer"], record.get("image_size"), record.get("pool_cap"))
+
+
 def latest_records(path: Path) -> list[dict[str, Any]]:
-    """The records of ``path``; a rerun of one (dataset, variant, scorer, seed) replaces the earlier record."""
+    """The records of ``path``; a rerun of one setting and seed replaces the earlier record."""
     records: dict[tuple, dict[str, Any]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             record = json.loads(line)
-            records[(record["dataset"], record["variant"], record["scorer"], record["seed"])] = record
+            records[(*setting_key(record), record["seed"])] = record
     return list(records.values())
 
 
@@ -298,15 +332,16 @@ def mean_cell(values: Sequence[float | None], scale: float, digits: int) -> str:
 
 
 def summary_table(records: list[dict[str, Any]]) -> str:
-    """Markdown: one row per (dataset, variant, scorer), AUROCs in percent, means over seeds."""
+    """Markdown: one row per (dataset, variant, scorer, input size, pool cap), AUROCs in percent, means over seeds."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
-        groups.setdefault((record["dataset"], record["variant"], record["scorer"]), []).append(record)
-    header = ["dataset", "variant", "scorer", "seeds", *(name for name, _, _ in COLUMNS),
+        groups.setdefault(setting_key(record), []).append(record)
+    header = ["dataset", "variant", "scorer", "px", "pool cap", "seeds", *(name for name, _, _ in COLUMNS),
               "Local-Net train AUROC", "fit s", "predict s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (dataset, variant, scorer), members in groups.items():
-        cells = [dataset, variant, scorer, str(len(members))]
+    for (dataset, variant, scorer, size, cap), members in groups.items():
+        cells = [dataset, variant, scorer, "-" if size is None else str(size), "-" if cap is None else str(cap),
+                 str(len(members))]
         cells += [mean_cell([r[setting].get(metric) for r in members], 100, 2) for _, setting, metric in COLUMNS]
         cells.append(mean_cell([r["local_net_train_auroc"] for r in members], 100, 2))
         cells += [mean_cell([r[key] for r in members], 1, 1) for key in ("fit_seconds", "predict_seconds")]
@@ -328,6 +363,11 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="train on N of each split's training images, drawn at random (a small factory set); "
                              "evaluated on the full split's test sets. Records replace full-size ones in one "
                              "--summary: give them their own --out")
+    parser.add_argument("--pool-cap", type=int, default=POOL_CAP, metavar="N",
+                        help=f"most patches in each capped coreset pool (default {POOL_CAP})")
+    parser.add_argument("--scale-pool-cap", action="store_true",
+                        help=f"multiply --pool-cap by the patches per image over {POOL_CAP_GRID_PATCHES} (the 16x16 "
+                             f"grid of 224 px): the same share of the training patches at any input size")
     parser.add_argument("--out", type=Path, help="JSON lines file the records are appended to")
     parser.add_argument("--summary", type=Path, metavar="FILE", help="print the Markdown table of FILE's records")
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default ~/.cache/funad/features)")
@@ -340,6 +380,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.summary is None and not (args.datasets and args.out):
         parser.error("give DATASET... and --out FILE, or --summary FILE")
+    if args.pool_cap < 1:
+        parser.error("--pool-cap must be >= 1")
     owned = [name for name in PROBE_FIELDS if hasattr(args, name)]
     if owned:
         parser.error(f"the probe sets {', '.join(owned)} itself (use --seeds for seeds)")

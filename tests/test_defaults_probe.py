@@ -58,12 +58,14 @@ def test_probe_writes_a_record_per_variant_scorer_and_seed_and_summarises_them(p
         for setting in ("no-overlap", "overlap"):
             assert 0.0 <= record[setting]["image_auroc"] <= 1.0 and 0.0 <= record[setting]["pixel_auroc"] <= 1.0
         trains_local_net = record["scorer"] in ("knn_trusted_half", "knn_share90", "funad")
+        assert record["image_size"] == 56
+        assert record["pool_cap"] == (None if record["scorer"] == "knn_trusted_half" else 60_000)
         assert (record["local_net_train_auroc"] is not None) == trains_local_net
 
     assert probe.main(["--summary", str(out)]) == 0
     table = capsys.readouterr().out.strip().splitlines()
     assert len(table) == 2 + len(records) - 1  # m468 with patchcore was run twice: the rerun replaces it
-    assert table[0].startswith("| dataset | variant | scorer | seeds | no-overlap image | no-overlap pixel |")
+    assert table[0].startswith("| dataset | variant | scorer | px | pool cap | seeds | no-overlap image |")
 
 
 def test_summary_is_the_mean_over_seeds_with_dashes_for_what_is_missing(probe, tmp_path, capsys):
@@ -76,7 +78,76 @@ def test_summary_is_the_mean_over_seeds_with_dashes_for_what_is_missing(probe, t
     out.write_text("".join(json.dumps(record(seed, value)) + "\n" for seed, value in ((0, 0.9), (1, 0.8))))
     assert probe.main(["--summary", str(out)]) == 0
     row = capsys.readouterr().out.strip().splitlines()[2]
-    assert row == "| tile | b6 | patchcore | 2 | 85.00 | - | 85.00 | - | - | 2.0 | 1.0 |"
+    # Records written before sizes and caps were named: dashes in those columns.
+    assert row == "| tile | b6 | patchcore | - | - | 2 | 85.00 | - | 85.00 | - | - | 2.0 | 1.0 |"
+
+
+def test_summary_keeps_each_input_size_and_pool_cap_apart(probe, tmp_path, capsys):
+    def record(size, cap, image_auroc):
+        metrics = {"image_auroc": image_auroc}
+        return {"dataset": "tile", "variant": "m468", "scorer": "patchcore", "seed": 0, "image_size": size,
+                "pool_cap": cap, "no-overlap": metrics, "overlap": metrics, "local_net_train_auroc": None,
+                "fit_seconds": 2.0, "predict_seconds": 1.0}
+
+    out = tmp_path / "probe.jsonl"
+    rows = [(224, 60000, 0.9), (322, 60000, 0.8), (322, 123984, 0.7), (322, 123984, 0.75)]  # the last one reruns
+    out.write_text("".join(json.dumps(record(*row)) + "\n" for row in rows))
+    assert probe.main(["--summary", str(out)]) == 0
+    table = capsys.readouterr().out.strip().splitlines()[2:]
+    assert [line.split(" | ")[3:7] for line in table] == [
+        ["224", "60000", "1", "90.00"], ["322", "60000", "1", "80.00"], ["322", "123984", "1", "75.00"]]
+
+
+def test_scaled_pool_cap_keeps_the_share_of_a_16x16_grid(probe):
+    assert probe.pool_cap_for(60_000, False, (23, 23)) == 60_000
+    assert probe.pool_cap_for(60_000, True, (16, 16)) == 60_000
+    assert probe.pool_cap_for(60_000, True, (23, 23)) == 123_984  # 322 px
+    assert probe.pool_cap_for(60_000, True, (32, 32)) == 240_000  # 448 px
+
+
+def test_every_capped_scorer_is_built_with_the_probe_pool_cap(probe, monkeypatch):
+    from funad.features.containers import FeatureSet
+
+    rng = np.random.default_rng(0)
+    features = FeatureSet([Path(f"{i}.png") for i in range(6)],
+                          [rng.normal(size=(16, 8)).astype(np.float16) for _ in range(6)],
+                          [rng.normal(size=8).astype(np.float16) for _ in range(6)], (4, 4))
+    training = probe.Training(features, 0, [False] * 6, {}, pool_cap=40)
+    for name in ("patchcore", "corroborated", "softpatch"):
+        assert probe.SCORERS[name](training).scorer.pool_max_patches == 40, name
+
+    built = []
+
+    class FakeFunAD:  # what the FUN-AD scorers would configure, without training a Local-Net
+        def __init__(self, **settings):
+            built.append(settings)
+            self.scorer_, self.train_scores_ = None, np.zeros(6)
+
+        def fit_features(self, features):
+            pass
+
+    monkeypatch.setattr(probe, "FunAD", FakeFunAD)
+    for name in ("knn_share90", "funad", "knn_trusted_half"):
+        probe.SCORERS[name](training)
+    assert [settings["knn_pool_max_patches"] for settings in built] == [40, 40, None]
+    assert probe.UNCAPPED == ("knn_trusted_half",)
+
+
+def test_records_name_the_input_size_grid_and_scaled_pool_cap(probe, demo_data, tmp_path):
+    out = tmp_path / "probe.jsonl"
+    settings = {**{k: v for k, v in TINY.items() if k != "backbone"}, "image_size": 56}
+    flags = [item for key, value in settings.items() for item in ("--" + key.replace("_", "-"), str(value))]
+    assert probe.main([str(demo_data.root), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet",
+                       "--variants", "m468", "--scorers", "patchcore", "--pool-cap", "512", "--scale-pool-cap",
+                       *flags]) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["image_size"] == 56 and record["grid"] == [4, 4]
+    assert record["pool_cap"] == 512 * 16 // 256
+
+
+def test_probe_refuses_a_pool_cap_below_one(probe, tmp_path):
+    with pytest.raises(SystemExit):
+        probe.main([str(tmp_path), "--out", str(tmp_path / "x.jsonl"), "--pool-cap", "0"])
 
 
 def test_probe_refuses_settings_it_makes_itself(probe, tmp_path):
