@@ -388,17 +388,25 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def prepare_run(args: argparse.Namespace,
+                run_logger: logging.Logger) -> tuple[Extractor, list[tuple[Path, Dataset, list[Split]]]]:
+    """Logging, the feature extractor and every dataset's splits of a probe run (this script's or another's).
+
+    Every dataset is read and split first, so that a mistake in the last fails before any extraction.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    run_logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    cache_root = None if args.no_cache else args.cache_dir or default_cache_dir()
+    extractor = Extractor(config_overrides(args), cache_root, args.random_weights, not args.quiet)
+    return extractor, [dataset_splits(text, args) for text in args.datasets]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_arguments(argv)
     if args.summary is not None:
         print(summary_table(latest_records(args.summary)))
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    cache_root = None if args.no_cache else args.cache_dir or default_cache_dir()
-    extractor = Extractor(config_overrides(args), cache_root, args.random_weights, not args.quiet)
-    # Every dataset read and split first, so that a mistake in the last fails before any extraction.
-    datasets = [dataset_splits(text, args) for text in args.datasets]
+    extractor, datasets = prepare_run(args, logger)
     for root, dataset, splits in datasets:
         probe_dataset(root, dataset, splits, args, extractor)
     return 0

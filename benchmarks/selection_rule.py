@@ -60,10 +60,9 @@ from PIL import Image
 from funad.benchmark.datasets import Dataset, Sample
 from funad.benchmark.protocol import SETTINGS, Split
 from funad.benchmark.runner import _Evaluator  # funad benchmark's evaluation, so the numbers compare
-from funad.cli.fit import add_config_options, config_overrides
+from funad.cli.fit import add_config_options
 from funad.data.augment import _LazyImages
 from funad.data.synthetic import add_defect, load_demo_textures, synthesize_anomalies
-from funad.features.cache import default_cache_dir
 from funad.features.containers import FeatureSet
 from funad.inference.scorers.knn import NearestNeighbourScorer
 
@@ -74,9 +73,9 @@ from defaults_probe import (
     VARIANTS,
     Extractor,
     backbone_of,
-    dataset_splits,
     derive_features,
     mean_cell,
+    prepare_run,
     split_facts,
 )
 
@@ -461,11 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.summary is not None:
         print(summary(read_records(args.summary), args.defects))
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    cache_root = None if args.no_cache else args.cache_dir or default_cache_dir()
-    extractor = Extractor(config_overrides(args), cache_root, args.random_weights, not args.quiet)
-    datasets = [dataset_splits(text, args) for text in args.datasets]
+    extractor, datasets = prepare_run(args, logger)
     records = Records(args.out)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="selection_rule_"))
     try:
