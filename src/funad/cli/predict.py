@@ -183,7 +183,7 @@ def _predict(args: argparse.Namespace) -> None:
         distributed.barrier()
         if not distributed.is_main():
             return
-    logger.info("scored %d images in %.1f s (%d above the threshold %.6g); results in %s",
+    logger.info("scored %d images in %.2f s (%d above the threshold %.6g); results in %s",
                 count, time.perf_counter() - started, anomalous, threshold, args.out)
     if failed:
         logger.warning("%d images could not be read: see the error column of %s", failed, args.out / SCORES)
