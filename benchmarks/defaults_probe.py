@@ -23,7 +23,11 @@ named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256
 * ``knn_trusted_half``: the old default: FUN-AD trains its Local-Net, the bank is a 1 % coreset of
   the lowest-scoring half of the training images (no pool cap, not corroborated);
 * ``knn_share90``: the same with the lowest-scoring 90 % and a 10 % coreset of a capped pool;
-* ``corroborated``: the knn bank of today's default without FUN-AD: every image, corroborated, 10 %;
+* ``corroborated``: the knn bank of the default without FUN-AD: every image, corroborated, 10 %,
+  vouched for by the other images as they are (the default before corroboration views);
+* ``corroborated_rotations``: the same, vouched for also by the other images' three quarter turns
+  (``knn_corroboration_views="rotations"``, today's default; the turned training images are
+  extracted once, cached);
 * ``softpatch``: SoftPatch (15 % of each position's patches dropped by LOF), 10 % coreset;
 * ``funad``: ``FunAD()`` as it is today, end to end (``fit_features``, then its ``scorer_``), with the
   probe's pool cap as ``knn_pool_max_patches`` (today's default is the same 60 000).
@@ -76,7 +80,7 @@ from funad.features.cache import FeatureCache, default_cache_dir
 from funad.features.containers import FeatureSet
 from funad.features.extraction import extract_features, place_backbone, resolve_device
 from funad.inference.scorers.base import PatchScorer
-from funad.inference.scorers.knn import NearestNeighbourScorer
+from funad.inference.scorers.knn import CORROBORATION_VIEWS, NearestNeighbourScorer
 from funad.metrics import image_auroc
 from funad.model import FunAD
 
@@ -147,17 +151,17 @@ class Extractor:
                                            **self.settings, backbone=backbone)
         return self._models[backbone]
 
-    def extract(self, variant: str, paths: list[Path]) -> FeatureSet:
+    def extract(self, variant: str, paths: list[Path], view: str | None = None) -> FeatureSet:
         if variant in DINO_VARIANTS:
-            features = self.extract_dino_blocks(paths)
+            features = self.extract_dino_blocks(paths, view)
         else:
-            features = self.model(variant).extract(paths, description=OTHER_BACKBONE)
+            features = self.model(variant).extract(paths, description=OTHER_BACKBONE, view=view)
         if features.failures:
             path, reason = next(iter(features.failures.items()))
             raise ValueError(f"{len(features.failures)} images could not be read (first: {path}: {reason})")
         return features
 
-    def extract_dino_blocks(self, paths: list[Path]) -> FeatureSet:
+    def extract_dino_blocks(self, paths: list[Path], view: str | None = None) -> FeatureSet:
         """Blocks 4, 6 and 8 concatenated: one extraction (and one cache) serves every DINOv2 variant."""
         config = FunADConfig(**self.settings)
         backbone = OnnxDinov2Backbone(packaged_model_path(), layers=EXTRACTED_BLOCKS, combine="concat",
@@ -166,7 +170,8 @@ class Extractor:
         device = resolve_device(config.device)
         return extract_features(place_backbone(backbone, device), paths, cache=cache,
                                 batch_size=config.batch_size_extract, num_workers=config.num_workers, device=device,
-                                progress=self.progress, description="DINOv2 blocks 4+6+8")
+                                progress=self.progress, description=f"DINOv2 blocks 4+6+8 {view or ''}".strip(),
+                                view=view)
 
 
 # --------------------------------------------------------------------------- scorers
@@ -224,11 +229,15 @@ SCORERS: dict[str, Fitter] = {
     "knn_share90": funad_scorer(knn_normal_share=0.9, knn_patch_fraction=0.1, knn_corroborated=False),
     "corroborated": bank_scorer(lambda seed, cap: NearestNeighbourScorer(0.1, seed, pool_max_patches=cap,
                                                                          corroborated=True)),
+    "corroborated_rotations": bank_scorer(lambda seed, cap: NearestNeighbourScorer(
+        0.1, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS["rotations"])),
     "softpatch": bank_scorer(lambda seed, cap: SoftPatch(0.15, 0.1, seed=seed, pool_max_patches=cap)),
     "funad": funad_scorer(),
 }
 #: Scorers whose pool has no cap (their records say pool_cap None).
 UNCAPPED = ("knn_trusted_half",)
+#: The poses of the training images a scorer's fit reads (``FeatureSet.views``); the others read none.
+SCORER_VIEWS = {"corroborated_rotations": CORROBORATION_VIEWS["rotations"]}
 
 
 def pool_cap_for(cap: int, scale: bool, grid: tuple[int, int]) -> int:
@@ -247,22 +256,30 @@ def dataset_splits(text: str, args: argparse.Namespace) -> tuple[Path, Dataset, 
 
 def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argparse.Namespace,
                   extractor: Extractor) -> None:
-    paths = list(dict.fromkeys([p for split in splits for p in split.train] + [s.path for s in dataset.test]))
+    train_paths = list(dict.fromkeys(p for split in splits for p in split.train))
+    paths = list(dict.fromkeys(train_paths + [s.path for s in dataset.test]))
+    views = sorted({view for scorer in args.scorers for view in SCORER_VIEWS.get(scorer, ())})
     extracted: dict[str, FeatureSet] = {}  # by backbone: the DINOv2 variants share one extraction
+    posed_by_backbone: dict[str, dict[str, FeatureSet]] = {}  # the training images' views (test images need none)
     for variant in args.variants:
         backbone = backbone_of(variant)
         if backbone not in extracted:
             extracted[backbone] = extractor.extract(variant, paths)
-        features = extracted[backbone]
+            posed_by_backbone[backbone] = {view: extractor.extract(variant, train_paths, view) for view in views}
+        features, posed = extracted[backbone], posed_by_backbone[backbone]
         if variant in DINO_VARIANTS:
             features = derive_features(features, DINO_VARIANTS[variant])
+            posed = {view: derive_features(found, DINO_VARIANTS[variant]) for view, found in posed.items()}
         model = extractor.model(variant)
         pool_cap = pool_cap_for(args.pool_cap, args.scale_pool_cap, features.grid)
         for split in splits:
             # The full split's test sets, whatever share of its training images is kept.
             evaluator = _Evaluator(split, SETTINGS, features, model, dataset.has_masks)
             kept = subsample(split, args.train_images)
-            training = Training(features.subset(kept.train), split.seed, kept.moved, extractor.settings, pool_cap)
+            train = dataclasses.replace(features.subset(kept.train),
+                                        views={view: found.subset(kept.train).patches
+                                               for view, found in posed.items()})
+            training = Training(train, split.seed, kept.moved, extractor.settings, pool_cap)
             for scorer in args.scorers:
                 append_record(args.out, {"dataset": dataset.name, "root": str(root), "variant": variant,
                                          "scorer": scorer, "image_size": model.backbone.preprocessing.image_size,

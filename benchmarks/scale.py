@@ -8,7 +8,8 @@ funad function on them, in the order ``FunAD.fit_features`` runs them:
 * ``bank_rebuild``: one IRMB rebuild (the Local-Net scores every image, then the bank is drawn);
   an epoch has one, and the final bank is one more;
 * ``epoch_iterations``: the training iterations of one epoch (``Trainer.step``);
-* ``knn_fit``: the knn scorer's bank (uniform pool, greedy coreset, corroboration);
+* ``knn_fit``: the knn scorer's bank (uniform pool, greedy coreset, corroboration, vouched for in
+  every pose of the default's ``knn_corroboration_views``);
 * ``training_scores``: every image scored without its own bank entries;
 * ``threshold``: the label-free threshold on N scores; ``pixel_threshold``: the pixel threshold;
 * ``predict_scoring``: scoring and mapping the images' features (predict without the backbone).
@@ -46,7 +47,7 @@ from funad.config import FunADConfig
 from funad.features.cache import FeatureCache
 from funad.features.containers import MethodFeatures
 from funad.inference.regions import training_pixel_threshold
-from funad.inference.scorers.registry import create_scorer
+from funad.inference.scorers.registry import create_scorer, training_views
 from funad.inference.scoring import score_images
 from funad.method.threshold import estimate_threshold
 from funad.method.trainer import Trainer, make_state
@@ -97,7 +98,10 @@ def run_size(images: int, patches: int, dim: int, folder: Path, max_iterations: 
 
     def open_all() -> MethodFeatures:
         hits = [cache.get(f"image{i}") for i in range(images)]
-        return MethodFeatures([hit[0] for hit in hits if hit is not None])
+        arrays = [hit[0] for hit in hits if hit is not None]
+        # The default scorer's poses of each image: the same arrays stand in (the search costs the same;
+        # extracting real views is backbone time, per image, in docs/speed.md).
+        return MethodFeatures(arrays, {view: MethodFeatures(arrays) for view in training_views(config)})
 
     features = stage("cache_open", open_all)
     trainer = Trainer(config, features, device)

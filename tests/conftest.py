@@ -3,6 +3,9 @@ import csv
 import pytest
 import torch
 
+from funad.config import FunADConfig
+from funad.inference.scorers.knn import CORROBORATION_VIEWS
+
 torch.set_num_threads(2)
 
 
@@ -18,6 +21,8 @@ def demo_data(tmp_path_factory):
 # Small and fast: the small CNN at 64 px inputs (an 8x8 grid), two epochs, no worker processes, no cache.
 TINY = dict(backbone="efficientnet_lite0", image_size=64, epochs=2, batch_size=8, patches_per_image=16, num_workers=0,
             batch_size_extract=8)
+#: Feature extractions per default fit: the training images, then each pose the default scorer vouches with.
+EXTRACTIONS_PER_FIT = 1 + len(CORROBORATION_VIEWS[FunADConfig().knn_corroboration_views])
 
 
 def _cli_flags(settings: dict) -> list[str]:

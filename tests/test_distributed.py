@@ -16,7 +16,7 @@ from funad import FunAD
 from funad.cli.fit import run_folder
 from funad.utils.distributed import block
 
-from conftest import TINY
+from conftest import EXTRACTIONS_PER_FIT, TINY
 
 RANK_LINE = re.compile(r"rank=(\d+) world_size=(\d+) images=(\d+)")
 
@@ -36,11 +36,11 @@ def _scores(model_dir: Path, images: list[Path]) -> np.ndarray:
     return FunAD.load(model_dir, progress=False).score(images)
 
 
-def _assert_sharded(output: str, images: int) -> None:
+def _assert_sharded(output: str, images: int, extractions: int = EXTRACTIONS_PER_FIT) -> None:
     lines = RANK_LINE.findall(output)
-    assert sorted(int(rank) for rank, _, _ in lines) == [0, 1], output
+    assert sorted(int(rank) for rank, _, _ in lines) == sorted([0, 1] * extractions), output
     assert {int(size) for _, size, _ in lines} == {2}
-    assert sum(int(count) for _, _, count in lines) == images  # shared, not repeated on every rank
+    assert sum(int(count) for _, _, count in lines) == images * extractions  # shared, not repeated on every rank
 
 
 def test_blocks_cover_every_item_once():
@@ -131,7 +131,7 @@ def test_a_dead_rank_stops_the_job_and_resume_continues(killed_then_resumed):
 def test_predict_shares_the_images_among_the_ranks(predicted, killed_then_resumed, demo_data, read_csv):
     output, out = predicted
     test_images = sorted(demo_data.test_dir.rglob("*.png"))
-    _assert_sharded(output, len(test_images))
+    _assert_sharded(output, len(test_images), extractions=1)
     rows = read_csv(out / "scores.csv")
     assert [row["path"] for row in rows] == [str(path) for path in test_images]
     assert all((out / row["heatmap"]).is_file() for row in rows)

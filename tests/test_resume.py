@@ -21,7 +21,7 @@ from funad.features.cache import FeatureCache
 from funad.features.extraction import extract_features
 from funad.method.checkpoint import CheckpointError, TrainingCheckpoint
 
-from conftest import TINY
+from conftest import EXTRACTIONS_PER_FIT, TINY
 
 EPOCHS = 3
 SETTINGS = dict(TINY, epochs=EPOCHS)
@@ -152,7 +152,7 @@ def test_killed_cli_run_resumes_to_the_identical_model(demo_data, tmp_path, tiny
     assert process.returncode == -signal.SIGKILL and not interrupted.exists()
     assert 1 <= json.loads(manifest.read_text())["epoch"] < epochs
     cached = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")}
-    assert len(cached) == 2 * 20  # every image's features survived the kill
+    assert len(cached) == 2 * 20 * EXTRACTIONS_PER_FIT  # every image's features (and views) survived the kill
 
     assert main(["--quiet", *command, "--out", str(interrupted), "--resume"]) == 0
     assert not run_folder(interrupted).exists()  # removed once the model is saved

@@ -193,7 +193,8 @@ def test_zero_variance_features_train_without_nan(tmp_path):
     constant = np.full((patches, dim), 0.5, np.float16)
     features = FeatureSet([tmp_path / f"{i}.png" for i in range(count)], [constant] * count,
                           [np.full(8, 0.5, np.float16)] * count, grid=(4, 4))
-    model = FunAD(cache_dir=False, progress=False, **(TINY | dict(patches_per_image=8)))
+    # Features without image files: no views to extract.
+    model = FunAD(cache_dir=False, progress=False, **(TINY | dict(patches_per_image=8)), knn_corroboration_views="none")
     model.fit_features(features)
     assert np.isfinite(model.train_scores_).all() and all(np.isfinite(r.loss) for r in model.history_)
     assert model.judged_normal_.all()  # identical scores: every image is a candidate normal

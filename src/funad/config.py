@@ -19,6 +19,11 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 POOL_MAX_PATCHES = 60_000
 
 
+#: Settings added after a saved configuration was written, with the value that reproduces it (a model
+#: saved before corroboration views were fitted without them).
+SETTINGS_BEFORE_THEIR_KEYS: dict[str, Any] = {"knn_corroboration_views": "none"}
+
+
 def default_num_workers() -> int:
     """DataLoader worker processes that leave the backbone's threads their cores.
 
@@ -121,6 +126,11 @@ class FunADConfig:
     knn_corroboration_quantile: float = setting(0.0, "knn: soften corroboration: each entry's vouched distance is "
                                                      "lowered by this quantile of all of them, clipped at 0 (0-1; "
                                                      "0: full corroboration, 1: plain nearest-neighbour distance)")
+    # Measured on the three dev sets (README, "Corroboration across poses").
+    knn_corroboration_views: Literal["none", "rotations", "mirror", "rotations+mirror"] = setting(
+        "rotations", "knn: poses of the training images (quarter turns, left-right mirror) whose patches vouch "
+                     "for bank entries too (with knn_corroborated); each costs one more backbone pass over the "
+                     "training images during fit")
 
     seed: int = setting(0, "seed of every random draw: initialisation, sampling, noise")
     device: str = setting("auto", "auto (cuda when available), cpu or cuda")
@@ -164,4 +174,4 @@ class FunADConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**(SETTINGS_BEFORE_THEIR_KEYS | data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -23,7 +24,7 @@ from funad.features.extraction import extract_features_sharded, iterate_features
 from funad.fitted_state import FittedState
 from funad.inference.prediction import MapSize, Prediction, map_shape
 from funad.inference.regions import Region, defect_regions, training_pixel_threshold
-from funad.inference.scorers.registry import create_scorer
+from funad.inference.scorers.registry import create_scorer, training_views
 from funad.inference.scoring import score_images
 from funad.method.checkpoint import TrainingCheckpoint, broadcast_state, training_identity
 from funad.method.threshold import estimate_threshold
@@ -115,12 +116,33 @@ class FunAD:
         cache = self._feature_cache()
         return None if cache is None else cache.folder
 
-    def extract(self, paths: Sequence[Path], description: str = "features") -> FeatureSet:
-        """Features of ``paths``, in order; under torchrun each rank extracts its share and all get every one."""
+    def extract(self, paths: Sequence[Path], description: str = "features", view: str | None = None) -> FeatureSet:
+        """Features of ``paths`` (in pose ``view`` if given), in order; under torchrun each rank extracts its share
+        and all get every one."""
         return extract_features_sharded(self.backbone, paths, cache=self._feature_cache(),
                                         batch_size=self.config.batch_size_extract,
                                         num_workers=self.config.num_workers, device=self.device,
-                                        progress=self.progress, description=description)
+                                        progress=self.progress, description=description, view=view)
+
+    def with_training_views(self, features: FeatureSet, num_synthetic: int = 0) -> FeatureSet:
+        """``features`` with the patches of its real images in every pose the scorer reads when fitted.
+
+        Views ``features`` already has are kept; the others are extracted (and cached) from the
+        image files, before any training, so that a file that no longer reads fails the fit at once.
+        """
+        wanted = [view for view in training_views(self.config) if view not in features.views]
+        if not wanted:
+            return features
+        real_paths = features.paths[:len(features) - num_synthetic]
+        views = dict(features.views)
+        for view in wanted:
+            posed = self.extract(real_paths, description=f"extracting features ({view})", view=view)
+            if posed.failures:
+                path, reason = next(iter(posed.failures.items()))
+                raise ValueError(f"{path}: {reason}; the scorer's corroboration views need every training image's "
+                                 "file (or knn_corroboration_views='none')")
+            views[view] = posed.patches
+        return dataclasses.replace(features, views=views)
 
     # ----------------------------------------------------------------- training
     def fit(self, images: str | Path | Iterable[str | Path], *, strict: bool = False,
@@ -166,6 +188,7 @@ class FunAD:
         training only; ``train_paths_``, ``train_scores_``, ``judged_normal_``, the knn bank and the
         threshold describe the real training images alone.
         """
+        features = self.with_training_views(features, num_synthetic)
         method_features = features.method_features(self.config.level)
         if len(features) < distributed.world_size():
             raise ValueError(f"{len(features)} training images cannot be shared among {distributed.world_size()} "

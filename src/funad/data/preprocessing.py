@@ -14,3 +14,18 @@ def normalised_array(image: Image.Image, size: int, mean: Sequence[float], std: 
     array = np.asarray(resized, dtype=np.float32) / 255.0
     normalised = (array - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+
+
+#: Poses of a preprocessed image (``[3, S, S]``) a scorer may ask for besides the image itself:
+#: quarter turns and the left-right mirror. On the square input, turning after the resize equals
+#: resizing the turned photo, so a view costs one more backbone pass and no second decode.
+VIEWS = ("rot90", "rot180", "rot270", "mirror")
+
+
+def view_of(array: np.ndarray, view: str) -> np.ndarray:
+    """``array`` ``[C, S, S]`` in pose ``view`` (one of :data:`VIEWS`), C-contiguous."""
+    if view == "mirror":
+        return np.ascontiguousarray(array[:, :, ::-1])
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
+    return np.ascontiguousarray(np.rot90(array, VIEWS.index(view) + 1, axes=(1, 2)))

@@ -86,9 +86,10 @@ class FeatureCache:
                                         "format": FEATURE_FORMAT_VERSION}, indent=2))
 
     @staticmethod
-    def key(path: str | Path) -> str:
-        """The image file's content hash: a renamed or moved file still hits the cache."""
-        return file_digest(path, "sha1")
+    def key(path: str | Path, view: str | None = None) -> str:
+        """The image file's content hash (a renamed or moved file still hits the cache), and the view if any."""
+        digest = file_digest(path, "sha1")
+        return digest if view is None else f"{digest}.{view}"
 
     def _files(self, key: str) -> tuple[Path, Path]:
         return self.folder / f"{key}.patches.npy", self.folder / f"{key}.global.npy"

@@ -38,7 +38,9 @@ class FeatureBatch:
 class FeatureSet:
     """Per-image features (fp16, possibly memory-mapped) for a list of images.
 
-    ``patches[i]`` is ``[K, D]`` on ``grid``; ``globals_[i]`` is ``[G]``.
+    ``patches[i]`` is ``[K, D]`` on ``grid``; ``globals_[i]`` is ``[G]``. ``views``: the patches
+    of the same images in other poses (:data:`funad.data.preprocessing.VIEWS`), by view, row for
+    row (``views[v][i]`` is image i turned or mirrored), where a scorer asked for them.
     """
 
     paths: list[Path]
@@ -46,27 +48,34 @@ class FeatureSet:
     globals_: list[np.ndarray]
     grid: tuple[int, int]
     failures: dict[Path, str] = field(default_factory=dict)
+    views: dict[str, list[PatchArray]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def method_features(self, level: Level) -> MethodFeatures:
-        if level == "image":
+        if level == "image":  # a view of the whole-image vector is not a pose of its patches
             return MethodFeatures([g[None, :] for g in self.globals_])
-        return MethodFeatures(self.patches)
+        return MethodFeatures(self.patches, {view: MethodFeatures(arrays) for view, arrays in self.views.items()})
 
     def subset(self, paths: Sequence[Path]) -> FeatureSet:
         """The features of ``paths`` (each must be in this set), in that order."""
         rows = {path: row for row, path in enumerate(self.paths)}
         chosen = [rows[path] for path in paths]
-        return FeatureSet(list(paths), [self.patches[r] for r in chosen], [self.globals_[r] for r in chosen], self.grid)
+        return FeatureSet(list(paths), [self.patches[r] for r in chosen], [self.globals_[r] for r in chosen], self.grid,
+                          views={view: [arrays[r] for r in chosen] for view, arrays in self.views.items()})
 
 
 class MethodFeatures:
-    """The features the method trains on: ``[N, K, D]`` (K = 1 in image mode), read lazily."""
+    """The features the method trains on: ``[N, K, D]`` (K = 1 in image mode), read lazily.
 
-    def __init__(self, arrays: Sequence[PatchArray]):
+    ``views``: the same images in other poses, by view (see :class:`FeatureSet`); a view may hold
+    only the first images (the real ones, before FUN-AD*'s synthetic anomalies).
+    """
+
+    def __init__(self, arrays: Sequence[PatchArray], views: dict[str, MethodFeatures] | None = None):
         self.arrays = arrays
+        self.views = views or {}
         self.num_patches: int = arrays[0].shape[0] if arrays else 0
         self.dim: int = arrays[0].shape[1] if arrays else 0
 
@@ -75,7 +84,7 @@ class MethodFeatures:
 
     def head(self, count: int) -> MethodFeatures:
         """The first ``count`` images (FUN-AD*'s real images come before its synthetic ones)."""
-        return MethodFeatures(self.arrays[:count])
+        return MethodFeatures(self.arrays[:count], {view: posed.head(count) for view, posed in self.views.items()})
 
     def take(self, indices: Sequence[int] | np.ndarray, positions: np.ndarray | None = None) -> torch.Tensor:
         """float32 ``[len(indices), P, D]``; ``positions`` selects the same patches in every image."""

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from funad.data.images import ImageLoadError, ImageSource, load_image
-from funad.data.preprocessing import normalised_array
+from funad.data.preprocessing import normalised_array, view_of
 from funad.features.backbones.base import Backbone, Preprocessing
 from funad.features.cache import FeatureCache
 from funad.features.containers import FeatureBatch, FeatureSet, PatchArray
@@ -33,19 +33,23 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def preprocess(image: Image.Image, preprocessing: Preprocessing) -> torch.Tensor:
-    return torch.from_numpy(normalised_array(image, preprocessing.image_size, preprocessing.mean, preprocessing.std))
+def preprocess(image: Image.Image, preprocessing: Preprocessing, view: str | None = None) -> torch.Tensor:
+    """The backbone input of ``image``; in pose ``view`` (:data:`funad.data.preprocessing.VIEWS`) if given."""
+    array = normalised_array(image, preprocessing.image_size, preprocessing.mean, preprocessing.std)
+    return torch.from_numpy(array if view is None else view_of(array, view))
 
 
 class _ImageDataset(Dataset):
     """Loads and preprocesses in DataLoader workers; a bad file is reported, not raised.
 
-    A source is an image file, or an image already decoded to RGB (in-memory input).
+    A source is an image file, or an image already decoded to RGB (in-memory input); ``view``:
+    every image in that pose.
     """
 
-    def __init__(self, sources: Sequence[ImageSource], preprocessing: Preprocessing):
+    def __init__(self, sources: Sequence[ImageSource], preprocessing: Preprocessing, view: str | None = None):
         self.sources = list(sources)
         self.preprocessing = preprocessing
+        self.view = view
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -57,7 +61,7 @@ class _ImageDataset(Dataset):
         except ImageLoadError as error:
             size = self.preprocessing.image_size
             return index, torch.zeros(3, size, size), error.reason, 0, 0
-        return index, preprocess(image, self.preprocessing), "", image.height, image.width
+        return index, preprocess(image, self.preprocessing, self.view), "", image.height, image.width
 
 
 def place_backbone(backbone: Backbone, device: torch.device) -> Backbone:
@@ -74,12 +78,14 @@ class ImageBatch:
 
 
 def iterate_features(backbone: Backbone, sources: Sequence[ImageSource], *, batch_size: int, num_workers: int,
-                     device: torch.device, progress: bool, description: str) -> Iterator[ImageBatch]:
+                     device: torch.device, progress: bool, description: str,
+                     view: str | None = None) -> Iterator[ImageBatch]:
     """Backbone features batch by batch, image files loaded in parallel worker processes.
 
     The backbone is used as it is: it must already be on ``device`` (:func:`place_backbone`).
+    ``view``: of every image in that pose (:data:`funad.data.preprocessing.VIEWS`).
     """
-    dataset = _ImageDataset(sources, backbone.preprocessing)
+    dataset = _ImageDataset(sources, backbone.preprocessing, view)
     # A generator of its own: the loader draws its workers' base seed from it, not from torch's global RNG.
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(num_workers, len(sources)),
                         pin_memory=device.type == "cuda", generator=torch.Generator())
@@ -102,8 +108,9 @@ def extract_features(
     device: torch.device | str = "cpu",
     progress: bool = True,
     description: str = "features",
+    view: str | None = None,
 ) -> FeatureSet:
-    """Features of every image in ``paths``; images already in ``cache`` are not run again.
+    """Features of every image in ``paths`` (in pose ``view`` if given); images already in ``cache`` are not run again.
 
     Images that fail to load are listed in ``FeatureSet.failures`` and left out; every image
     extracted so far is already in the cache, so an interruption loses no finished work.
@@ -112,7 +119,7 @@ def extract_features(
     device = torch.device(device)
     patches: dict[int, PatchArray] = {}
     globals_: dict[int, np.ndarray] = {}
-    keys = [cache.key(path) for path in paths] if cache else [""] * len(paths)
+    keys = [cache.key(path, view) for path in paths] if cache else [""] * len(paths)
     todo = []
     for index, key in enumerate(keys):
         hit = cache.get(key) if cache else None
@@ -127,7 +134,7 @@ def extract_features(
     if todo:
         batches = iterate_features(backbone, [paths[i] for i in todo], batch_size=batch_size,
                                    num_workers=num_workers, device=device, progress=progress,
-                                   description=description)
+                                   description=description, view=view)
         for batch in batches:
             batch_patches = batch.features.patches.to(torch.float16).cpu().numpy()
             batch_globals = batch.features.global_.to(torch.float16).cpu().numpy()
@@ -166,6 +173,7 @@ def extract_features_sharded(backbone: Backbone, paths: Sequence[Path], *, cache
     paths = [Path(p) for p in paths]
     mine = distributed.block(len(paths))
     local = extract_features(backbone, paths[mine.start:mine.stop], cache=cache, **options)
+    view = options.get("view")
     # Says that the work is shared: the ranks' counts add up to the number of images.
     logger.info("rank=%d world_size=%d images=%d", distributed.rank(), distributed.world_size(), len(mine))
     if distributed.world_size() == 1:
@@ -173,7 +181,7 @@ def extract_features_sharded(backbone: Backbone, paths: Sequence[Path], *, cache
     failed = {index: local.failures[path] for index, path in enumerate(paths[mine.start:mine.stop], mine.start)
               if path in local.failures}
     kept = [index for index in mine if index not in failed]
-    keys = [cache.key(paths[index]) for index in kept] if cache else []
+    keys = [cache.key(paths[index], view) for index in kept] if cache else []
     shares = distributed.gather_objects((kept, failed, keys))
     patches: dict[int, PatchArray] = {}
     globals_: dict[int, np.ndarray] = {}

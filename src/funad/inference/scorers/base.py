@@ -47,6 +47,12 @@ class PatchScorer(Protocol):
         """The scorer ``FunAD`` uses with ``scorer=<name>``, given its settings and trained Local-Net."""
         ...
 
+    @classmethod
+    def training_views(cls, config: FunADConfig) -> tuple[str, ...]:
+        """Poses of the training images (:data:`funad.data.preprocessing.VIEWS`) that the scorer made from
+        ``config`` reads in :meth:`fit` from ``features.views``, besides the images themselves; most need none."""
+        return ()
+
     def fit(self, features: MethodFeatures, image_ids: np.ndarray | None = None) -> Self:
         """Learn from the training images ``image_ids`` of ``features`` (None: all of them)."""
         ...

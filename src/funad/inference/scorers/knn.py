@@ -21,11 +21,19 @@ offset at all, not the minimum's), q = 1 zeroes every floor: the plain nearest-n
 to the same bank. Measured on the dev sets, intermediate q recovered MVTec screw (rare normal
 rotations) and gave back most of what corroboration gains on contaminated bottle and magnetic tile
 (README, "Three seeds"; benchmarks/selection_rule.py).
+
+**Corroboration across poses** (``corroboration_views``, e.g. the three quarter turns): the
+vouched distance is searched among the other images' patches *and the same images turned or
+mirrored* (each view counts as its source image, so an image still never vouches for itself).
+A normal part photographed in a rare orientation (MVTec screw) finds support in another image's
+turned copy; a defect seen in one image still finds none in any pose of another. Only the
+floors change: the bank and the search at predict time are the same.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
@@ -49,7 +57,9 @@ class NearestNeighbourScorer(PatchScorer):
     uniform pool of at most ``pool_max_patches`` of their patches (None: all of them); the
     coreset covers rare normal patterns with few entries and is selected after a random
     projection to ``projection_dim`` dimensions. ``"random"`` keeps a random share of each
-    image's patches. ``corroborated`` and ``corroboration_quantile``: see the module docstring.
+    image's patches. ``corroborated``, ``corroboration_quantile`` and ``corroboration_views``
+    (names of :data:`funad.data.preprocessing.VIEWS`, read from ``features.views`` by ``fit``):
+    see the module docstring.
     """
 
     score_range = None
@@ -57,8 +67,10 @@ class NearestNeighbourScorer(PatchScorer):
     def __init__(self, patch_fraction: float = 0.01, seed: int = 0,
                  sampling: Literal["coreset", "random"] = "coreset", projection_dim: int | None = PROJECTION_DIM,
                  pool_max_patches: int | None = None, corroborated: bool = False,
-                 corroboration_quantile: float = 0.0):
+                 corroboration_quantile: float = 0.0, corroboration_views: Sequence[str] = ()):
         check_corroboration_quantile(corroboration_quantile, corroborated)
+        if corroboration_views and not corroborated:
+            raise ValueError("corroboration_views widen corroboration: they need corroborated=True")
         self.patch_fraction = patch_fraction
         self.seed = seed
         self.sampling = sampling
@@ -66,12 +78,20 @@ class NearestNeighbourScorer(PatchScorer):
         self.pool_max_patches = pool_max_patches
         self.corroborated = corroborated
         self.corroboration_quantile = float(corroboration_quantile)
+        self.corroboration_views = tuple(corroboration_views)
 
     @classmethod
     def from_config(cls, config: FunADConfig, local_net: LocalNet) -> Self:
         return cls(config.knn_patch_fraction, config.seed, pool_max_patches=config.knn_pool_max_patches,
                    corroborated=config.knn_corroborated,
-                   corroboration_quantile=config.knn_corroboration_quantile)
+                   corroboration_quantile=config.knn_corroboration_quantile,
+                   corroboration_views=cls.training_views(config))
+
+    @classmethod
+    def training_views(cls, config: FunADConfig) -> tuple[str, ...]:
+        # Only patches have poses (image level: one global vector per image).
+        wanted = config.knn_corroborated and config.level == "patch"
+        return CORROBORATION_VIEWS[config.knn_corroboration_views] if wanted else ()
 
     def fit(self, features: MethodFeatures, image_ids: np.ndarray | None = None) -> Self:
         rng = np.random.default_rng(self.seed)
@@ -88,10 +108,26 @@ class NearestNeighbourScorer(PatchScorer):
             pool_images = np.repeat(indices, per_image)
             self.bank_ = PatchBank(pool, pool_images)
         if self.corroborated:
+            # Each pose's pool is drawn as the coreset's pool is, with the same seed: the same rows.
+            for view in self.corroboration_views:
+                view_pool, view_images = sample_patches(self._view(features, view, image_ids), image_ids,
+                                                        self.pool_max_patches, np.random.default_rng(self.seed))
+                pool, pool_images = torch.cat([pool, view_pool]), np.concatenate([pool_images, view_images])
             # The pool is searched once, by the bank's entries: exact search costs less than an index's training.
             self.vouched_ = vouched_distances(self.bank_, PatchBank(pool, pool_images, exact=True))
             self.floors_ = softened_vouched(self.vouched_, self.corroboration_quantile)
         return self
+
+    @staticmethod
+    def _view(features: MethodFeatures, view: str, image_ids: np.ndarray | None) -> MethodFeatures:
+        """``features.views[view]``, checked to hold every image the bank is fitted on."""
+        found = features.views.get(view)
+        needed = len(features) if image_ids is None else int(np.max(image_ids, initial=-1)) + 1
+        if found is None or len(found) < needed:
+            raise ValueError(f"corroboration view {view!r} needs the training images' features in that pose "
+                             f"(features.views[{view!r}], {needed} images; FunAD extracts them), "
+                             f"have {dict((name, len(posed)) for name, posed in features.views.items())}")
+        return found
 
     def with_corroboration_quantile(self, quantile: float) -> Self:
         """This fitted, corroborated scorer with another ``corroboration_quantile``, without refitting.
@@ -142,7 +178,8 @@ class NearestNeighbourScorer(PatchScorer):
         """The constructor's arguments, as JSON."""
         return {"patch_fraction": self.patch_fraction, "seed": self.seed, "sampling": self.sampling,
                 "projection_dim": self.projection_dim, "pool_max_patches": self.pool_max_patches,
-                "corroborated": self.corroborated, "corroboration_quantile": self.corroboration_quantile}
+                "corroborated": self.corroborated, "corroboration_quantile": self.corroboration_quantile,
+                "corroboration_views": list(self.corroboration_views)}
 
     def state_dict(self) -> ScorerState:
         tensors = self.bank_.tensors()
@@ -163,6 +200,10 @@ class NearestNeighbourScorer(PatchScorer):
 
 #: Bank entries searched per query by the corroborated score.
 CORROBORATION_NEIGHBOURS = 10
+#: ``FunADConfig.knn_corroboration_views``: the poses of the training images that vouch for bank entries.
+CORROBORATION_VIEWS: dict[str, tuple[str, ...]] = {"none": (), "rotations": ("rot90", "rot180", "rot270"),
+                                                   "mirror": ("mirror",),
+                                                   "rotations+mirror": ("rot90", "rot180", "rot270", "mirror")}
 
 
 def check_corroboration_quantile(quantile: float, corroborated: bool) -> None:

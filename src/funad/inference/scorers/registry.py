@@ -22,6 +22,11 @@ def create_scorer(config: FunADConfig, trained: LocalNet) -> PatchScorer:
     return SCORERS[config.scorer].from_config(config, trained)
 
 
+def training_views(config: FunADConfig) -> tuple[str, ...]:
+    """The poses of the training images the scorer ``config.scorer`` names reads when fitted (FunAD extracts them)."""
+    return SCORERS[config.scorer].training_views(config)
+
+
 def scorer_from_state(name: str, state: ScorerState, trained: LocalNet) -> PatchScorer:
     """A fitted scorer as saved by its ``state_dict()``, for a model with the Local-Net ``trained``."""
     return SCORERS[name].from_state(state, trained)
