@@ -129,7 +129,7 @@ class FunADConfig:
     # Measured on the three dev sets (README, "Corroboration across poses").
     knn_corroboration_views: Literal["none", "rotations", "mirror", "rotations+mirror"] = setting(
         "rotations", "knn: poses of the training images (quarter turns, left-right mirror) whose patches vouch "
-                     "for bank entries too (with knn_corroborated); each costs one more backbone pass over the "
+                     "for bank entries too (with knn_corroborated); each pose costs one more backbone pass over the "
                      "training images during fit")
 
     seed: int = setting(0, "seed of every random draw: initialisation, sampling, noise")

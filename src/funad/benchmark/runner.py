@@ -5,7 +5,9 @@ SoftPatch are fitted on the same training features of a split and score the same
 Maps are made identically for all methods (bilinear upsampling, Gaussian sigma ``map_sigma``),
 resized to each mask's resolution and streamed into the pixel metrics image by image.
 Fit times exclude feature extraction (timed once, separately); FUN-AD*'s includes writing and
-extracting its synthetic images, which is part of its cost.
+extracting its synthetic images, and FUN-AD's the turned training images its default scorer
+vouches with (corroboration across poses; cached, so only a split's first fit pays for them):
+both are part of their cost.
 """
 
 from __future__ import annotations

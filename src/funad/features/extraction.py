@@ -162,7 +162,7 @@ GATHER_CHUNK = 32
 
 
 def extract_features_sharded(backbone: Backbone, paths: Sequence[Path], *, cache: FeatureCache | None = None,
-                             **options: Any) -> FeatureSet:
+                             view: str | None = None, **options: Any) -> FeatureSet:
     """:func:`extract_features` with each of torchrun's ranks extracting its block of ``paths``.
 
     Every rank returns the features of all ``paths`` in their order (as one process would): the
@@ -172,8 +172,7 @@ def extract_features_sharded(backbone: Backbone, paths: Sequence[Path], *, cache
     """
     paths = [Path(p) for p in paths]
     mine = distributed.block(len(paths))
-    local = extract_features(backbone, paths[mine.start:mine.stop], cache=cache, **options)
-    view = options.get("view")
+    local = extract_features(backbone, paths[mine.start:mine.stop], cache=cache, view=view, **options)
     # Says that the work is shared: the ranks' counts add up to the number of images.
     logger.info("rank=%d world_size=%d images=%d", distributed.rank(), distributed.world_size(), len(mine))
     if distributed.world_size() == 1:
