@@ -339,14 +339,17 @@ def main() -> None:
     parser.add_argument("--cli-few", type=int, default=8, help="images of the short `funad predict` run")
     parser.add_argument("--cli-variants", nargs="+", default=[""],
                         help="`funad predict` flags to compare, one string each ('' for the defaults)")
-    parser.add_argument("--cli-models", default="directory,onnx",
-                        help="which of the model directory and its model.onnx export start-up and cli time")
+    parser.add_argument("--cli-models", type=lambda text: text.split(","), default=["directory", "onnx"],
+                        help="comma-separated: which of the model directory and its model.onnx export the "
+                             "startup and cli sections time")
     parser.add_argument("--sections", default="fit,faithful,predict,growth,startup,cli",
                         help="faithful, predict, startup and cli imply fit")
     parser.add_argument("--model", type=Path, default=None,
                         help="a model directory written by `funad fit` for startup and cli, instead of fitting one")
     add_config_options(parser)
     args = parser.parse_args()
+    if not args.cli_models or set(args.cli_models) - {"directory", "onnx"}:
+        parser.error(f"--cli-models takes directory and/or onnx, got {','.join(args.cli_models)}")
     sections = set(args.sections.split(","))
     overrides = config_overrides(args)
 
@@ -367,11 +370,11 @@ def main() -> None:
                               [int(w) for w in args.workers.split(",")], args.repeats)
         if sections & {"startup", "cli"}:
             model_dir = args.model or model.save(Path(cache) / "model")
-            models = {"model directory": model_dir}
-            if "onnx" in args.cli_models.split(","):
+            models = {}
+            if "directory" in args.cli_models:
+                models["model directory"] = model_dir
+            if "onnx" in args.cli_models:
                 models["exported model.onnx"] = exported_model(model_dir, Path(cache))
-            if "directory" not in args.cli_models.split(","):
-                del models["model directory"]
             test_paths = sorted((args.data / "test").glob("*/*.png"))
             if "startup" in sections:
                 benchmark_startup(models, test_paths[0], args.repeats, Path(cache))

@@ -40,7 +40,8 @@ class FeatureSet:
 
     ``patches[i]`` is ``[K, D]`` on ``grid``; ``globals_[i]`` is ``[G]``. ``views``: the patches
     of the same images in other poses (:data:`funad.data.preprocessing.VIEWS`), by view, row for
-    row (``views[v][i]`` is image i turned or mirrored), where a scorer asked for them.
+    row (``views[v][i]`` is image i turned or mirrored), where a scorer asked for them; a view may
+    hold only the first images (the real ones, before FUN-AD*'s synthetic anomalies).
     """
 
     paths: list[Path]
