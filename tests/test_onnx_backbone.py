@@ -108,3 +108,58 @@ def test_pretrained_false_is_refused():
 def test_missing_weights_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         create_backbone("imgfocus_dinov2_vits14", weights=tmp_path / "nope.onnx")
+
+
+def _cache_files(folder: Path) -> list[str]:
+    return sorted(path.name for path in (folder / "graphs").iterdir())
+
+
+def test_later_backbones_read_the_analysis_and_truncated_graph_from_the_cache(model_path, images, tmp_path,
+                                                                             monkeypatch):
+    import funad.features.backbones.onnx_dinov2 as onnx_dinov2
+
+    monkeypatch.setenv("FUNAD_CACHE_DIR", str(tmp_path))
+    first = OnnxDinov2Backbone(model_path)
+    files = _cache_files(tmp_path)
+    assert sorted(name.split(".", 1)[1] for name in files) == ["onnx", "vit.json"]  # no temporary file left behind
+
+    def no_parsing():
+        raise AssertionError("the ONNX file was parsed again")
+
+    monkeypatch.setattr(onnx_dinov2, "_import_onnx", no_parsing)
+    second = OnnxDinov2Backbone(model_path)
+    assert second.truncated_model_bytes == first.truncated_model_bytes
+    assert (second.block_output_names, second.patch_size, second.embed_dim, second.grid) == \
+        (first.block_output_names, first.patch_size, first.embed_dim, first.grid)
+    assert torch.equal(second.norm_weight, first.norm_weight) and torch.equal(second.norm_bias, first.norm_bias)
+    assert second.norm_eps == first.norm_eps
+    with torch.inference_mode():
+        assert torch.equal(second(images[:1]).patches, first(images[:1]).patches)
+    # Other blocks of the same file: another truncated graph, the same analysis.
+    with pytest.raises(AssertionError, match="parsed again"):
+        OnnxDinov2Backbone(model_path, layers=(5,))
+    assert _cache_files(tmp_path) == files
+
+
+def test_a_replaced_model_file_is_analysed_again(model_path, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    monkeypatch.setenv("FUNAD_CACHE_DIR", str(tmp_path / "cache"))
+    copy = tmp_path / "model.onnx"
+    shutil.copyfile(model_path, copy)
+    OnnxDinov2Backbone(copy)
+    stat = copy.stat()
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # what writing a new file in place does
+    OnnxDinov2Backbone(copy)
+    assert len(_cache_files(tmp_path / "cache")) == 4
+
+
+def test_a_cache_that_cannot_be_written_costs_only_time(model_path, images, tmp_path, monkeypatch, caplog):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("FUNAD_CACHE_DIR", str(blocked))
+    backbone = OnnxDinov2Backbone(model_path)
+    assert "cannot cache" in caplog.text
+    with torch.inference_mode():
+        assert backbone(images[:1]).patches.shape == (1, 256, 384)

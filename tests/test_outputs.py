@@ -33,6 +33,15 @@ def test_regions_are_the_connected_parts_of_the_mask():
     assert edge[2, 3] and not edge[3, 5] and edge.sum() == 14 + 2
 
 
+def test_heatmap_palette_is_matplotlibs_jet():
+    from matplotlib import colormaps
+
+    from funad.reports.heatmaps import jet_palette
+
+    expected = (colormaps["jet"](np.arange(256) / 255.0)[:, :3] * 255).astype(np.uint8)
+    assert np.frombuffer(jet_palette(), np.uint8).reshape(256, 3).tolist() == expected.tolist()
+
+
 def test_pixel_threshold_is_saved_and_read_from_normal_training_images(model_dir):
     model = FunAD.load(model_dir)
     assert np.isfinite(model.pixel_threshold_) and 0 < model.pixel_threshold_ <= model.train_predict_scores_.max()

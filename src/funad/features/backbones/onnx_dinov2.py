@@ -30,12 +30,15 @@ point of pixel AUROC.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import importlib.util
+import json
 import logging
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -284,23 +287,87 @@ def truncate_graph(model, outputs: Sequence[str], *, free_spatial_size: bool = F
     return truncated
 
 
-def quantized_int8(graph: bytes, cache_dir: Path | None = None) -> Path:
+# --------------------------------------------------------------------------- derived graphs, cached
+
+#: Part of the key of every cached analysis and truncated graph: bump it when what they hold changes.
+PREPARED_GRAPH_FORMAT = 1
+
+
+def _source_key(model_path: Path, what: dict) -> str:
+    """Identifies ``what`` was derived from the ONNX file at ``model_path``, by its path, size and mtime.
+
+    The file's stat rather than its digest (0.1 s for the packaged 97 MB): as Python's bytecode
+    cache, a file replaced in place gets a new mtime.
+    """
+    stat = model_path.stat()
+    payload = {"path": str(model_path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+               "format": PREPARED_GRAPH_FORMAT, **what}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cached_bytes(name: str, make: Callable[[], bytes]) -> bytes:
+    """The bytes of the graph cache's file ``name``, made by ``make`` and written there (atomically) on the first use.
+
+    A cache that cannot be written (a read-only home) only costs the time to make them again.
+    """
+    target = default_graph_cache_dir() / name
+    try:
+        return target.read_bytes()
+    except OSError:  # not made yet, or no cache at all
+        pass
+    data = make()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, lambda handle: handle.write(data))
+    except OSError as error:
+        logger.warning("cannot cache %s (%s): it is made again next time", target, error)
+    return data
+
+
+def _cached_analysis(model_path: Path, read_graph: Callable[[], object]) -> ViTGraph:
+    """:func:`analyse_vit_graph` of the file, read from the graph cache after the first time.
+
+    With :func:`_cached_graph` this spares every later start parsing the 97 MB graph (``import
+    onnx``, load, analysis and truncation: 2.1 s of a 5 s one-image ``funad predict``, docs/speed.md).
+    """
+    def analysed() -> bytes:
+        info = analyse_vit_graph(read_graph())
+        record = dataclasses.asdict(info)
+        if info.final_norm is not None:
+            record["final_norm"] = {"weight": info.final_norm.weight.tolist(), "bias": info.final_norm.bias.tolist(),
+                                    "eps": info.final_norm.eps}
+        return json.dumps(record).encode()
+
+    record = json.loads(_cached_bytes(f"{_source_key(model_path, {'analysis': True})}.vit.json", analysed))
+    norm = record.pop("final_norm")
+    info = ViTGraph(**record)
+    if norm is not None:
+        info.final_norm = LayerNormParams(np.asarray(norm["weight"], np.float32), np.asarray(norm["bias"], np.float32),
+                                          float(norm["eps"]))
+    return info
+
+
+def _cached_graph(model_path: Path, what: dict, make: Callable[[], bytes]) -> bytes:
+    """The serialised graph ``make`` derives from the file (``what`` names it); from the cache after the first time."""
+    return _cached_bytes(f"{_source_key(model_path, what)}.onnx", make)
+
+
+def quantized_int8(graph: bytes) -> bytes:
     """The int8 version of the ONNX ``graph``, made once and then read from the cache.
 
     Keyed by the digest of ``graph`` and :data:`INT8_RECIPE`; written atomically, so that
     concurrent runs or a killed one never leave half a graph behind.
     """
-    cache_dir = cache_dir or default_graph_cache_dir()
     digest = hashlib.sha256(graph + INT8_RECIPE.encode()).hexdigest()[:16]
-    target = cache_dir / f"{digest}.int8.onnx"
-    if target.is_file():
-        return target
+    return _cached_bytes(f"{digest}.int8.onnx", lambda: _quantize_int8(graph))
+
+
+def _quantize_int8(graph: bytes) -> bytes:
     _import_onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logger.info("quantizing the backbone graph to int8 (once) into %s", target)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
+    logger.info("quantizing the backbone graph to int8 (once; then cached in %s)", default_graph_cache_dir())
+    with tempfile.TemporaryDirectory() as scratch:
         source, quantized = Path(scratch) / "fp32.onnx", Path(scratch) / "int8.onnx"
         source.write_bytes(graph)
         # The quantizer logs every tensor through the root logger (INFO), and a pre-processing hint (WARNING).
@@ -311,8 +378,7 @@ def quantized_int8(graph: bytes, cache_dir: Path | None = None) -> Path:
                              op_types_to_quantize=["MatMul"])
         finally:
             logging.disable(previous)
-        write_atomically(target, lambda handle: handle.write(quantized.read_bytes()))
-    return target
+        return quantized.read_bytes()
 
 
 # --------------------------------------------------------------------------- backbone
@@ -344,15 +410,14 @@ class OnnxDinov2Backbone(Backbone):
         intra_op_threads: int | None = None,
     ):
         super().__init__()
-        onnx = _import_onnx()
         _import_onnxruntime()  # fail early, with the install hint
         model_path = Path(model_path)
         if not model_path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {model_path}")
         if combine not in ("mean", "concat"):
             raise ValueError(f"combine must be 'mean' or 'concat', not {combine!r}")
-        model = onnx.load(str(model_path))
-        info = analyse_vit_graph(model)
+        read_graph = functools.cache(lambda: _import_onnx().load(str(model_path)))  # only on a cache miss
+        info = _cached_analysis(model_path, read_graph)
         count = len(info.block_outputs)
         resolved = []
         for layer in layers:
@@ -395,15 +460,17 @@ class OnnxDinov2Backbone(Backbone):
             self.register_buffer("norm_bias", torch.from_numpy(info.final_norm.bias.copy()), persistent=False)
             self.norm_eps = info.final_norm.eps
         self.block_output_names = [info.block_outputs[index] for index in resolved]
-        truncated = truncate_graph(model, self.block_output_names, free_spatial_size=free_size)
         # The graph the sessions run (and an export composes): the truncated one, in self.precision.
-        self.truncated_model_bytes = truncated.SerializeToString()
+        self.truncated_model_bytes = _cached_graph(
+            model_path, {"outputs": self.block_output_names, "free_spatial_size": free_size},
+            lambda: truncate_graph(read_graph(), self.block_output_names,
+                                   free_spatial_size=free_size).SerializeToString())
         self._intra_op_threads = intra_op_threads
         self._sessions: dict[str, object] = {}
 
     def set_precision(self, precision: str) -> None:
         if precision == "int8" and self.precision == "fp32":
-            self.truncated_model_bytes = quantized_int8(self.truncated_model_bytes).read_bytes()
+            self.truncated_model_bytes = quantized_int8(self.truncated_model_bytes)
             self.precision = "int8"
             self._sessions = {}
         else:
