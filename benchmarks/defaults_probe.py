@@ -26,8 +26,9 @@ named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256
 * ``corroborated``: the knn bank of the default without FUN-AD: every image, corroborated, 10 %,
   vouched for by the other images as they are (the default before corroboration views);
 * ``corroborated_rotations``: the same, vouched for also by the other images' three quarter turns
-  (``knn_corroboration_views="rotations"``, today's default; the turned training images are
-  extracted once, cached);
+  (``knn_corroboration_views="rotations"``; the turned training images are extracted once, cached);
+* ``corroborated_rotations_k2``, ``_k5``, ``_k8``: the same, with the maps floored at the k-th other
+  image's distance (``knn_map_corroboration_images``; k = 5 is today's default scorer);
 * ``softpatch``: SoftPatch (15 % of each position's patches dropped by LOF), 10 % coreset;
 * ``funad``: ``FunAD()`` as it is today, end to end (``fit_features``, then its ``scorer_``), with the
   probe's pool cap as ``knn_pool_max_patches`` (today's default is the same 60 000).
@@ -222,6 +223,8 @@ def local_net_train_auroc(train_scores: np.ndarray, moved: list[bool]) -> float 
     return image_auroc(moved, train_scores) if any(moved) else None
 
 
+#: The ``knn_map_corroboration_images`` the probe compares (README, "Stricter corroboration in the maps").
+MAP_CORROBORATION_CHOICES = (2, 5, 8)
 SCORERS: dict[str, Fitter] = {
     "patchcore": bank_scorer(lambda seed, cap: PatchCore(0.1, seed=seed, pool_max_patches=cap)),
     "knn_trusted_half": funad_scorer(capped=False, knn_normal_share=0.5, knn_patch_fraction=0.01,
@@ -231,13 +234,16 @@ SCORERS: dict[str, Fitter] = {
                                                                          corroborated=True)),
     "corroborated_rotations": bank_scorer(lambda seed, cap: NearestNeighbourScorer(
         0.1, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS["rotations"])),
+    **{f"corroborated_rotations_k{count}": bank_scorer(lambda seed, cap, count=count: NearestNeighbourScorer(
+        0.1, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS["rotations"],
+        map_corroboration_images=count)) for count in MAP_CORROBORATION_CHOICES},
     "softpatch": bank_scorer(lambda seed, cap: SoftPatch(0.15, 0.1, seed=seed, pool_max_patches=cap)),
     "funad": funad_scorer(),
 }
 #: Scorers whose pool has no cap (their records say pool_cap None).
 UNCAPPED = ("knn_trusted_half",)
 #: The poses of the training images a scorer's fit reads (``FeatureSet.views``); the others read none.
-SCORER_VIEWS = {"corroborated_rotations": CORROBORATION_VIEWS["rotations"]}
+SCORER_VIEWS = {name: CORROBORATION_VIEWS["rotations"] for name in SCORERS if name.startswith("corroborated_rotations")}
 
 
 def pool_cap_for(cap: int, scale: bool, grid: tuple[int, int]) -> int:

@@ -197,4 +197,70 @@ def test_the_onnx_module_carries_the_softened_floors():
     queries = torch.from_numpy(np.concatenate([patterns + 0.2, images[3] + 0.05]))[None]  # image 3: the defect
     expected = scorer.score_patches(queries)
     assert expected.max() > 5.0  # the defect's floor is in play
-    torch.testing.assert_close(module(queries), expected, rtol=1e-4, atol=1e-4)
+    image_floored, map_floored = module(queries)
+    torch.testing.assert_close(map_floored, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(image_floored, expected, rtol=1e-4, atol=1e-4)  # one image vouches in both
+
+
+def _shared_defect_images():
+    """Normal images; images 2, 5 and 9 share one defect, which each of them vouches for in the others."""
+    images, patterns = _normal_images()
+    for image in (2, 5, 9):
+        _with_defect(images, image=image)
+    return images, patterns
+
+
+def test_vouched_distance_of_the_kth_other_image_equals_brute_force(monkeypatch):
+    from funad.inference import patch_bank
+    from funad.inference.scorers import knn
+
+    rng = np.random.default_rng(3)
+    pool_patches = rng.normal(size=(300, 4)).astype(np.float32)
+    pool_images = rng.integers(0, 12, size=300)
+    bank_rows = rng.choice(300, 40, replace=False)
+    bank = patch_bank.PatchBank(torch.from_numpy(pool_patches[bank_rows]), pool_images[bank_rows])
+    pool = patch_bank.PatchBank(torch.from_numpy(pool_patches), pool_images, exact=True)
+    monkeypatch.setattr(knn, "VOUCHING_NEIGHBOURS", 8)  # most entries need the wider search again
+    first, third, eleventh = knn.vouched_distances(bank, pool, (1, 3, 11))
+    distances = np.linalg.norm(pool_patches[bank_rows][:, None] - pool_patches[None], axis=-1)
+    for entry, own in enumerate(pool_images[bank_rows]):
+        nearest_per_image = np.sort([distances[entry, pool_images == image].min()
+                                     for image in np.unique(pool_images) if image != own])
+        np.testing.assert_allclose([first[entry], third[entry], eleventh[entry]], nearest_per_image[[0, 2, 10]],
+                                   rtol=1e-5)
+
+
+def test_maps_refuse_a_defect_that_a_few_images_share_and_image_scores_stay_lenient():
+    images, patterns = _shared_defect_images()
+    features = MethodFeatures(images)
+    queries = torch.from_numpy(np.stack([np.full(8, 10.0, np.float32), patterns[0]]))[None]
+    lenient = NearestNeighbourScorer(patch_fraction=1.0, corroborated=True).fit(features)
+    strict = NearestNeighbourScorer(patch_fraction=1.0, corroborated=True, map_corroboration_images=3).fit(features)
+    assert lenient.score_patches(queries)[0, 0] < 0.1  # two other images vouch for the shared defect
+    map_scores, image_scores = strict.score(queries)
+    assert map_scores[0, 0] > 5.0 and map_scores[0, 1] < 0.1  # only two others have it; normal patterns: all
+    torch.testing.assert_close(image_scores, lenient.score(queries)[1])  # image scores: one image vouches
+    assert torch.equal(strict.score_patches(queries), map_scores)
+    np.testing.assert_array_equal(strict.score_training_images(features), lenient.score_training_images(features))
+
+
+def test_map_corroboration_round_trips_and_older_states_load_as_one_image():
+    images, patterns = _shared_defect_images()
+    scorer = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, map_corroboration_images=3)
+    scorer.fit(MethodFeatures(images))
+    state = scorer.state_dict()
+    restored = NearestNeighbourScorer.from_state(ScorerState(dict(state.tensors), state.settings), local_net=None)
+    queries = torch.from_numpy(np.concatenate([patterns, np.full((1, 8), 10.0, np.float32)]))[None]
+    for mine, theirs in zip(scorer.score(queries), restored.score(queries)):
+        assert torch.equal(mine, theirs)
+    older = {name: value for name, value in state.settings.items() if name != "map_corroboration_images"}
+    tensors = {name: value for name, value in state.tensors.items() if name != "map_vouched"}
+    old = NearestNeighbourScorer.from_state(ScorerState(tensors, older), local_net=None)
+    assert old.map_corroboration_images == 1 and old.map_floors_ is old.floors_
+
+
+def test_map_corroboration_needs_corroboration():
+    with pytest.raises(ValueError, match="map_corroboration_images"):
+        NearestNeighbourScorer(map_corroboration_images=2)
+    with pytest.raises(ValueError, match="map_corroboration_images"):
+        NearestNeighbourScorer(corroborated=True, map_corroboration_images=0)

@@ -44,29 +44,34 @@ EXPORTABLE_SCORERS = ("knn", "local_net")
 
 
 class CorroboratedDistance(nn.Module):
-    """``[B, K, D]`` -> ``[B, K]``: min over the ``neighbours`` nearest entries e of max(d(q, e), vouched[e]).
+    """``[B, K, D]`` -> two ``[B, K]``: min over the ``neighbours`` nearest entries e of max(d(q, e), floor[e]),
+    with the image scores' floors and with the maps' (:class:`NearestNeighbourScorer`).
 
-    With vouched distances of 0 and one neighbour it is the plain nearest-neighbour distance, so
-    both knn variants are this one module. Squared distances as |q|^2 - 2 q.e + |e|^2 (one MatMul),
+    With floors of 0 and one neighbour it is the plain nearest-neighbour distance, so both knn
+    variants are this one module. Squared distances as |q|^2 - 2 q.e + |e|^2 (one MatMul),
     clamped at 0 against rounding as faiss's are.
     """
 
     bank: torch.Tensor  # buffers: constants of the exported graph
     bank_squared_norms: torch.Tensor
-    vouched: torch.Tensor
+    image_floors: torch.Tensor
+    map_floors: torch.Tensor
 
-    def __init__(self, bank: torch.Tensor, vouched: torch.Tensor, neighbours: int):
+    def __init__(self, bank: torch.Tensor, image_floors: torch.Tensor, map_floors: torch.Tensor, neighbours: int):
         super().__init__()
         self.register_buffer("bank", bank.float().contiguous())
         self.register_buffer("bank_squared_norms", (bank.float() ** 2).sum(dim=1))
-        self.register_buffer("vouched", vouched.float())
+        self.register_buffer("image_floors", image_floors.float())
+        self.register_buffer("map_floors", map_floors.float())
         self.neighbours = min(neighbours, len(bank))
 
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         squared = ((patches**2).sum(dim=-1, keepdim=True) - 2 * patches @ self.bank.T
                    + self.bank_squared_norms).clamp_min(0)
         nearest, hits = squared.topk(self.neighbours, dim=-1, largest=False)
-        return torch.maximum(nearest.sqrt(), self.vouched[hits]).amin(dim=-1)
+        distances = nearest.sqrt()
+        return (torch.maximum(distances, self.image_floors[hits]).amin(dim=-1),
+                torch.maximum(distances, self.map_floors[hits]).amin(dim=-1))
 
 
 class LocalNetScore(nn.Module):
@@ -74,20 +79,23 @@ class LocalNetScore(nn.Module):
         super().__init__()
         self.local_net = scorer.local_net
 
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.local_net.score(patches)
+    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.local_net.score(patches)
+        return scores, scores
 
 
 def patch_score_module(model: FunAD) -> nn.Module:
-    """The fitted scorer as a torch module on method patches, or ValueError for a scorer ONNX cannot carry."""
+    """The fitted scorer as a torch module on method patches, returning the patch scores the image score is
+    the highest of and those maps are drawn from; ValueError for a scorer ONNX cannot carry."""
     scorer = model.fitted_.scorer
     if isinstance(scorer, LocalNetScorer):
         return LocalNetScore(scorer).float().eval()
     if isinstance(scorer, NearestNeighbourScorer):
         bank = scorer.bank_.patches
         if scorer.corroborated:
-            return CorroboratedDistance(bank, torch.from_numpy(scorer.floors_), CORROBORATION_NEIGHBOURS)
-        return CorroboratedDistance(bank, torch.zeros(len(bank)), 1)
+            return CorroboratedDistance(bank, torch.from_numpy(scorer.floors_), torch.from_numpy(scorer.map_floors_),
+                                        CORROBORATION_NEIGHBOURS)
+        return CorroboratedDistance(bank, torch.zeros(len(bank)), torch.zeros(len(bank)), 1)
     raise ValueError(f"ONNX export supports the scorers {', '.join(EXPORTABLE_SCORERS)}; this model uses "
                      f"{scorer.name!r}")
 
@@ -104,9 +112,9 @@ class Head(nn.Module):
         self.register_buffer("threshold", torch.tensor(threshold, dtype=torch.float64))
 
     def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        patch_scores = self.patch_scores(patches).float()
-        scores = patch_scores.amax(dim=1)
-        maps = patch_scores_to_maps(patch_scores, self.grid, self.input_size, self.sigma)
+        image_patch_scores, map_patch_scores = self.patch_scores(patches)
+        scores = image_patch_scores.float().amax(dim=1)
+        maps = patch_scores_to_maps(map_patch_scores.float(), self.grid, self.input_size, self.sigma)
         return scores, maps, scores.double() > self.threshold
 
 

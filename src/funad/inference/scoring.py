@@ -32,7 +32,7 @@ class ScoredImages:
 def score_images(scorer: PatchScorer, patches: torch.Tensor, grid: tuple[int, int], input_size: int,
                  sigma: float) -> ScoredImages:
     """Score ``[B, K, D]`` method features with ``scorer``; their maps are drawn on the ``grid`` of patches."""
-    patch_scores = scorer.score_patches(patches)
-    image_scores = scorer.image_scores(patches, patch_scores).cpu()
+    patch_scores, image_scores = scorer.score(patches)
+    image_scores = image_scores.cpu()
     # Maps are float32 whatever the scorer's precision; image scores keep it (ties stay apart).
     return ScoredImages(image_scores, patch_scores.float().cpu(), grid, input_size, sigma)

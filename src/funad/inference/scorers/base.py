@@ -65,6 +65,14 @@ class PatchScorer(Protocol):
         """``[B]`` image scores; the method's (and most scorers') rule: the highest patch score."""
         return patch_scores.amax(dim=1)
 
+    def score(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, K]`` patch scores (what maps are drawn from) and ``[B]`` image scores, as predict needs both.
+
+        A scorer whose image scores need more than its patch scores may compute both in one pass.
+        """
+        patch_scores = self.score_patches(patches)
+        return patch_scores, self.image_scores(patches, patch_scores)
+
     def score_training_images(self, features: MethodFeatures) -> np.ndarray:
         """``[N]`` scores of the training images comparable with a new image's score.
 

@@ -28,6 +28,14 @@ mirrored* (each view counts as its source image, so an image still never vouches
 A normal part photographed in a rare orientation (MVTec screw) finds support in another image's
 turned copy; a defect seen in one image still finds none in any pose of another. Only the
 floors change: the bank and the search at predict time are the same.
+
+**Stricter corroboration in the maps** (``map_corroboration_images=k``): the anomaly maps (and
+the defect regions and pixel threshold read from them) floor each entry at the distance within
+which *k* other training images vouch for it, the image score at the nearest one. A defect
+type that several contaminated training images share vouches for itself with k = 1; with k = 5
+its patterns keep their floors in the maps. Image scores, the highest patch score of an image,
+keep k = 1: one normal patch that fewer than k images support would raise a whole normal
+image's score. Both come from the same search at predict time.
 """
 
 from __future__ import annotations
@@ -67,10 +75,14 @@ class NearestNeighbourScorer(PatchScorer):
     def __init__(self, patch_fraction: float = 0.01, seed: int = 0,
                  sampling: Literal["coreset", "random"] = "coreset", projection_dim: int | None = PROJECTION_DIM,
                  pool_max_patches: int | None = None, corroborated: bool = False,
-                 corroboration_quantile: float = 0.0, corroboration_views: Sequence[str] = ()):
+                 corroboration_quantile: float = 0.0, corroboration_views: Sequence[str] = (),
+                 map_corroboration_images: int = 1):
         check_corroboration_quantile(corroboration_quantile, corroborated)
         if corroboration_views and not corroborated:
             raise ValueError("corroboration_views widen corroboration: they need corroborated=True")
+        if map_corroboration_images < 1 or (map_corroboration_images > 1 and not corroborated):
+            raise ValueError(f"map_corroboration_images must be 1, or above 1 with corroborated=True; got "
+                             f"{map_corroboration_images}")
         self.patch_fraction = patch_fraction
         self.seed = seed
         self.sampling = sampling
@@ -79,13 +91,17 @@ class NearestNeighbourScorer(PatchScorer):
         self.corroborated = corroborated
         self.corroboration_quantile = float(corroboration_quantile)
         self.corroboration_views = tuple(corroboration_views)
+        self.map_corroboration_images = int(map_corroboration_images)
 
     @classmethod
     def from_config(cls, config: FunADConfig, local_net: LocalNet) -> Self:
         return cls(config.knn_patch_fraction, config.seed, pool_max_patches=config.knn_pool_max_patches,
                    corroborated=config.knn_corroborated,
                    corroboration_quantile=config.knn_corroboration_quantile,
-                   corroboration_views=cls.training_views(config))
+                   corroboration_views=cls.training_views(config),
+                   # Image level: the map is the image's score, one vector per image.
+                   map_corroboration_images=(config.knn_map_corroboration_images
+                                             if config.knn_corroborated and config.level == "patch" else 1))
 
     @classmethod
     def training_views(cls, config: FunADConfig) -> tuple[str, ...]:
@@ -114,9 +130,15 @@ class NearestNeighbourScorer(PatchScorer):
                                                         self.pool_max_patches, np.random.default_rng(self.seed))
                 pool, pool_images = torch.cat([pool, view_pool]), np.concatenate([pool_images, view_images])
             # The pool is searched once, by the bank's entries: exact search costs less than an index's training.
-            self.vouched_ = vouched_distances(self.bank_, PatchBank(pool, pool_images, exact=True))
-            self.floors_ = softened_vouched(self.vouched_, self.corroboration_quantile)
+            self.vouched_, self.map_vouched_ = vouched_distances(self.bank_, PatchBank(pool, pool_images, exact=True),
+                                                                 (1, self.map_corroboration_images))
+            self._soften()
         return self
+
+    def _soften(self) -> None:
+        self.floors_ = softened_vouched(self.vouched_, self.corroboration_quantile)
+        self.map_floors_ = (self.floors_ if self.map_corroboration_images == 1
+                            else softened_vouched(self.map_vouched_, self.corroboration_quantile))
 
     @staticmethod
     def _view(features: MethodFeatures, view: str, image_ids: np.ndarray | None) -> MethodFeatures:
@@ -140,36 +162,53 @@ class NearestNeighbourScorer(PatchScorer):
             raise ValueError("with_corroboration_quantile needs a corroborated scorer")
         softened = copy.copy(self)
         softened.corroboration_quantile = float(quantile)
-        softened.floors_ = softened_vouched(self.vouched_, softened.corroboration_quantile)
+        softened._soften()
         return softened
 
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        if not self.corroborated:
-            return self.bank_.distances(patches)
-        scores = self._corroborated_scores(patches.reshape(-1, patches.shape[-1]))
-        return torch.from_numpy(scores).view(patches.shape[:-1]).to(patches.device)
+        """The patch scores maps are drawn from (with ``map_corroboration_images``' floors)."""
+        return self.score(patches)[0]
 
-    def _corroborated_scores(self, queries: torch.Tensor, own_image: int | None = None) -> np.ndarray:
-        """``min over entries e of max(d(q, e), vouched(e))`` over each query's nearest entries.
+    def score(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.corroborated:
+            patch_scores = self.bank_.distances(patches)
+            return patch_scores, self.image_scores(patches, patch_scores)
+        image_floored, map_floored = self._corroborated_scores(patches.reshape(-1, patches.shape[-1]))
+
+        def as_tensor(scores: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(scores).view(patches.shape[:-1]).to(patches.device)
+
+        return as_tensor(map_floored), as_tensor(image_floored).amax(dim=1)
+
+    def _corroborated_scores(self, queries: torch.Tensor,
+                             own_image: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``min over entries e of max(d(q, e), floor(e))`` over each query's nearest entries, with the image
+        scores' floors and with the maps' (the same array when ``map_corroboration_images`` is 1).
 
         Searched among the ``CORROBORATION_NEIGHBOURS`` nearest entries (besides ``own_image``'s,
         which are left out): an entry farther than those rarely wins, since it must beat their
         distance and its own vouched distance at once.
         """
-        assert self.bank_.image_ids is not None  # recorded by fit and saved with the bank
-        own_entries = 0 if own_image is None else int(np.count_nonzero(self.bank_.image_ids == own_image))
+        image_ids = self.bank_.image_ids
+        assert image_ids is not None  # recorded by fit and saved with the bank
+        own_entries = 0 if own_image is None else int(np.count_nonzero(image_ids == own_image))
         distances, hits = self.bank_.search(queries, min(len(self.bank_), CORROBORATION_NEIGHBOURS + own_entries))
-        scores = np.maximum(distances, self.floors_[hits])
-        if own_image is not None:
-            scores[self.bank_.image_ids[hits] == own_image] = np.inf
-        result: np.ndarray = scores.min(axis=1)
-        return result
+
+        def floored(floors: np.ndarray) -> np.ndarray:
+            scores = np.maximum(distances, floors[hits])
+            if own_image is not None:
+                scores[image_ids[hits] == own_image] = np.inf
+            result: np.ndarray = scores.min(axis=1)
+            return result
+
+        image_floored = floored(self.floors_)
+        return image_floored, image_floored if self.map_floors_ is self.floors_ else floored(self.map_floors_)
 
     def score_training_images(self, features: MethodFeatures) -> np.ndarray:
         def patch_scores(image: int) -> np.ndarray:
             queries = features.take([image])[0]
             if self.corroborated:
-                return self._corroborated_scores(queries, image)
+                return self._corroborated_scores(queries, image)[0]
             return self.bank_.nearest_from_other_images(queries, image)[0]
 
         return leave_own_image_out(features, patch_scores)
@@ -179,27 +218,34 @@ class NearestNeighbourScorer(PatchScorer):
         return {"patch_fraction": self.patch_fraction, "seed": self.seed, "sampling": self.sampling,
                 "projection_dim": self.projection_dim, "pool_max_patches": self.pool_max_patches,
                 "corroborated": self.corroborated, "corroboration_quantile": self.corroboration_quantile,
-                "corroboration_views": list(self.corroboration_views)}
+                "corroboration_views": list(self.corroboration_views),
+                "map_corroboration_images": self.map_corroboration_images}
 
     def state_dict(self) -> ScorerState:
         tensors = self.bank_.tensors()
         if self.corroborated:
             tensors["vouched"] = torch.from_numpy(self.vouched_)
+            if self.map_corroboration_images > 1:
+                tensors["map_vouched"] = torch.from_numpy(self.map_vouched_)
         return ScorerState(tensors, self.settings())
 
     @classmethod
     def from_state(cls, state: ScorerState, local_net: LocalNet) -> Self:
-        scorer = cls(**state.settings)
+        scorer = cls(**state.settings)  # saved before map_corroboration_images: 1, as they were fitted
         tensors = dict(state.tensors)
         if scorer.corroborated:
             scorer.vouched_ = tensors.pop("vouched").numpy()
-            scorer.floors_ = softened_vouched(scorer.vouched_, scorer.corroboration_quantile)
+            scorer.map_vouched_ = tensors.pop("map_vouched").numpy() if "map_vouched" in tensors else scorer.vouched_
+            scorer._soften()
         scorer.bank_ = PatchBank.from_tensors(tensors)
         return scorer
 
 
 #: Bank entries searched per query by the corroborated score.
 CORROBORATION_NEIGHBOURS = 10
+#: Pool patches first searched per bank entry for the k-th other image's distance; entries that
+#: reach fewer than k other images among them are searched again with four times as many.
+VOUCHING_NEIGHBOURS = 2048
 #: ``FunADConfig.knn_corroboration_views``: the poses of the training images that vouch for bank entries.
 CORROBORATION_VIEWS: dict[str, tuple[str, ...]] = {"none": (), "rotations": ("rot90", "rot180", "rot270"),
                                                    "mirror": ("mirror",),
@@ -226,8 +272,27 @@ def softened_vouched(vouched: np.ndarray, quantile: float) -> np.ndarray:
     return floors
 
 
-def vouched_distances(bank: PatchBank, pool: PatchBank) -> np.ndarray:
-    """``[M]``: each bank entry's distance to its nearest pool patch from another training image."""
-    assert bank.image_ids is not None
-    distances: np.ndarray = pool.nearest_from_other_images(bank.patches, bank.image_ids)[0].astype(np.float32)
-    return distances
+def vouched_distances(bank: PatchBank, pool: PatchBank, images: Sequence[int] = (1,)) -> list[np.ndarray]:
+    """``[M]`` for each count k in ``images``: the distance from each bank entry within which pool patches of k
+    other training images lie (the k-th nearest other image's nearest patch); one search for all of them."""
+    assert bank.image_ids is not None and pool.image_ids is not None
+    if max(images) == 1:  # the nearest other image: a search that only needs to pass the entry's own
+        nearest = pool.nearest_from_other_images(bank.patches, bank.image_ids)[0].astype(np.float32)
+        return [nearest for _ in images]
+    found = {count: np.empty(len(bank), np.float32) for count in images}
+    pending = np.arange(len(bank))
+    neighbours = min(len(pool), VOUCHING_NEIGHBOURS)
+    while len(pending):
+        distances, hits = pool.search(bank.patches[pending], neighbours)
+        short = []
+        for row, entry in enumerate(pending):
+            sources = pool.image_ids[hits[row]]
+            _, first = np.unique(sources, return_index=True)  # where each image's nearest patch is
+            first = np.sort(first[sources[first] != bank.image_ids[entry]])
+            if len(first) < max(images) and neighbours < len(pool):
+                short.append(entry)  # searched again with more neighbours
+                continue
+            for count in images:  # fewer images than count in the whole pool: the farthest of them
+                found[count][entry] = distances[row, first[min(count, len(first)) - 1]]
+        pending, neighbours = np.asarray(short, dtype=np.int64), min(len(pool), 4 * neighbours)
+    return [found[count] for count in images]
