@@ -8,7 +8,10 @@ keeps every image it finished and ``funad predict --resume`` carries on from the
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,7 +52,8 @@ class PredictionWriter:
         if self._regions_file.tell() == 0:
             self._regions.writerow(REGION_COLUMNS)
         self._flush()
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="funad-writer")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="funad-writer",
+                                        initializer=_yield_to_the_backbone)
         self._pending: deque[tuple[Future[ImageRows], int]] = deque()
         self._pending_bytes = 0
         self._max_pending, self._max_pending_bytes = max_pending, max_pending_bytes
@@ -99,3 +103,15 @@ class PredictionWriter:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.close()
+
+
+#: How much lower the writer threads' scheduling priority is than the backbone's (Linux ``nice``).
+WRITER_NICENESS = 10
+
+
+def _yield_to_the_backbone() -> None:
+    """Lower this writer thread's priority, so that the backbone's threads get the cores first and the
+    outputs are written in the gaps (decoding, scoring); the bounded queue stops predict running ahead."""
+    # Not Linux, or not allowed: the same priority as the backbone, as before.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
