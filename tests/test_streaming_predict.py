@@ -1,5 +1,6 @@
 """`funad predict` writes rows as it goes, and `--resume` finishes a stopped run: every image exactly once."""
 
+import os
 import shutil
 
 import pytest
@@ -83,3 +84,21 @@ def test_resume_refuses_a_folder_written_by_another_model_or_settings(model_dir,
         handle.write("\n")
     assert _predict(refit, demo_data.test_dir, out, "--resume") == 1
     assert "(differing: model, model_digest)" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are a Unix feature")
+def test_writer_threads_run_below_the_backbones_priority(tmp_path):
+    import threading
+
+    from funad.reports.prediction_writer import WRITER_NICENESS, ImageRows, PredictionWriter
+
+    seen = []
+
+    def job() -> ImageRows:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return ImageRows(["a.png", "1", "normal", "2", "", "", ""])
+
+    with PredictionWriter(tmp_path, append=False, threads=2, max_pending=4, max_pending_bytes=1 << 20) as writer:
+        writer.submit(job, 0)
+    assert seen == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + WRITER_NICENESS)]
+    assert writer.written == 1

@@ -105,7 +105,7 @@ class PredictionWriter:
         self.close()
 
 
-#: How much lower the writer threads' scheduling priority is than the backbone's (Linux ``nice``).
+#: How much lower the writer threads' scheduling priority is than the backbone's (Linux ``nice``, at most 19).
 WRITER_NICENESS = 10
 
 
@@ -114,4 +114,5 @@ def _yield_to_the_backbone() -> None:
     outputs are written in the gaps (decoding, scoring); the bounded queue stops predict running ahead."""
     # Not Linux, or not allowed: the same priority as the backbone, as before.
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + WRITER_NICENESS))
