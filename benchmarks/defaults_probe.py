@@ -29,6 +29,8 @@ named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256
   (``knn_corroboration_views="rotations"``; the turned training images are extracted once, cached);
 * ``corroborated_rotations_k2``, ``_k5``, ``_k8``: the same, with the maps floored at the k-th other
   image's distance (``knn_map_corroboration_images``; k = 5 is today's default scorer);
+* ``corroborated_eighth_turns_k5``: today's default vouched for by the images turned by every 45
+  degrees (``knn_corroboration_views="eighth-turns"``);
 * ``softpatch``: SoftPatch (15 % of each position's patches dropped by LOF), 10 % coreset;
 * ``funad``: ``FunAD()`` as it is today, end to end (``fit_features``, then its ``scorer_``), with the
   probe's pool cap as ``knn_pool_max_patches`` (today's default is the same 60 000).
@@ -237,13 +239,17 @@ SCORERS: dict[str, Fitter] = {
     **{f"corroborated_rotations_k{count}": bank_scorer(lambda seed, cap, count=count: NearestNeighbourScorer(
         0.1, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS["rotations"],
         map_corroboration_images=count)) for count in MAP_CORROBORATION_CHOICES},
+    "corroborated_eighth_turns_k5": bank_scorer(lambda seed, cap: NearestNeighbourScorer(
+        0.1, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS["eighth-turns"],
+        map_corroboration_images=5)),
     "softpatch": bank_scorer(lambda seed, cap: SoftPatch(0.15, 0.1, seed=seed, pool_max_patches=cap)),
     "funad": funad_scorer(),
 }
 #: Scorers whose pool has no cap (their records say pool_cap None).
 UNCAPPED = ("knn_trusted_half",)
 #: The poses of the training images a scorer's fit reads (``FeatureSet.views``); the others read none.
-SCORER_VIEWS = {name: CORROBORATION_VIEWS["rotations"] for name in SCORERS if name.startswith("corroborated_rotations")}
+SCORER_VIEWS = {name: CORROBORATION_VIEWS["eighth-turns" if "eighth" in name else "rotations"]
+                for name in SCORERS if name.startswith(("corroborated_rotations", "corroborated_eighth_turns"))}
 
 
 def pool_cap_for(cap: int, scale: bool, grid: tuple[int, int]) -> int:

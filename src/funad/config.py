@@ -131,10 +131,10 @@ class FunADConfig:
                                                      "lowered by this quantile of all of them, clipped at 0 (0-1; "
                                                      "0: full corroboration, 1: plain nearest-neighbour distance)")
     # Measured on the three dev sets (README, "Corroboration across poses").
-    knn_corroboration_views: Literal["none", "rotations", "mirror", "rotations+mirror"] = setting(
-        "rotations", "knn: poses of the training images (quarter turns, left-right mirror) whose patches vouch "
-                     "for bank entries too (with knn_corroborated); each pose costs one more backbone pass over the "
-                     "training images during fit")
+    knn_corroboration_views: Literal["none", "rotations", "mirror", "rotations+mirror", "eighth-turns"] = setting(
+        "rotations", "knn: poses of the training images (quarter turns, left-right mirror, or turns by every 45 "
+                     "degrees) whose patches vouch for bank entries too (with knn_corroborated); each pose costs one "
+                     "more backbone pass over the training images during fit")
     # Measured on the three dev sets (README, "Stricter corroboration in the maps").
     knn_map_corroboration_images: int = setting(
         MAP_CORROBORATION_IMAGES, "knn: how many other training images must vouch for a bank entry in the anomaly maps "

@@ -19,7 +19,9 @@ def normalised_array(image: Image.Image, size: int, mean: Sequence[float], std: 
 #: Poses of a preprocessed image (``[3, S, S]``) a scorer may ask for besides the image itself:
 #: quarter turns and the left-right mirror. On the square input, turning after the resize equals
 #: resizing the turned photo, so a view costs one more backbone pass and no second decode.
-VIEWS = ("rot90", "rot180", "rot270", "mirror")
+#: The eighth turns between them (45, 135, 225, 315 degrees) are interpolated (bilinear), the
+#: corners that leave the square filled by reflection.
+VIEWS = ("rot90", "rot180", "rot270", "mirror", "rot45", "rot135", "rot225", "rot315")
 
 
 def view_of(array: np.ndarray, view: str) -> np.ndarray:
@@ -28,4 +30,10 @@ def view_of(array: np.ndarray, view: str) -> np.ndarray:
         return np.ascontiguousarray(array[:, :, ::-1])
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
-    return np.ascontiguousarray(np.rot90(array, VIEWS.index(view) + 1, axes=(1, 2)))
+    degrees = int(view.removeprefix("rot"))
+    if degrees % 90:
+        from scipy import ndimage  # only for the eighth turns
+
+        return np.ascontiguousarray(ndimage.rotate(array, degrees, axes=(2, 1), reshape=False, order=1,
+                                                   mode="reflect"), dtype=np.float32)
+    return np.ascontiguousarray(np.rot90(array, degrees // 90, axes=(1, 2)))

@@ -249,7 +249,9 @@ VOUCHING_NEIGHBOURS = 2048
 #: ``FunADConfig.knn_corroboration_views``: the poses of the training images that vouch for bank entries.
 CORROBORATION_VIEWS: dict[str, tuple[str, ...]] = {"none": (), "rotations": ("rot90", "rot180", "rot270"),
                                                    "mirror": ("mirror",),
-                                                   "rotations+mirror": ("rot90", "rot180", "rot270", "mirror")}
+                                                   "rotations+mirror": ("rot90", "rot180", "rot270", "mirror"),
+                                                   "eighth-turns": ("rot90", "rot180", "rot270", "rot45", "rot135",
+                                                                    "rot225", "rot315")}
 
 
 def check_corroboration_quantile(quantile: float, corroborated: bool) -> None:
