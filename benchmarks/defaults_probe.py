@@ -225,31 +225,35 @@ def local_net_train_auroc(train_scores: np.ndarray, moved: list[bool]) -> float 
     return image_auroc(moved, train_scores) if any(moved) else None
 
 
-#: The ``knn_map_corroboration_images`` the probe compares (README, "Stricter corroboration in the maps").
-MAP_CORROBORATION_CHOICES = (2, 5, 8)
+def corroborated_bank(views: str = "none", map_images: int = 1) -> Fitter:
+    """The default bank's corroborated knn (every image, 10 %), vouched for in ``views``
+    (:data:`CORROBORATION_VIEWS`), its maps by ``map_images`` other images."""
+    return bank_scorer(lambda seed, cap: NearestNeighbourScorer(
+        0.1, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS[views],
+        map_corroboration_images=map_images))
+
+
+#: The corroborated scorers: name -> (views, map_corroboration_images); README, "Corroboration across
+#: poses" and "Stricter corroboration in the maps" (k = 2, 5, 8 compared).
+CORROBORATED: dict[str, tuple[str, int]] = {
+    "corroborated": ("none", 1),
+    "corroborated_rotations": ("rotations", 1),
+    **{f"corroborated_rotations_k{count}": ("rotations", count) for count in (2, 5, 8)},
+    "corroborated_eighth_turns_k5": ("eighth-turns", 5),
+}
 SCORERS: dict[str, Fitter] = {
     "patchcore": bank_scorer(lambda seed, cap: PatchCore(0.1, seed=seed, pool_max_patches=cap)),
     "knn_trusted_half": funad_scorer(capped=False, knn_normal_share=0.5, knn_patch_fraction=0.01,
                                      knn_pool_max_patches=None, knn_corroborated=False),
     "knn_share90": funad_scorer(knn_normal_share=0.9, knn_patch_fraction=0.1, knn_corroborated=False),
-    "corroborated": bank_scorer(lambda seed, cap: NearestNeighbourScorer(0.1, seed, pool_max_patches=cap,
-                                                                         corroborated=True)),
-    "corroborated_rotations": bank_scorer(lambda seed, cap: NearestNeighbourScorer(
-        0.1, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS["rotations"])),
-    **{f"corroborated_rotations_k{count}": bank_scorer(lambda seed, cap, count=count: NearestNeighbourScorer(
-        0.1, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS["rotations"],
-        map_corroboration_images=count)) for count in MAP_CORROBORATION_CHOICES},
-    "corroborated_eighth_turns_k5": bank_scorer(lambda seed, cap: NearestNeighbourScorer(
-        0.1, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS["eighth-turns"],
-        map_corroboration_images=5)),
+    **{name: corroborated_bank(*choice) for name, choice in CORROBORATED.items()},
     "softpatch": bank_scorer(lambda seed, cap: SoftPatch(0.15, 0.1, seed=seed, pool_max_patches=cap)),
     "funad": funad_scorer(),
 }
 #: Scorers whose pool has no cap (their records say pool_cap None).
 UNCAPPED = ("knn_trusted_half",)
 #: The poses of the training images a scorer's fit reads (``FeatureSet.views``); the others read none.
-SCORER_VIEWS = {name: CORROBORATION_VIEWS["eighth-turns" if "eighth" in name else "rotations"]
-                for name in SCORERS if name.startswith(("corroborated_rotations", "corroborated_eighth_turns"))}
+SCORER_VIEWS = {name: CORROBORATION_VIEWS[views] for name, (views, _) in CORROBORATED.items() if views != "none"}
 
 
 def pool_cap_for(cap: int, scale: bool, grid: tuple[int, int]) -> int:

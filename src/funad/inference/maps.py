@@ -4,8 +4,8 @@ A map is the grid upsampled (bilinear) to the backbone's input size S, smoothed 
 Gaussian of ``sigma`` pixels (reflect padding; docs/method.md: 4 at 224), then resized (bilinear)
 to the image's size. All three steps are linear and act on rows and columns separately, so along
 each axis they are one small matrix (:func:`axis_operator`) and a map is ``rows @ grid @ columns.T``:
-about 0.3 ms for a 256 x 256 map, where the convolution at S and the resizing took 16 ms of
-`funad predict`'s main thread per bottle image (docs/speed.md).
+0.05 ms wall for a 256 x 256 bottle map, where the convolution at S and the resizing took 3.35 ms
+(docs/speed.md).
 """
 
 from __future__ import annotations

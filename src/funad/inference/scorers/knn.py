@@ -173,17 +173,16 @@ class NearestNeighbourScorer(PatchScorer):
         if not self.corroborated:
             patch_scores = self.bank_.distances(patches)
             return patch_scores, self.image_scores(patches, patch_scores)
-        image_floored, map_floored = self._corroborated_scores(patches.reshape(-1, patches.shape[-1]))
+        floors = [self.floors_] if self.map_floors_ is self.floors_ else [self.floors_, self.map_floors_]
+        scored = self._corroborated_scores(patches.reshape(-1, patches.shape[-1]), floors)
+        image_floored, map_floored = (torch.from_numpy(scores).view(patches.shape[:-1]).to(patches.device)
+                                      for scores in (scored[0], scored[-1]))
+        return map_floored, image_floored.amax(dim=1)
 
-        def as_tensor(scores: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(scores).view(patches.shape[:-1]).to(patches.device)
-
-        return as_tensor(map_floored), as_tensor(image_floored).amax(dim=1)
-
-    def _corroborated_scores(self, queries: torch.Tensor,
-                             own_image: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``min over entries e of max(d(q, e), floor(e))`` over each query's nearest entries, with the image
-        scores' floors and with the maps' (the same array when ``map_corroboration_images`` is 1).
+    def _corroborated_scores(self, queries: torch.Tensor, floors: Sequence[np.ndarray],
+                             own_image: int | None = None) -> list[np.ndarray]:
+        """``min over entries e of max(d(q, e), floor(e))`` over each query's nearest entries, for each of
+        ``floors`` (the image scores' and the maps'), from one search.
 
         Searched among the ``CORROBORATION_NEIGHBOURS`` nearest entries (besides ``own_image``'s,
         which are left out): an entry farther than those rarely wins, since it must beat their
@@ -193,22 +192,19 @@ class NearestNeighbourScorer(PatchScorer):
         assert image_ids is not None  # recorded by fit and saved with the bank
         own_entries = 0 if own_image is None else int(np.count_nonzero(image_ids == own_image))
         distances, hits = self.bank_.search(queries, min(len(self.bank_), CORROBORATION_NEIGHBOURS + own_entries))
-
-        def floored(floors: np.ndarray) -> np.ndarray:
-            scores = np.maximum(distances, floors[hits])
+        results = []
+        for floor in floors:
+            scores = np.maximum(distances, floor[hits])
             if own_image is not None:
                 scores[image_ids[hits] == own_image] = np.inf
-            result: np.ndarray = scores.min(axis=1)
-            return result
-
-        image_floored = floored(self.floors_)
-        return image_floored, image_floored if self.map_floors_ is self.floors_ else floored(self.map_floors_)
+            results.append(scores.min(axis=1))
+        return results
 
     def score_training_images(self, features: MethodFeatures) -> np.ndarray:
         def patch_scores(image: int) -> np.ndarray:
             queries = features.take([image])[0]
-            if self.corroborated:
-                return self._corroborated_scores(queries, image)[0]
+            if self.corroborated:  # image scores: the maps' floors are not needed
+                return self._corroborated_scores(queries, [self.floors_], image)[0]
             return self.bank_.nearest_from_other_images(queries, image)[0]
 
         return leave_own_image_out(features, patch_scores)
