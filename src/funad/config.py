@@ -21,11 +21,16 @@ POOL_MAX_PATCHES = 60_000
 #: in the maps, where image scores take the nearest. Measured on the three dev sets (README,
 #: "Stricter corroboration in the maps"); in funad.inference.scorers.knn's terms, map_corroboration_images.
 MAP_CORROBORATION_IMAGES = 5
+#: The knn bank's suspect images: the share of the training images, highest-scoring first, whose bank
+#: entries keep their vouched floors; the other images' entries count as normal. Measured on the three
+#: dev sets (README, "Suspect images"); in funad.inference.scorers.knn's terms, suspect_share.
+SUSPECT_SHARE = 1.0
 
 
 #: Settings added after a saved configuration was written, with the value that reproduces it (a model
 #: saved before corroboration views were fitted without them).
-SETTINGS_BEFORE_THEIR_KEYS: dict[str, Any] = {"knn_corroboration_views": "none", "knn_map_corroboration_images": 1}
+SETTINGS_BEFORE_THEIR_KEYS: dict[str, Any] = {"knn_corroboration_views": "none", "knn_map_corroboration_images": 1,
+                                              "knn_suspect_share": 1.0}
 
 
 def default_num_workers() -> int:
@@ -140,6 +145,11 @@ class FunADConfig:
         MAP_CORROBORATION_IMAGES, "knn: how many other training images must vouch for a bank entry in the anomaly maps "
                                   "and defect regions (with knn_corroborated); image scores keep one")
 
+    knn_suspect_share: float = setting(
+        SUSPECT_SHARE, "knn: share of the training images, highest corroborated score first, whose bank entries "
+                       "must be vouched for (with knn_corroborated; ignored without); the other images' entries "
+                       "count as normal (0-1; 1: all)")
+
     seed: int = setting(0, "seed of every random draw: initialisation, sampling, noise")
     device: str = setting("auto", "auto (cuda when available), cpu or cuda")
     batch_size_extract: int = setting(16, "images per feature-extraction batch; speed only")
@@ -150,7 +160,7 @@ class FunADConfig:
         first, second = self.head_hidden  # a list from JSON or the command line
         self.head_hidden = (first, second)
         for name in ("tau_m", "tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction", "knn_patch_fraction",
-                     "knn_normal_share", "synthetic_ratio", "knn_corroboration_quantile"):
+                     "knn_normal_share", "synthetic_ratio", "knn_corroboration_quantile", "knn_suspect_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
