@@ -31,9 +31,9 @@ named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256
   image's distance (``knn_map_corroboration_images``; k = 5 is today's default scorer);
 * ``corroborated_eighth_turns_k5``: today's default vouched for by the images turned by every 45
   degrees (``knn_corroboration_views="eighth-turns"``);
-* ``corroborated_rotations_k5_suspects20``, ``_suspects30``, ``_suspects50``: ``corroborated_rotations_k5``
+* ``corroborated_rotations_k5_share20``, ``_share30``, ``_share50``: ``corroborated_rotations_k5``
   whose floors stay only on the entries of the 20 / 30 / 50 % highest-scoring training images
-  (``knn_suspect_share``);
+  (``knn_corroborated_share``);
 * ``softpatch``: SoftPatch (15 % of each position's patches dropped by LOF), 10 % coreset;
 * ``funad``: ``FunAD()`` as it is today, end to end (``fit_features``, then its ``scorer_``), with the
   probe's pool cap as ``knn_pool_max_patches`` (today's default is the same 60 000).
@@ -228,23 +228,24 @@ def local_net_train_auroc(train_scores: np.ndarray, moved: list[bool]) -> float 
     return image_auroc(moved, train_scores) if any(moved) else None
 
 
-def corroborated_bank(views: str = "none", map_images: int = 1, suspect_share: float = 1.0) -> Fitter:
+def corroborated_bank(views: str = "none", map_images: int = 1, corroborated_share: float = 1.0) -> Fitter:
     """The default bank's corroborated knn (every image, 10 %), vouched for in ``views``
     (:data:`CORROBORATION_VIEWS`), its maps by ``map_images`` other images, floors kept for the entries of
-    the ``suspect_share`` of the images that score highest."""
+    the ``corroborated_share`` of the images that score highest."""
     return bank_scorer(lambda seed, cap: NearestNeighbourScorer(
         0.1, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS[views],
-        map_corroboration_images=map_images, suspect_share=suspect_share))
+        map_corroboration_images=map_images, corroborated_share=corroborated_share))
 
 
-#: The corroborated scorers: name -> (views, map_corroboration_images, suspect_share); README, "Corroboration
-#: across poses", "Stricter corroboration in the maps" (k = 2, 5, 8 compared) and "Suspect images".
+#: The corroborated scorers: name -> (views, map_corroboration_images, corroborated_share); README, "Corroboration
+#: across poses", "Stricter corroboration in the maps" (k = 2, 5, 8 compared) and "Corroboration for
+#: the highest-scoring half".
 CORROBORATED: dict[str, tuple[str, int, float]] = {
     "corroborated": ("none", 1, 1.0),
     "corroborated_rotations": ("rotations", 1, 1.0),
     **{f"corroborated_rotations_k{count}": ("rotations", count, 1.0) for count in (2, 5, 8)},
     "corroborated_eighth_turns_k5": ("eighth-turns", 5, 1.0),
-    **{f"corroborated_rotations_k5_suspects{round(100 * share)}": ("rotations", 5, share) for share in (0.2, 0.3, 0.5)},
+    **{f"corroborated_rotations_k5_share{round(100 * share)}": ("rotations", 5, share) for share in (0.2, 0.3, 0.5)},
 }
 SCORERS: dict[str, Fitter] = {
     "patchcore": bank_scorer(lambda seed, cap: PatchCore(0.1, seed=seed, pool_max_patches=cap)),

@@ -21,16 +21,16 @@ POOL_MAX_PATCHES = 60_000
 #: in the maps, where image scores take the nearest. Measured on the three dev sets (README,
 #: "Stricter corroboration in the maps"); in funad.inference.scorers.knn's terms, map_corroboration_images.
 MAP_CORROBORATION_IMAGES = 5
-#: The knn bank's suspect images: the share of the training images, highest-scoring first, whose bank
-#: entries keep their vouched floors; the other images' entries count as normal. Measured on the three
-#: dev sets (README, "Suspect images"); in funad.inference.scorers.knn's terms, suspect_share.
-SUSPECT_SHARE = 1.0
+#: The share of the training images, highest-scoring first, whose knn bank entries keep their vouched
+#: floors; the other images' entries count as normal. Measured on the three dev sets (README,
+#: "Corroboration for the highest-scoring half"); in funad.inference.scorers.knn's terms, corroborated_share.
+CORROBORATED_SHARE = 1.0
 
 
 #: Settings added after a saved configuration was written, with the value that reproduces it (a model
 #: saved before corroboration views were fitted without them).
 SETTINGS_BEFORE_THEIR_KEYS: dict[str, Any] = {"knn_corroboration_views": "none", "knn_map_corroboration_images": 1,
-                                              "knn_suspect_share": 1.0}
+                                              "knn_corroborated_share": 1.0}
 
 
 def default_num_workers() -> int:
@@ -145,8 +145,8 @@ class FunADConfig:
         MAP_CORROBORATION_IMAGES, "knn: how many other training images must vouch for a bank entry in the anomaly maps "
                                   "and defect regions (with knn_corroborated); image scores keep one")
 
-    knn_suspect_share: float = setting(
-        SUSPECT_SHARE, "knn: share of the training images, highest corroborated score first, whose bank entries "
+    knn_corroborated_share: float = setting(
+        CORROBORATED_SHARE, "knn: share of the training images, highest corroborated score first, whose bank entries "
                        "must be vouched for (with knn_corroborated; ignored without); the other images' entries "
                        "count as normal (0-1; 1: all)")
 
@@ -160,7 +160,7 @@ class FunADConfig:
         first, second = self.head_hidden  # a list from JSON or the command line
         self.head_hidden = (first, second)
         for name in ("tau_m", "tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction", "knn_patch_fraction",
-                     "knn_normal_share", "synthetic_ratio", "knn_corroboration_quantile", "knn_suspect_share"):
+                     "knn_normal_share", "synthetic_ratio", "knn_corroboration_quantile", "knn_corroborated_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")

@@ -37,13 +37,15 @@ its patterns keep their floors in the maps. Image scores, the highest patch scor
 keep k = 1: one normal patch that fewer than k images support would raise a whole normal
 image's score. Both come from the same search at predict time.
 
-**Suspect images** (``suspect_share=s`` below 1): after the floors are found, each fitted image is
-scored as a new image would be (its own entries left out, :meth:`score_training_images`), and only
-the entries of the highest-scoring share ``s`` of the images keep their floors; the others' entries
-count as normal, floor 0, as in a plain nearest-neighbour bank. Corroboration costs coverage where
-a rare normal pattern has little support in other images (MVTec screw's rare poses); the images
-that hold a contaminating defect are among the highest-scoring ones, so that cost is paid only
-there. Measured on the three dev sets (README, "Suspect images").
+**Corroboration for the highest-scoring images only** (``corroborated_share=s`` below 1): after the
+floors are found, each fitted image is scored as a new image would be (its own entries left out,
+:meth:`score_training_images`), and only the entries of the highest-scoring share ``s`` of the
+images keep their floors; the other images' entries are *exempt* (floor 0), as in a plain
+nearest-neighbour bank. Corroboration costs coverage where a rare normal pattern has little
+support in other images (MVTec screw's rare poses); the images that hold a contaminating defect
+score high, so with s = 0.5 nearly all of them keep their floors while half the normal images
+give their coverage back. Measured on the three dev sets (README, "Corroboration for the
+highest-scoring half").
 """
 
 from __future__ import annotations
@@ -85,11 +87,11 @@ class NearestNeighbourScorer(PatchScorer):
                  sampling: Literal["coreset", "random"] = "coreset", projection_dim: int | None = PROJECTION_DIM,
                  pool_max_patches: int | None = None, corroborated: bool = False,
                  corroboration_quantile: float = 0.0, corroboration_views: Sequence[str] = (),
-                 map_corroboration_images: int = 1, suspect_share: float = 1.0):
+                 map_corroboration_images: int = 1, corroborated_share: float = 1.0):
         check_corroboration_quantile(corroboration_quantile, corroborated)
-        if not 0.0 <= suspect_share <= 1.0 or (suspect_share < 1.0 and not corroborated):
-            raise ValueError(f"suspect_share must lie in [0, 1], and below 1 only with corroborated=True; got "
-                             f"{suspect_share}")
+        if not 0.0 <= corroborated_share <= 1.0 or (corroborated_share < 1.0 and not corroborated):
+            raise ValueError(f"corroborated_share must lie in [0, 1], and below 1 only with corroborated=True; got "
+                             f"{corroborated_share}")
         if corroboration_views and not corroborated:
             raise ValueError("corroboration_views widen corroboration: they need corroborated=True")
         if map_corroboration_images < 1 or (map_corroboration_images > 1 and not corroborated):
@@ -104,7 +106,7 @@ class NearestNeighbourScorer(PatchScorer):
         self.corroboration_quantile = float(corroboration_quantile)
         self.corroboration_views = tuple(corroboration_views)
         self.map_corroboration_images = int(map_corroboration_images)
-        self.suspect_share = float(suspect_share)
+        self.corroborated_share = float(corroborated_share)
 
     @classmethod
     def from_config(cls, config: FunADConfig, local_net: LocalNet) -> Self:
@@ -115,7 +117,7 @@ class NearestNeighbourScorer(PatchScorer):
                    # Image level: the map is the image's score, one vector per image.
                    map_corroboration_images=(config.knn_map_corroboration_images
                                              if config.knn_corroborated and config.level == "patch" else 1),
-                   suspect_share=config.knn_suspect_share if config.knn_corroborated else 1.0)
+                   corroborated_share=config.knn_corroborated_share if config.knn_corroborated else 1.0)
 
     @classmethod
     def training_views(cls, config: FunADConfig) -> tuple[str, ...]:
@@ -146,33 +148,33 @@ class NearestNeighbourScorer(PatchScorer):
             # The pool is searched once, by the bank's entries: exact search costs less than an index's training.
             self.vouched_, self.map_vouched_ = vouched_distances(self.bank_, PatchBank(pool, pool_images, exact=True),
                                                                  (1, self.map_corroboration_images))
-            self.unsuspected_entries_ = np.zeros(len(self.bank_), dtype=bool)
+            self.exempt_entries_ = np.zeros(len(self.bank_), dtype=bool)
             self._soften()
-            if self.suspect_share < 1.0:
-                self.unsuspected_entries_ = self._unsuspected_entries(features, image_ids)
+            if self.corroborated_share < 1.0:
+                self.exempt_entries_ = self._exempt_entries(features, image_ids)
                 self._soften()
         return self
 
-    def _unsuspected_entries(self, features: MethodFeatures, image_ids: np.ndarray | None) -> np.ndarray:
-        """``[M]`` bool: the entries of the fitted images outside the ``suspect_share`` that score highest
+    def _exempt_entries(self, features: MethodFeatures, image_ids: np.ndarray | None) -> np.ndarray:
+        """``[M]`` bool: the entries of the fitted images outside the ``corroborated_share`` that score highest
         as new images (own entries left out), with the floors of full corroboration."""
         fitted = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
         scores = self.score_training_images(features)[fitted]
-        count = math.ceil(round(self.suspect_share * len(fitted), 6))  # 0.3 x 10 is 3, not 3.0000000000000004
-        suspects = fitted[np.argsort(-scores, kind="stable")[:count]]
+        count = math.ceil(round(self.corroborated_share * len(fitted), 6))  # 0.3 x 10 is 3, not 3.0000000000000004
+        corroborated = fitted[np.argsort(-scores, kind="stable")[:count]]
         assert self.bank_.image_ids is not None
-        return ~np.isin(self.bank_.image_ids, suspects)
+        return ~np.isin(self.bank_.image_ids, corroborated)
 
     def _soften(self) -> None:
         self.floors_ = self._floors(self.vouched_)
         self.map_floors_ = self.floors_ if self.map_corroboration_images == 1 else self._floors(self.map_vouched_)
 
     def _floors(self, vouched: np.ndarray) -> np.ndarray:
-        """The softened vouched distances, 0 for the entries of images that are not suspects."""
+        """The softened vouched distances, 0 for the exempt entries."""
         floors = softened_vouched(vouched, self.corroboration_quantile)
-        if not self.unsuspected_entries_.any():
+        if not self.exempt_entries_.any():
             return floors  # the same array as vouched for q = 0: full corroboration, bit for bit
-        return np.where(self.unsuspected_entries_, np.float32(0), floors).astype(np.float32)
+        return np.where(self.exempt_entries_, np.float32(0), floors).astype(np.float32)
 
     @staticmethod
     def _view(features: MethodFeatures, view: str, image_ids: np.ndarray | None) -> MethodFeatures:
@@ -249,7 +251,8 @@ class NearestNeighbourScorer(PatchScorer):
                 "projection_dim": self.projection_dim, "pool_max_patches": self.pool_max_patches,
                 "corroborated": self.corroborated, "corroboration_quantile": self.corroboration_quantile,
                 "corroboration_views": list(self.corroboration_views),
-                "map_corroboration_images": self.map_corroboration_images, "suspect_share": self.suspect_share}
+                "map_corroboration_images": self.map_corroboration_images,
+                "corroborated_share": self.corroborated_share}
 
     def state_dict(self) -> ScorerState:
         tensors = self.bank_.tensors()
@@ -257,21 +260,21 @@ class NearestNeighbourScorer(PatchScorer):
             tensors["vouched"] = torch.from_numpy(self.vouched_)
             if self.map_corroboration_images > 1:
                 tensors["map_vouched"] = torch.from_numpy(self.map_vouched_)
-            if self.suspect_share < 1.0:
-                tensors["unsuspected_entries"] = torch.from_numpy(self.unsuspected_entries_)
+            if self.corroborated_share < 1.0:
+                tensors["exempt_entries"] = torch.from_numpy(self.exempt_entries_)
         return ScorerState(tensors, self.settings())
 
     @classmethod
     def from_state(cls, state: ScorerState, local_net: LocalNet) -> Self:
-        # Saved before map_corroboration_images or suspect_share: 1, as they were fitted.
+        # Saved before map_corroboration_images or corroborated_share: 1, as they were fitted.
         scorer = cls(**state.settings)
         tensors = dict(state.tensors)
         if scorer.corroborated:
             scorer.vouched_ = tensors.pop("vouched").numpy()
             scorer.map_vouched_ = tensors.pop("map_vouched").numpy() if "map_vouched" in tensors else scorer.vouched_
-            unsuspected = tensors.pop("unsuspected_entries", None)
-            scorer.unsuspected_entries_ = (np.zeros(len(scorer.vouched_), dtype=bool) if unsuspected is None
-                                           else unsuspected.numpy().astype(bool))
+            exempt = tensors.pop("exempt_entries", None)
+            scorer.exempt_entries_ = (np.zeros(len(scorer.vouched_), dtype=bool) if exempt is None
+                                      else exempt.numpy().astype(bool))
             scorer._soften()
         scorer.bank_ = PatchBank.from_tensors(tensors)
         return scorer

@@ -1,4 +1,4 @@
-"""The knn bank's suspect images: only the highest-scoring training images' entries keep their vouched floors."""
+"""Corroboration for the highest-scoring images only: the other training images' bank entries are exempt."""
 
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ def _images(count=12, seed=0):
 
 def _fit(share, **settings):
     images, patterns, rare = _images()
-    scorer = NearestNeighbourScorer(patch_fraction=1.0, corroborated=True, suspect_share=share, **settings)
+    scorer = NearestNeighbourScorer(patch_fraction=1.0, corroborated=True, corroborated_share=share, **settings)
     return scorer.fit(MethodFeatures(images)), MethodFeatures(images), patterns, rare
 
 
@@ -37,45 +37,46 @@ def test_share_one_is_full_corroboration_bit_for_bit():
     full, features, patterns, rare = _fit(1.0)
     today, *_ = _fit(1.0)
     default = NearestNeighbourScorer(patch_fraction=1.0, corroborated=True).fit(features)
-    assert default.suspect_share == 1.0 and not full.unsuspected_entries_.any()
+    assert default.corroborated_share == 1.0 and not full.exempt_entries_.any()
     assert full.floors_ is full.vouched_  # no copy: the floors are the vouched distances themselves
     queries = torch.from_numpy(np.stack([DEFECT, rare, patterns[1]]))[None]
     assert torch.equal(default.score_patches(queries), full.score_patches(queries))
 
 
 def test_only_the_highest_scoring_images_entries_keep_their_floors():
-    scorer, features, *_ = _fit(2 / 12)  # two suspects of twelve: the defect's image and the rare pattern's
+    scorer, features, *_ = _fit(2 / 12)  # two of twelve: the defect's image and the rare pattern's
     full, *_ = _fit(1.0)
     scores = full.score_training_images(features)
     assert set(np.argsort(-scores)[:2]) == {3, 7}
-    suspects = np.isin(scorer.bank_.image_ids, [3, 7])
-    np.testing.assert_array_equal(scorer.unsuspected_entries_, ~suspects)
-    assert (scorer.floors_[~suspects] == 0).all()
-    np.testing.assert_array_equal(scorer.floors_[suspects], full.floors_[suspects])
+    corroborated = np.isin(scorer.bank_.image_ids, [3, 7])
+    np.testing.assert_array_equal(scorer.exempt_entries_, ~corroborated)
+    assert (scorer.floors_[~corroborated] == 0).all()
+    np.testing.assert_array_equal(scorer.floors_[corroborated], full.floors_[corroborated])
 
 
-def test_a_rare_normal_pattern_of_an_unsuspected_image_covers_it_and_a_suspects_defect_still_scores_high():
+def test_a_rare_normal_pattern_of_an_exempt_image_covers_it_and_a_corroborated_images_defect_scores_high():
     full, _, patterns, rare = _fit(1.0)
-    narrowed, *_ = _fit(1 / 12)  # one suspect: the defect's image
+    narrowed, *_ = _fit(1 / 12)  # one corroborated image: the defect's
     queries = torch.from_numpy(np.stack([rare + 0.05, DEFECT, patterns[1]]))[None]
     before, after = full.score_patches(queries)[0], narrowed.score_patches(queries)[0]
     assert before[0] > 2.0 and after[0] < 0.2  # only image 7 has it: corroboration lifted it, now it is covered
-    assert before[1] > 5.0 and after[1] > 5.0  # the defect's image is the suspect: nothing vouches for it
+    assert before[1] > 5.0 and after[1] > 5.0  # the defect's image keeps its floors: nothing vouches for it
     assert after[2] < 0.1
 
 
-def test_the_maps_floors_follow_the_same_suspects():
+def test_the_maps_floors_exempt_the_same_entries():
     scorer, *_ = _fit(2 / 12, map_corroboration_images=3)
-    assert (scorer.map_floors_[scorer.unsuspected_entries_] == 0).all()
-    assert (scorer.map_floors_[~scorer.unsuspected_entries_] > 0).all()
+    assert (scorer.map_floors_[scorer.exempt_entries_] == 0).all()
+    assert (scorer.map_floors_[~scorer.exempt_entries_] > 0).all()
 
 
-def test_suspects_are_ranked_among_the_fitted_images_only():
+def test_the_share_is_ranked_among_the_fitted_images_only():
     images, *_ = _images()
     features = MethodFeatures(images)
     fitted = np.array([0, 1, 2, 4, 5, 6, 7, 8])  # the defect's image 3 is not in the bank
-    scorer = NearestNeighbourScorer(patch_fraction=1.0, corroborated=True, suspect_share=1 / 8).fit(features, fitted)
-    assert set(scorer.bank_.image_ids[~scorer.unsuspected_entries_]) == {7}
+    scorer = NearestNeighbourScorer(patch_fraction=1.0, corroborated=True, corroborated_share=1 / 8)
+    scorer.fit(features, fitted)
+    assert set(scorer.bank_.image_ids[~scorer.exempt_entries_]) == {7}
 
 
 def test_the_state_round_trips_and_an_older_state_loads_as_full_corroboration():
@@ -83,37 +84,38 @@ def test_the_state_round_trips_and_an_older_state_loads_as_full_corroboration():
     state = scorer.state_dict()
     restored = NearestNeighbourScorer.from_state(ScorerState(dict(state.tensors), state.settings), local_net=None)
     queries = torch.from_numpy(np.stack([DEFECT, rare, patterns[1]]))[None]
-    assert restored.suspect_share == scorer.suspect_share
+    assert restored.corroborated_share == scorer.corroborated_share
     for mine, theirs in zip(scorer.score(queries), restored.score(queries)):
         assert torch.equal(mine, theirs)
-    older = {name: value for name, value in state.settings.items() if name != "suspect_share"}
-    tensors = {name: value for name, value in state.tensors.items() if name != "unsuspected_entries"}
+    older = {name: value for name, value in state.settings.items() if name != "corroborated_share"}
+    tensors = {name: value for name, value in state.tensors.items() if name != "exempt_entries"}
     old = NearestNeighbourScorer.from_state(ScorerState(tensors, older), local_net=None)
-    assert old.suspect_share == 1.0 and not old.unsuspected_entries_.any() and old.floors_ is old.vouched_
+    assert old.corroborated_share == 1.0 and not old.exempt_entries_.any() and old.floors_ is old.vouched_
 
 
-def test_softening_applies_to_the_suspects_floors_only():
+def test_softening_applies_to_the_corroborated_entries_only():
     scorer, *_ = _fit(2 / 12)
     softened = scorer.with_corroboration_quantile(0.5)
-    assert (softened.floors_[scorer.unsuspected_entries_] == 0).all()
+    assert (softened.floors_[scorer.exempt_entries_] == 0).all()
     offset = np.quantile(scorer.vouched_.astype(np.float64), 0.5)
-    suspects = ~scorer.unsuspected_entries_
-    np.testing.assert_allclose(softened.floors_[suspects], np.maximum(scorer.vouched_[suspects] - offset, 0),
+    kept = ~scorer.exempt_entries_
+    np.testing.assert_allclose(softened.floors_[kept], np.maximum(scorer.vouched_[kept] - offset, 0),
                                rtol=1e-6)
 
 
 @pytest.mark.parametrize("share, corroborated", [(-0.1, True), (1.5, True), (0.5, False)])
 def test_a_share_outside_0_1_or_without_corroboration_is_refused(share, corroborated):
-    with pytest.raises(ValueError, match="suspect_share"):
-        NearestNeighbourScorer(corroborated=corroborated, suspect_share=share)
+    with pytest.raises(ValueError, match="corroborated_share"):
+        NearestNeighbourScorer(corroborated=corroborated, corroborated_share=share)
 
 
 def test_the_config_field_reaches_the_scorer_is_checked_and_older_configurations_load_with_one():
-    scorer = NearestNeighbourScorer.from_config(FunADConfig(knn_suspect_share=0.25), local_net=None)
-    assert scorer.suspect_share == 0.25
+    scorer = NearestNeighbourScorer.from_config(FunADConfig(knn_corroborated_share=0.25), local_net=None)
+    assert scorer.corroborated_share == 0.25
     # Without corroboration there are no floors to keep: the share is ignored, not an error.
-    assert NearestNeighbourScorer.from_config(FunADConfig(knn_corroborated=False), local_net=None).suspect_share == 1.0
-    with pytest.raises(ValueError, match="knn_suspect_share"):
-        FunADConfig(knn_suspect_share=1.5)
-    saved = {k: v for k, v in FunADConfig().to_dict().items() if k != "knn_suspect_share"}
-    assert FunADConfig.from_dict(saved).knn_suspect_share == 1.0
+    plain = NearestNeighbourScorer.from_config(FunADConfig(knn_corroborated=False), local_net=None)
+    assert plain.corroborated_share == 1.0
+    with pytest.raises(ValueError, match="knn_corroborated_share"):
+        FunADConfig(knn_corroborated_share=1.5)
+    saved = {k: v for k, v in FunADConfig().to_dict().items() if k != "knn_corroborated_share"}
+    assert FunADConfig.from_dict(saved).knn_corroborated_share == 1.0
