@@ -119,3 +119,22 @@ def test_the_config_field_reaches_the_scorer_is_checked_and_older_configurations
         FunADConfig(knn_corroborated_share=1.5)
     saved = {k: v for k, v in FunADConfig().to_dict().items() if k != "knn_corroborated_share"}
     assert FunADConfig.from_dict(saved).knn_corroborated_share == 1.0
+
+
+def test_the_default_corroborates_the_highest_scoring_half():
+    assert NearestNeighbourScorer.from_config(FunADConfig(), local_net=None).corroborated_share == 0.5
+
+
+def test_the_onnx_module_carries_the_exempt_floors():
+    from types import SimpleNamespace
+
+    from funad.export.onnx import patch_score_module
+
+    scorer, _, patterns, rare = _fit(1 / 12, map_corroboration_images=3)
+    module = patch_score_module(SimpleNamespace(fitted_=SimpleNamespace(scorer=scorer)))
+    queries = torch.from_numpy(np.stack([rare + 0.05, DEFECT, patterns[1]]))[None]
+    map_scores, image_scores = scorer.score(queries)
+    assert map_scores[0, 0] < 0.2 and map_scores[0, 1] > 5.0  # covered rare pattern, floored defect
+    image_floored, map_floored = module(queries)
+    torch.testing.assert_close(map_floored, map_scores, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(image_floored.amax(dim=1), image_scores, rtol=1e-4, atol=1e-4)

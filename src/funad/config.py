@@ -24,7 +24,7 @@ MAP_CORROBORATION_IMAGES = 5
 #: The share of the training images, highest-scoring first, whose knn bank entries keep their vouched
 #: floors; the other images' entries count as normal. Measured on the three dev sets (README,
 #: "Corroboration for the highest-scoring half"); in funad.inference.scorers.knn's terms, corroborated_share.
-CORROBORATED_SHARE = 1.0
+CORROBORATED_SHARE = 0.5
 
 
 #: Settings added after a saved configuration was written, with the value that reproduces it (a model
