@@ -115,6 +115,8 @@ def test_the_config_field_reaches_the_scorer_is_checked_and_older_configurations
     # Without corroboration there are no floors to keep: the share is ignored, not an error.
     plain = NearestNeighbourScorer.from_config(FunADConfig(knn_corroborated=False), local_net=None)
     assert plain.corroborated_share == 1.0
+    image_level = NearestNeighbourScorer.from_config(FunADConfig(level="image"), local_net=None)
+    assert image_level.corroborated_share == 1.0  # measured on patches only
     with pytest.raises(ValueError, match="knn_corroborated_share"):
         FunADConfig(knn_corroborated_share=1.5)
     saved = {k: v for k, v in FunADConfig().to_dict().items() if k != "knn_corroborated_share"}

@@ -145,10 +145,11 @@ class FunADConfig:
         MAP_CORROBORATION_IMAGES, "knn: how many other training images must vouch for a bank entry in the anomaly maps "
                                   "and defect regions (with knn_corroborated); image scores keep one")
 
+    # Measured on the three dev sets (README, "Corroboration for the highest-scoring half"); patch level only.
     knn_corroborated_share: float = setting(
-        CORROBORATED_SHARE, "knn: share of the training images, highest corroborated score first, whose bank entries "
-                       "must be vouched for (with knn_corroborated; ignored without); the other images' entries "
-                       "count as normal (0-1; 1: all)")
+        CORROBORATED_SHARE, "knn: share of the training images, highest corroborated score first, whose bank "
+                            "entries must be vouched for (patch level with knn_corroborated; ignored otherwise); "
+                            "the other images' entries count as normal (0-1; 1: all)")
 
     seed: int = setting(0, "seed of every random draw: initialisation, sampling, noise")
     device: str = setting("auto", "auto (cuda when available), cpu or cuda")

@@ -117,7 +117,9 @@ class NearestNeighbourScorer(PatchScorer):
                    # Image level: the map is the image's score, one vector per image.
                    map_corroboration_images=(config.knn_map_corroboration_images
                                              if config.knn_corroborated and config.level == "patch" else 1),
-                   corroborated_share=config.knn_corroborated_share if config.knn_corroborated else 1.0)
+                   # Measured on patches only; image level keeps full corroboration.
+                   corroborated_share=(config.knn_corroborated_share
+                                       if config.knn_corroborated and config.level == "patch" else 1.0))
 
     @classmethod
     def training_views(cls, config: FunADConfig) -> tuple[str, ...]:
