@@ -107,9 +107,11 @@ def register_scorer(name: str) -> Callable[[ScorerClass], ScorerClass]:
     return decorator
 
 
-def leave_own_image_out(features: MethodFeatures, score_patches_of: Callable[[int], np.ndarray]) -> np.ndarray:
-    """``[N]``: for every training image, the largest of the patch scores ``score_patches_of(image)``."""
-    scores = np.empty(len(features))
-    for image in range(len(features)):
-        scores[image] = score_patches_of(image).max()
+def leave_own_image_out(features: MethodFeatures, score_patches_of: Callable[[int], np.ndarray],
+                        images: np.ndarray | None = None) -> np.ndarray:
+    """For every training image (or each of ``images``), the largest of the patch scores ``score_patches_of(image)``."""
+    chosen = range(len(features)) if images is None else [int(image) for image in images]
+    scores = np.empty(len(chosen))
+    for row, image in enumerate(chosen):
+        scores[row] = score_patches_of(image).max()
     return scores

@@ -159,9 +159,10 @@ class NearestNeighbourScorer(PatchScorer):
 
     def _exempt_entries(self, features: MethodFeatures, image_ids: np.ndarray | None) -> np.ndarray:
         """``[M]`` bool: the entries of the fitted images outside the ``corroborated_share`` that score highest
-        as new images (own entries left out), with the floors of full corroboration."""
+        as new images (own entries left out), with the floors of full corroboration (whatever the quantile, so
+        that :meth:`with_corroboration_quantile` keeps the same exemptions)."""
         fitted = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
-        scores = self.score_training_images(features)[fitted]
+        scores = self._own_image_left_out(features, self.vouched_, fitted)
         count = math.ceil(round(self.corroborated_share * len(fitted), 6))  # 0.3 x 10 is 3, not 3.0000000000000004
         corroborated = fitted[np.argsort(-scores, kind="stable")[:count]]
         assert self.bank_.image_ids is not None
@@ -239,13 +240,20 @@ class NearestNeighbourScorer(PatchScorer):
         return results
 
     def score_training_images(self, features: MethodFeatures) -> np.ndarray:
+        # Image scores: the maps' floors are not needed.
+        return self._own_image_left_out(features, self.floors_ if self.corroborated else None)
+
+    def _own_image_left_out(self, features: MethodFeatures, floors: np.ndarray | None,
+                            images: np.ndarray | None = None) -> np.ndarray:
+        """The image scores of the training images (or of ``images``) without their own entries, under ``floors``
+        (None: the plain distance)."""
         def patch_scores(image: int) -> np.ndarray:
             queries = features.take([image])[0]
-            if self.corroborated:  # image scores: the maps' floors are not needed
-                return self._corroborated_scores(queries, [self.floors_], image)[0]
+            if floors is not None:
+                return self._corroborated_scores(queries, [floors], image)[0]
             return self.bank_.nearest_from_other_images(queries, image)[0]
 
-        return leave_own_image_out(features, patch_scores)
+        return leave_own_image_out(features, patch_scores, images)
 
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments, as JSON."""
@@ -274,9 +282,14 @@ class NearestNeighbourScorer(PatchScorer):
         if scorer.corroborated:
             scorer.vouched_ = tensors.pop("vouched").numpy()
             scorer.map_vouched_ = tensors.pop("map_vouched").numpy() if "map_vouched" in tensors else scorer.vouched_
-            exempt = tensors.pop("exempt_entries", None)
-            scorer.exempt_entries_ = (np.zeros(len(scorer.vouched_), dtype=bool) if exempt is None
-                                      else exempt.numpy().astype(bool))
+            scorer.exempt_entries_ = np.zeros(len(scorer.vouched_), dtype=bool)
+            if scorer.corroborated_share < 1.0:
+                exempt = tensors.pop("exempt_entries", None)
+                if exempt is None or len(exempt) != len(scorer.vouched_):
+                    raise ValueError(f"a knn scorer with corroborated_share {scorer.corroborated_share} needs its "
+                                     f"exempt_entries, one per bank entry ({len(scorer.vouched_)}); found "
+                                     f"{'none' if exempt is None else len(exempt)}")
+                scorer.exempt_entries_ = exempt.numpy().astype(bool)
             scorer._soften()
         scorer.bank_ = PatchBank.from_tensors(tensors)
         return scorer
