@@ -150,11 +150,9 @@ class NearestNeighbourScorer(PatchScorer):
             # The pool is searched once, by the bank's entries: exact search costs less than an index's training.
             self.vouched_, self.map_vouched_ = vouched_distances(self.bank_, PatchBank(pool, pool_images, exact=True),
                                                                  (1, self.map_corroboration_images))
-            self.exempt_entries_ = np.zeros(len(self.bank_), dtype=bool)
+            self.exempt_entries_ = (self._exempt_entries(features, image_ids) if self.corroborated_share < 1.0
+                                    else np.zeros(len(self.bank_), dtype=bool))
             self._soften()
-            if self.corroborated_share < 1.0:
-                self.exempt_entries_ = self._exempt_entries(features, image_ids)
-                self._soften()
         return self
 
     def _exempt_entries(self, features: MethodFeatures, image_ids: np.ndarray | None) -> np.ndarray:
