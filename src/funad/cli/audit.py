@@ -32,13 +32,13 @@ def add_train_root_option(parser: argparse.ArgumentParser) -> None:
 def run_audit(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from funad.cli.loading import load_model_directory
     from funad.data.images import load_image
-    from funad.model import FunAD
     from funad.reports.heatmaps import save_overlay
     from funad.reports.prediction_folder import output_file, output_names
     from funad.reports.training_images import locate_training_images
 
-    model = FunAD.load(args.model, **({"device": args.device} if args.device else {}))
+    model = load_model_directory(args.model, args.device)
     model.progress = not args.quiet
     threshold = model.threshold_ if args.threshold is None else args.threshold
     scores = model.train_predict_scores_

@@ -19,9 +19,9 @@ def register(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
+    from funad.cli.loading import load_model_directory
     from funad.export.onnx import export_onnx
-    from funad.model import FunAD
 
-    path = export_onnx(FunAD.load(args.model, device="cpu"), args.out)
+    path = export_onnx(load_model_directory(args.model, "cpu"), args.out)
     logger.info("wrote %s (%.1f MB); run it with: python -m funad.runtime %s IMAGES... --out DIR",
                 path, path.stat().st_size / 1e6, path)

@@ -206,10 +206,10 @@ def _load(model: Path, device: str | None) -> tuple[FunAD | OnnxModel, str]:
         if distributed.launched():
             raise ValueError(f"{model}: torchrun predict needs the model directory written by `funad fit`")
         return OnnxModel(model), file_digest(model)
-    from funad.model import FunAD
+    from funad.cli.loading import load_model_directory
     from funad.persistence import model_digest
 
-    return FunAD.load(model, **({"device": device} if device else {})), model_digest(model)
+    return load_model_directory(model, device), model_digest(model)
 
 
 def _part_folder(out: Path, rank: int) -> Path:

@@ -24,15 +24,18 @@ def register(subparsers) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> None:
-    try:
-        import uvicorn
+    from funad.utils.startup import garbage_collection_paused
 
-        from funad.service import create_app
+    try:
+        with garbage_collection_paused():  # the service imports torch: as load_model_directory
+            import uvicorn
+
+            from funad.service import create_app
     except ImportError as error:
         raise RuntimeError(f"funad serve needs the serve extra: pip install 'funad[serve]' ({error})") from error
-    from funad.model import FunAD
+    from funad.cli.loading import load_model_directory
 
-    model = FunAD.load(args.model, **({"device": args.device} if args.device else {}))
+    model = load_model_directory(args.model, args.device)
     model.progress = False
     app = create_app(model, args.model.resolve(), int(args.max_upload_mb * 1024 * 1024))
     logger.info("serving %s on http://%s:%d/", args.model, args.host, args.port)
