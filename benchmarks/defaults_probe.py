@@ -19,7 +19,7 @@ Scorers (coreset pools capped at ``--pool-cap`` patches, 60 000 unless given, wh
 named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256, the 16x16 grid of
 224 px, so that a larger input keeps the same share of the training patches in the pool):
 
-* ``patchcore``: every training image, 10 % coreset;
+* ``patchcore``: every training image, 10 % coreset; ``patchcore_bank20``, ``_bank25``: 20 / 25 %;
 * ``knn_trusted_half``: the old default: FUN-AD trains its Local-Net, the bank is a 1 % coreset of
   the lowest-scoring half of the training images (no pool cap, not corroborated);
 * ``knn_share90``: the same with the lowest-scoring 90 % and a 10 % coreset of a capped pool;
@@ -33,7 +33,9 @@ named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256
   degrees (``knn_corroboration_views="eighth-turns"``);
 * ``corroborated_rotations_k5_share20``, ``_share30``, ``_share50``: ``corroborated_rotations_k5``
   whose floors stay only on the entries of the 20 / 30 / 50 % highest-scoring training images
-  (``knn_corroborated_share``);
+  (``knn_corroborated_share``); ``corroborated_rotations_k5_share50_bank20``, ``_bank25``: the
+  ``_share50`` scorer with a coreset of 20 / 25 % of its pool (``knn_patch_fraction``; 20 % is today's
+  default scorer);
 * ``softpatch``: SoftPatch (15 % of each position's patches dropped by LOF), 10 % coreset;
 * ``funad``: ``FunAD()`` as it is today, end to end (``fit_features``, then its ``scorer_``), with the
   probe's pool cap as ``knn_pool_max_patches`` (today's default is the same 60 000).
@@ -228,27 +230,32 @@ def local_net_train_auroc(train_scores: np.ndarray, moved: list[bool]) -> float 
     return image_auroc(moved, train_scores) if any(moved) else None
 
 
-def corroborated_bank(views: str = "none", map_images: int = 1, corroborated_share: float = 1.0) -> Fitter:
-    """The default bank's corroborated knn (every image, 10 %), vouched for in ``views``
+def corroborated_bank(views: str = "none", map_images: int = 1, corroborated_share: float = 1.0,
+                      patch_fraction: float = 0.1) -> Fitter:
+    """The corroborated knn of every image (a coreset of ``patch_fraction`` of the pool), vouched for in ``views``
     (:data:`CORROBORATION_VIEWS`), its maps by ``map_images`` other images, floors kept for the entries of
     the ``corroborated_share`` of the images that score highest."""
     return bank_scorer(lambda seed, cap: NearestNeighbourScorer(
-        0.1, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS[views],
+        patch_fraction, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS[views],
         map_corroboration_images=map_images, corroborated_share=corroborated_share))
 
 
-#: The corroborated scorers: name -> (views, map_corroboration_images, corroborated_share); README, "Corroboration
-#: across poses", "Stricter corroboration in the maps" (k = 2, 5, 8 compared) and "Corroboration for
-#: the highest-scoring half".
-CORROBORATED: dict[str, tuple[str, int, float]] = {
+#: The corroborated scorers: name -> (views, map_corroboration_images, corroborated_share[, patch_fraction]); README,
+#: "Corroboration across poses", "Stricter corroboration in the maps" (k = 2, 5, 8 compared), "Corroboration for
+#: the highest-scoring half" and "A bank of a fifth of the pool".
+CORROBORATED: dict[str, tuple[str, int, float] | tuple[str, int, float, float]] = {
     "corroborated": ("none", 1, 1.0),
     "corroborated_rotations": ("rotations", 1, 1.0),
     **{f"corroborated_rotations_k{count}": ("rotations", count, 1.0) for count in (2, 5, 8)},
     "corroborated_eighth_turns_k5": ("eighth-turns", 5, 1.0),
     **{f"corroborated_rotations_k5_share{round(100 * share)}": ("rotations", 5, share) for share in (0.2, 0.3, 0.5)},
+    **{f"corroborated_rotations_k5_share50_bank{round(100 * bank)}": ("rotations", 5, 0.5, bank)
+       for bank in (0.2, 0.25)},
 }
 SCORERS: dict[str, Fitter] = {
     "patchcore": bank_scorer(lambda seed, cap: PatchCore(0.1, seed=seed, pool_max_patches=cap)),
+    **{f"patchcore_bank{round(100 * bank)}": bank_scorer(
+        lambda seed, cap, bank=bank: PatchCore(bank, seed=seed, pool_max_patches=cap)) for bank in (0.2, 0.25)},
     "knn_trusted_half": funad_scorer(capped=False, knn_normal_share=0.5, knn_patch_fraction=0.01,
                                      knn_pool_max_patches=None, knn_corroborated=False),
     "knn_share90": funad_scorer(knn_normal_share=0.9, knn_patch_fraction=0.1, knn_corroborated=False),
