@@ -42,7 +42,7 @@ def test_fit_then_predict(demo_data, tmp_path, tiny_cli_flags, read_csv, capsys)
     # (relative to the inputs' common folder, which here is above tmp_path)
     assert by_name["line_a/part.jpg"]["map"].endswith(f"{tmp_path.name}/line_a/part.jpg.npy")
     assert by_name["line_a/part.png"]["map"].endswith(f"{tmp_path.name}/line_a/part.png.npy")
-    assert by_name["line_a/part.png"]["heatmap"].endswith(f"{tmp_path.name}/line_a/part.png.png")
+    assert by_name["line_a/part.png"]["heatmap"].endswith(f"{tmp_path.name}/line_a/part.png.jpg")
     assert sorted(p.relative_to(out).as_posix() for p in (out / "maps").rglob("*.npy")) == sorted(
         r["map"] for r in rows)
     for row in by_name.values():

@@ -5,8 +5,10 @@ import pytest
 from PIL import Image
 
 from funad.cli import main
+from funad.data.images import load_image
 from funad.inference.regions import find_regions, outline
 from funad.model import FunAD
+from funad.reports.heatmaps import heatmap_picture
 from funad.reports.html import render_report
 from funad.reports.prediction_folder import read_prediction_folder
 
@@ -48,12 +50,24 @@ def test_pixel_threshold_is_saved_and_read_from_normal_training_images(model_dir
 
 
 def test_regions_csv_and_outlined_heatmaps(model_dir, demo_data, tmp_path, read_csv):
-    out = tmp_path / "pred"
+    out, jpeg = tmp_path / "pred", tmp_path / "jpeg"
     # every image labelled anomalous, so each gets its regions
+    every_image_anomalous = ["--threshold", "-1"]
     assert main(["--quiet", "predict", str(model_dir), str(demo_data.test_dir), "--out", str(out),
-                 "--threshold", "-1"]) == 0
+                 "--heatmap-format", "png", *every_image_anomalous]) == 0
+    assert main(["--quiet", "predict", str(model_dir), str(demo_data.test_dir), "--out", str(jpeg),
+                 *every_image_anomalous]) == 0
     model = FunAD.load(model_dir)
     rows, regions = read_csv(out / "scores.csv"), read_csv(out / "regions.csv")
+    # The heatmaps are drawn on the images predict decoded: the same picture as drawn on the file read again.
+    for row, jpeg_row in zip(rows, read_csv(jpeg / "scores.csv")):
+        anomaly_map = np.load(out / row["map"])
+        mask, _ = model.defect_regions(anomaly_map)
+        expected = np.asarray(heatmap_picture(load_image(row["path"]), anomaly_map, model.heatmap_range(), mask))
+        assert np.array_equal(np.asarray(Image.open(out / row["heatmap"])), expected)
+        with Image.open(jpeg / jpeg_row["heatmap"]) as picture:  # the default: JPEG, close to the lossless one
+            assert jpeg_row["heatmap"].endswith(".png.jpg") and picture.format == "JPEG"
+            assert np.abs(np.asarray(picture, np.float32) - expected).mean() < 4
     assert list(regions[0]) == ["path", "region", "x", "y", "width", "height", "area", "peak"]
     for row in rows:
         anomaly_map = np.load(out / row["map"])

@@ -154,3 +154,29 @@ def test_channels_last_extraction_equals_the_plain_forward_pass(tmp_path):
                                      progress=False, description=""))
     found = torch.cat([batch.features.patches for batch in batches])
     torch.testing.assert_close(found, torch.cat([expected, expected]), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_extraction_keeps_the_decoded_images_when_asked(tmp_path, workers):
+    from PIL import Image
+
+    from funad.data.images import load_image
+    from funad.features.backbones import create_backbone
+    from funad.features.extraction import iterate_features
+
+    backbone = create_backbone("efficientnet_lite0", pretrained=False, image_size=32).eval()
+    rng = np.random.default_rng(0)
+    paths = [tmp_path / "0.png", tmp_path / "broken.png", tmp_path / "2.png"]
+    for path, size in zip(paths[::2], [(40, 30, 3), (20, 50, 3)]):
+        Image.fromarray(rng.integers(0, 255, size, dtype=np.uint8)).save(path)
+    paths[1].write_bytes(b"not an image")
+    cpu = torch.device("cpu")
+    (kept,) = iterate_features(backbone, paths, batch_size=3, num_workers=workers, device=cpu, progress=False,
+                               description="", keep_images=True)
+    (plain,) = iterate_features(backbone, paths, batch_size=3, num_workers=workers, device=cpu, progress=False,
+                                description="")
+    assert kept.images[1] is None and kept.errors[1] and plain.images == [None, None, None]
+    for row in (0, 2):
+        assert np.array_equal(np.asarray(kept.images[row]), np.asarray(load_image(paths[row])))
+        assert kept.images[row].size[::-1] == kept.sizes[row]
+    torch.testing.assert_close(kept.features.patches, plain.features.patches)

@@ -254,11 +254,13 @@ class FunAD:
         return fitted
 
     def predict(self, images: ImageInput | Iterable[ImageInput],
-                map_size: MapSize = "original") -> Iterator[Prediction]:
+                map_size: MapSize = "original", *, keep_images: bool = False) -> Iterator[Prediction]:
         """Score and map each image, streaming (one batch in memory at a time).
 
         ``map_size``: maps at each image's own size (``"original"``), at the backbone's input
         size (``"input"``, small whatever the photo's size) or a fixed ``(height, width)``.
+        ``keep_images``: each prediction also holds the decoded RGB image (``image``), to draw
+        on without reading the file again.
 
         ``images``: image files, folders, numpy arrays (HxW, HxWx3; uint8, uint16 or float in
         0..1) or PIL images, one or a list of them; an array is read exactly as a file with its
@@ -272,7 +274,7 @@ class FunAD:
         input_size = backbone.preprocessing.image_size
         for batch in iterate_features(backbone, sources, batch_size=self.config.batch_size_extract,
                                       num_workers=self.config.num_workers, device=self.device,
-                                      progress=self.progress, description="predicting"):
+                                      progress=self.progress, description="predicting", keep_images=keep_images):
             patches = batch.features.method_patches(self.config.level).float()
             scored = score_images(scorer, patches, backbone.grid, input_size, self.config.map_sigma)
             for row, index in enumerate(batch.indices):
@@ -281,7 +283,7 @@ class FunAD:
                     yield Prediction(paths[index], math.nan, None, batch.errors[row])
                 else:
                     anomaly_map = scored.anomaly_map(row, *map_shape(map_size, batch.sizes[row], input_size))
-                    yield Prediction(paths[index], float(scored.scores[row]), anomaly_map)
+                    yield Prediction(paths[index], float(scored.scores[row]), anomaly_map, image=batch.images[row])
 
     def label(self, scores: float | Sequence[float] | np.ndarray, threshold: float | None = None) -> np.ndarray:
         """True where a score is anomalous: above ``threshold`` (default: the label-free ``threshold_``)."""

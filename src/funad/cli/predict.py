@@ -1,4 +1,4 @@
-"""`funad predict MODEL IMAGES... --out OUT_DIR`: scores.csv (with labels), maps/*.npy, heatmaps/*.png.
+"""`funad predict MODEL IMAGES... --out OUT_DIR`: scores.csv (with labels), maps/*.npy, heatmaps/*.jpg.
 
 MODEL is a directory written by `funad fit`, or a model.onnx written by `funad export`: the latter
 is scored with onnxruntime and never imports torch, so a command scoring a few images starts in
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 # Output threads: PNG encoding and fsync release the GIL, so they overlap the next batches' backbone.
 WRITER_THREADS = 2
 # How far predict may run ahead of the writer: a few images, and at most this many bytes of maps
-# (a 24-megapixel map is 96 MB).
+# and images (a 24-megapixel map is 96 MB, its image 72 MB).
 MAX_PENDING = 8
 MAX_PENDING_BYTES = 256 << 20
 
@@ -53,8 +53,12 @@ def register(subparsers) -> None:
                              "size, or WIDTHxHEIGHT pixels (default original)")
     parser.add_argument("--heatmaps", action=argparse.BooleanOptionalAction, default=True,
                         help="write heatmaps/ (the map over the image, defect regions outlined)")
-    parser.add_argument("--heatmap-format", choices=("png", "jpg"), default="png",
-                        help="heatmaps as PNG or as JPEG (smaller and faster to write, lossy; default png)")
+    # JPEG by default: a heatmap is a picture to look at (the exact values are in maps/), and a
+    # lossless PNG of a photo cost 30x the CPU (73 vs 2.4 ms at 1 megapixel, more than the backbone
+    # at 3) for 10x the bytes (docs/speed.md).
+    parser.add_argument("--heatmap-format", choices=("jpg", "png"), default="jpg",
+                        help="heatmaps as JPEG (quality 90) or as lossless PNG (30x slower to encode, 6-10x the "
+                             "bytes; default jpg)")
     parser.add_argument("--report", action="store_true", help="also write report.html (see `funad report`)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the images already scored in OUT (by path) and score only the others; OUT must "
@@ -86,7 +90,6 @@ class _ImageOutputs:
     heatmap_suffix: str | None  # .png | .jpg; None: no heatmaps
 
     def __call__(self, path: Path, prediction: Prediction) -> ImageRows:
-        from funad.data.images import load_image
         from funad.reports.heatmaps import save_overlay
         from funad.reports.prediction_folder import label_name, output_file, write_map
         from funad.reports.prediction_writer import ImageRows
@@ -104,8 +107,9 @@ class _ImageOutputs:
             map_name = output_file("maps", self.names[path], "." + self.maps).as_posix()
             write_map(self.out / map_name, prediction.anomaly_map, self.colour_range)
         if self.heatmap_suffix:
+            assert prediction.image is not None, "predict keeps the decoded images when heatmaps are written"
             heatmap_name = output_file("heatmaps", self.names[path], self.heatmap_suffix).as_posix()
-            save_overlay(load_image(path), prediction.anomaly_map, self.out / heatmap_name, self.colour_range, mask)
+            save_overlay(prediction.image, prediction.anomaly_map, self.out / heatmap_name, self.colour_range, mask)
         return ImageRows([str(path), f"{prediction.score:.6g}", label_name(is_anomalous), f"{self.threshold:.9g}",
                           heatmap_name, map_name, ""], region_rows, is_anomalous)
 
@@ -164,9 +168,9 @@ def _predict(args: argparse.Namespace) -> None:
                               max_pending=MAX_PENDING, max_pending_bytes=MAX_PENDING_BYTES)
     try:
         with writer:
-            for path, prediction in zip(todo, model.predict(todo, map_size=args.map_size)):
-                size = 0 if prediction.anomaly_map is None else prediction.anomaly_map.nbytes
-                writer.submit(partial(outputs, path, prediction), size)
+            # The heatmaps draw on the images predict decoded: a second decode cost as much as the PNG encoding.
+            for path, prediction in zip(todo, model.predict(todo, map_size=args.map_size, keep_images=args.heatmaps)):
+                writer.submit(partial(outputs, path, prediction), _held_bytes(prediction))
     except KeyboardInterrupt:
         logger.error("interrupted; the %d images finished are in %s: rerun the same command with --resume to "
                      "score the others", len(done) + writer.written + writer.failed, part)
@@ -191,6 +195,13 @@ def _predict(args: argparse.Namespace) -> None:
         from funad.reports.html import write_report
 
         logger.info("report: %s", write_report(args.out))
+
+
+def _held_bytes(prediction: Prediction) -> int:
+    """The memory a prediction holds until its files are written: its map and its decoded image."""
+    image = prediction.image
+    map_bytes = 0 if prediction.anomaly_map is None else prediction.anomaly_map.nbytes
+    return map_bytes + (0 if image is None else image.width * image.height * len(image.getbands()))
 
 
 def _load(model: Path, device: str | None) -> tuple[FunAD | OnnxModel, str]:

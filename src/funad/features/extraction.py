@@ -43,13 +43,15 @@ class _ImageDataset(Dataset):
     """Loads and preprocesses in DataLoader workers; a bad file is reported, not raised.
 
     A source is an image file, or an image already decoded to RGB (in-memory input); ``view``:
-    every image in that pose.
+    every image in that pose. ``keep_images``: each item also carries its decoded image (else None).
     """
 
-    def __init__(self, sources: Sequence[ImageSource], preprocessing: Preprocessing, view: str | None = None):
+    def __init__(self, sources: Sequence[ImageSource], preprocessing: Preprocessing, view: str | None = None,
+                 keep_images: bool = False):
         self.sources = list(sources)
         self.preprocessing = preprocessing
         self.view = view
+        self.keep_images = keep_images
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -60,8 +62,16 @@ class _ImageDataset(Dataset):
             image = load_image(source) if isinstance(source, Path) else source
         except ImageLoadError as error:
             size = self.preprocessing.image_size
-            return index, torch.zeros(3, size, size), error.reason, 0, 0
-        return index, preprocess(image, self.preprocessing, self.view), "", image.height, image.width
+            return index, torch.zeros(3, size, size), error.reason, 0, 0, None
+        return (index, preprocess(image, self.preprocessing, self.view), "", image.height, image.width,
+                image if self.keep_images else None)
+
+
+def _collate(items: list[tuple]) -> tuple:
+    """A batch of :class:`_ImageDataset` items: tensors stacked, errors and images as lists."""
+    indices, inputs, errors, heights, widths, images = zip(*items)
+    return (torch.tensor(indices), torch.stack(inputs), list(errors), torch.tensor(heights), torch.tensor(widths),
+            list(images))
 
 
 def place_backbone(backbone: Backbone, device: torch.device) -> Backbone:
@@ -75,26 +85,28 @@ class ImageBatch:
     features: FeatureBatch
     sizes: list[tuple[int, int]]  # original (height, width)
     errors: list[str]  # "" where the image loaded
+    images: list[Image.Image | None]  # the decoded images, with ``keep_images``; else None
 
 
 def iterate_features(backbone: Backbone, sources: Sequence[ImageSource], *, batch_size: int, num_workers: int,
                      device: torch.device, progress: bool, description: str,
-                     view: str | None = None) -> Iterator[ImageBatch]:
+                     view: str | None = None, keep_images: bool = False) -> Iterator[ImageBatch]:
     """Backbone features batch by batch, image files loaded in parallel worker processes.
 
     The backbone is used as it is: it must already be on ``device`` (:func:`place_backbone`).
-    ``view``: of every image in that pose (:data:`funad.data.preprocessing.VIEWS`).
+    ``view``: of every image in that pose (:data:`funad.data.preprocessing.VIEWS`). ``keep_images``:
+    each batch also holds its decoded RGB images, for whoever draws on them next (no second decode).
     """
-    dataset = _ImageDataset(sources, backbone.preprocessing, view)
+    dataset = _ImageDataset(sources, backbone.preprocessing, view, keep_images)
     # A generator of its own: the loader draws its workers' base seed from it, not from torch's global RNG.
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(num_workers, len(sources)),
-                        pin_memory=device.type == "cuda", generator=torch.Generator())
+                        collate_fn=_collate, pin_memory=device.type == "cuda", generator=torch.Generator())
     layout = backbone.memory_format
     with tqdm(total=len(sources), desc=description, unit="img", disable=not progress) as bar:
-        for indices, images, errors, heights, widths in loader:
+        for indices, inputs, errors, heights, widths, images in loader:
             with torch.inference_mode():
-                features = backbone(images.to(device, non_blocking=True, memory_format=layout))
-            yield ImageBatch(indices.tolist(), features, list(zip(heights.tolist(), widths.tolist())), list(errors))
+                features = backbone(inputs.to(device, non_blocking=True, memory_format=layout))
+            yield ImageBatch(indices.tolist(), features, list(zip(heights.tolist(), widths.tolist())), errors, images)
             bar.update(len(indices))
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: The size of predicted maps: the image's own, the backbone's input size, or (height, width).
 MapSize = Literal["original", "input"] | tuple[int, int]
@@ -23,6 +26,7 @@ class Prediction:
     score: float
     anomaly_map: np.ndarray | None  # float32 [height, width]
     error: str | None = None
+    image: Image.Image | None = None  # the decoded RGB image, when predict was asked to keep it (keep_images)
 
 
 def map_shape(map_size: MapSize, image_shape: tuple[int, int], input_size: int) -> tuple[int, int]:

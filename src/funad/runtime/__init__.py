@@ -80,8 +80,9 @@ class OnnxModel:
         return OnnxResult(scores, maps, labels.astype(bool))
 
     def predict(self, paths: Iterable[str | Path], map_size: MapSize = "original",
-                batch_size: int = BATCH_SIZE) -> Iterator[Prediction]:
-        """One :class:`Prediction` per image file, in order, as ``FunAD.predict``; an unreadable file gets its error."""
+                batch_size: int = BATCH_SIZE, *, keep_images: bool = False) -> Iterator[Prediction]:
+        """One :class:`Prediction` per image file, in order, as ``FunAD.predict`` (``keep_images`` too); an
+        unreadable file gets its error."""
         files = [Path(path) for path in paths]
         for start in range(0, len(files), batch_size):
             loaded: list[tuple[Path, Image.Image]] = []
@@ -94,14 +95,16 @@ class OnnxModel:
                     errors[path] = error.reason
             result = self.run([image for _, image in loaded]) if loaded else None
             rows = {path: row for row, (path, _) in enumerate(loaded)}
-            sizes = {path: (image.height, image.width) for path, image in loaded}
+            images = dict(loaded)
             for path in files[start:start + batch_size]:
                 if path in errors or result is None:
                     yield Prediction(path, math.nan, None, errors[path])
                     continue
                 row = rows[path]
-                height, width = map_shape(map_size, sizes[path], self.image_size)
-                yield Prediction(path, float(result.scores[row]), resize_bilinear(result.maps[row], height, width))
+                image = images[path]
+                height, width = map_shape(map_size, (image.height, image.width), self.image_size)
+                yield Prediction(path, float(result.scores[row]), resize_bilinear(result.maps[row], height, width),
+                                 image=image if keep_images else None)
 
     def label(self, scores: float | Sequence[float] | np.ndarray, threshold: float | None = None) -> np.ndarray:
         """True where a score is above ``threshold`` (default: the model's label-free ``threshold_``)."""
