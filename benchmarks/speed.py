@@ -28,6 +28,10 @@ configuration. Prints:
    the median of the rounds' own ratios of whole-process times, with each round's. On a shared
    machine a round's ratio swung from 0.35 to 1.19 (other work slows one side and not the other);
    the fastest runs are the least disturbed ones.
+   ``--cli-image-size N``: the test images scaled to N x N pixels first (bicubic, plus Gaussian
+   noise of 3 grey levels, as a camera's; written to the temporary folder), so that the outputs'
+   cost at a factory camera's resolution shows (MVTec AD's own photos are 700-1024 px; the dev copy
+   of bottle is 256 px).
 
 On a shared machine absolute times inflate with the load (printed); the ratios are the figures::
 
@@ -256,6 +260,22 @@ def exported_model(model_dir: Path, work: Path) -> Path:
     return path
 
 
+def scaled_copies(paths: list[Path], size: int, folder: Path) -> list[Path]:
+    """Each image of ``paths`` scaled to ``size`` x ``size`` with noise of 3 grey levels, as PNG files in ``folder``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    copies = []
+    for path in paths:
+        copies.append(folder / path.parent.name / path.name)
+        copies[-1].parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), np.float32)
+        noisy = np.clip(pixels + rng.normal(0, 3, pixels.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(copies[-1], compress_level=1)
+    return copies
+
+
 def benchmark_startup(models: dict[str, Path], image: Path, repeats: int, work: Path) -> None:
     commands = {
         "funad --help": funad_command("--help"),
@@ -296,7 +316,12 @@ def benchmark_cli(model: FunAD, models: dict[str, Path], paths: list[Path], few:
         return wall, cpu, float(scored[1])
 
     bare()  # warm-up: first-call allocations, the file cache
-    print(f"\n## funad predict vs the bare backbone ({len(paths)} and {few} images, batch {batch_size}, "
+    from PIL import Image
+
+    with Image.open(paths[0]) as first:
+        width, height = first.size
+    print(f"\n## funad predict vs the bare backbone ({len(paths)} and {few} images, the first {width} x {height} px, "
+          f"batch {batch_size}, "
           f"{workers} DataLoader workers, median of {repeats})   load average {load_average()}")
     print("marginal img/s = (N - n) / (t_N - t_n) of two `funad predict` processes. Each round runs the bare "
           "backbone and both commands back to back. 'best': the fastest of the rounds for each of the three "
@@ -339,6 +364,8 @@ def main() -> None:
     parser.add_argument("--cli-few", type=int, default=8, help="images of the short `funad predict` run")
     parser.add_argument("--cli-variants", nargs="+", default=[""],
                         help="`funad predict` flags to compare, one string each ('' for the defaults)")
+    parser.add_argument("--cli-image-size", type=int, default=None, metavar="N",
+                        help="startup and cli: score the test images scaled to N x N pixels (with a camera's noise)")
     parser.add_argument("--cli-models", type=lambda text: text.split(","), default=["directory", "onnx"],
                         help="comma-separated: which of the model directory and its model.onnx export the "
                              "startup and cli sections time")
@@ -376,6 +403,8 @@ def main() -> None:
             if "onnx" in args.cli_models:
                 models["exported model.onnx"] = exported_model(model_dir, Path(cache))
             test_paths = sorted((args.data / "test").glob("*/*.png"))
+            if args.cli_image_size:
+                test_paths = scaled_copies(test_paths, args.cli_image_size, Path(cache) / "scaled")
             if "startup" in sections:
                 benchmark_startup(models, test_paths[0], args.repeats, Path(cache))
             if "cli" in sections:

@@ -15,13 +15,15 @@ def test_speed_benchmark_prints_the_cli_ratio_and_start_up_times(demo_data, tmp_
     shutil.copytree(demo_data.test_dir, data / "test")
     completed = subprocess.run([sys.executable, str(SCRIPT), "--data", str(data), "--repeats", "1", "--workers", "0",
                                 "--predict-images", "4", "--faithful-iterations", "1", "--growth", "8,16",
-                                "--cli-few", "2", "--cli-variants", "--heatmap-format jpg", *tiny_cli_flags],
+                                "--cli-few", "2", "--cli-variants", "--heatmap-format png", "--cli-image-size", "96",
+                                *tiny_cli_flags],
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout
     for section in ("## fit", "## faithful schedule", "## predict", "## training cost per epoch", "## start-up",
                     "## funad predict vs the bare backbone"):
         assert section in out
+    assert "the first 96 x 96 px" in out  # --cli-image-size: the scaled copies are scored
     startup = dict(re.findall(r"\| (funad --help|funad --version|import funad.cli|funad predict, 1 image, [\w .]+) "
                               r"\| [\d.]+ \| [\d.]+ \| (\d+) \|", out))
     assert len(startup) == 5
@@ -32,5 +34,5 @@ def test_speed_benchmark_prints_the_cli_ratio_and_start_up_times(demo_data, tmp_
     number = r"-?[\d.]+"  # a marginal rate over 2 tiny images can come out negative
     for model in ("model directory", "exported model.onnx"):
         # best bare, best marginal, their ratio, the median round ratio (per CPU s), the one round's ratio
-        assert re.search(rf"\n\| {model} \| --heatmap-format jpg \| {number} \| {number} \| \*\*{number}\*\* "
+        assert re.search(rf"\n\| {model} \| --heatmap-format png \| {number} \| {number} \| \*\*{number}\*\* "
                          rf"\| {number} \({number}\) \| {number} \|", out)
