@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Output threads: PNG encoding and fsync release the GIL, so they overlap the next batches' backbone.
+# Output threads: image encoding and fsync release the GIL, so they overlap the next batches' backbone.
 WRITER_THREADS = 2
 # How far predict may run ahead of the writer: a few images, and at most this many bytes of maps
 # and images (a 24-megapixel map is 96 MB, its image 72 MB).
