@@ -70,7 +70,7 @@ def test_predict_labels_audit_and_report(fitted, demo_data, tmp_path, read_csv):
     assert scores == sorted(scores, reverse=True) and len(scores) == 20
     assert all((r["suspected"] == "True") == (float(r["score"]) > threshold) for r in audit_rows)
     suspected = sum(r["suspected"] == "True" for r in audit_rows)
-    assert len(list((audit / "heatmaps").rglob("*.png"))) == suspected
+    assert len(list((audit / "heatmaps").rglob("*.png.jpg"))) == suspected
 
     report = (out / "report.html").read_text()
     # predictions: image + heatmap each; one histogram; the suspected training images
@@ -95,7 +95,7 @@ def test_audit_and_report_work_from_another_folder(demo_data, tmp_path, monkeypa
     monkeypatch.chdir(elsewhere)
     assert main(["audit", str(work / "model"), "--out", "audit", "--threshold", "-1"]) == 0
     assert "no longer exists" not in capsys.readouterr().err
-    assert len(list((elsewhere / "audit" / "heatmaps").rglob("*.png.png"))) == 20
+    assert len(list((elsewhere / "audit" / "heatmaps").rglob("*.png.jpg"))) == 20
     assert main(["--quiet", "report", str(predictions), "--out", "report.html"]) == 0
     assert "missing:" not in (elsewhere / "report.html").read_text()
 
@@ -113,7 +113,7 @@ def test_audit_of_a_moved_training_folder(fitted, demo_data, tmp_path, capsys):
     warnings = capsys.readouterr().err
     assert f"{removed} no longer exists" in warnings
     assert f"{changed} differs from the image the model was trained on" in warnings
-    assert len(list((out / "heatmaps").rglob("*.png"))) == 18
+    assert len(list((out / "heatmaps").rglob("*.png.jpg"))) == 18
 
 
 def test_report_with_ground_truth_and_escaping(fitted, demo_data, tmp_path):

@@ -1,7 +1,8 @@
 """`funad audit MODEL_DIR --out DIR`: which training images does the model itself find anomalous?
 
 Writes audit.csv (every training image, highest score first: path, score, suspected) and, for
-the suspected ones, heatmaps/<relative path>.png (``part.png.png``) re-predicted from the training files.
+the suspected ones, heatmaps/<relative path>.jpg (``part.png.jpg``; ``--heatmap-format png``: ``.png``)
+re-predicted from the training files.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
+
+from funad.cli.predict import add_heatmap_format_option
 
 AUDIT = "audit.csv"
 
@@ -19,6 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder for audit.csv and heatmaps/")
     parser.add_argument("--threshold", type=float, default=None, help="default: the model's label-free threshold")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
+    add_heatmap_format_option(parser)
     add_train_root_option(parser)
     parser.set_defaults(run=run_audit)
 
@@ -33,7 +37,6 @@ def run_audit(args: argparse.Namespace) -> None:
     import numpy as np
 
     from funad.cli.loading import load_model_directory
-    from funad.data.images import load_image
     from funad.reports.heatmaps import save_overlay
     from funad.reports.prediction_folder import output_file, output_names
     from funad.reports.training_images import locate_training_images
@@ -55,10 +58,11 @@ def run_audit(args: argparse.Namespace) -> None:
     present = list(locate_training_images(model.train_paths_, model.train_digests_, suspects,
                                           args.train_root).values())
     names = dict(zip(present, output_names(present)))
-    for path, prediction in zip(present, model.predict(present)):
-        if prediction.anomaly_map is None:
+    suffix = "." + args.heatmap_format
+    for path, prediction in zip(present, model.predict(present, keep_images=True)):
+        if prediction.anomaly_map is None or prediction.image is None:
             continue  # unreadable now: predict has logged why
-        save_overlay(load_image(path), prediction.anomaly_map, args.out / output_file("heatmaps", names[path], ".png"),
+        save_overlay(prediction.image, prediction.anomaly_map, args.out / output_file("heatmaps", names[path], suffix),
                      model.heatmap_range())
     print(f"{len(suspects)} of {len(scores)} training images score above {threshold:.6g}; "
           f"ranking in {args.out / AUDIT}")

@@ -53,18 +53,22 @@ def register(subparsers) -> None:
                              "size, or WIDTHxHEIGHT pixels (default original)")
     parser.add_argument("--heatmaps", action=argparse.BooleanOptionalAction, default=True,
                         help="write heatmaps/ (the map over the image, defect regions outlined)")
-    # JPEG by default: a heatmap is a picture to look at (the exact values are in maps/), and a
-    # lossless PNG of a photo cost 30x the CPU (73 vs 2.4 ms at 1 megapixel, more than the backbone
-    # at 3) for 10x the bytes (docs/speed.md).
-    parser.add_argument("--heatmap-format", choices=("jpg", "png"), default="jpg",
-                        help="heatmaps as JPEG (quality 90) or as lossless PNG (30x slower to encode, 6-10x the "
-                             "bytes; default jpg)")
+    add_heatmap_format_option(parser)
     parser.add_argument("--report", action="store_true", help="also write report.html (see `funad report`)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the images already scored in OUT (by path) and score only the others; OUT must "
                              "have been written by the same model with the same settings")
     add_distributed_options(parser)
     parser.set_defaults(run=run_predict)
+
+
+def add_heatmap_format_option(parser: argparse.ArgumentParser) -> None:
+    # JPEG by default: a heatmap is a picture to look at (the exact values are in maps/), and a
+    # lossless PNG of a photo cost 30x the CPU (73 vs 2.4 ms at 1 megapixel, more than the backbone
+    # at 3) for 10x the bytes (docs/speed.md).
+    parser.add_argument("--heatmap-format", choices=("jpg", "png"), default="jpg",
+                        help="heatmaps as JPEG (quality 90) or as lossless PNG (30x slower to encode, 6-10x the "
+                             "bytes; default jpg)")
 
 
 def parse_map_size(text: str) -> str | tuple[int, int]:
