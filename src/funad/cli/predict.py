@@ -184,13 +184,9 @@ def _predict(args: argparse.Namespace) -> None:
         logger.info("rank=%d world_size=%d images=%d", distributed.rank(), distributed.world_size(), len(todo))
         # The totals of every rank, which also waits until every rank's part is complete.
         count, anomalous, failed = map(sum, zip(*distributed.gather_objects((count, anomalous, failed))))
-        if distributed.is_main():
-            _join_parts(args.out, distributed.world_size(), (SCORES, REGIONS), append=args.resume)
-        # The ranks leave the group together: one tearing it down while another is still in it
-        # aborted now and then (gloo, at exit) after every image was written.
-        distributed.barrier()
         if not distributed.is_main():
             return
+        _join_parts(args.out, distributed.world_size(), (SCORES, REGIONS), append=args.resume)
     logger.info("scored %d images in %.2f s (%d above the threshold %.6g); results in %s",
                 count, time.perf_counter() - started, anomalous, threshold, args.out)
     if failed:

@@ -135,12 +135,6 @@ def gather_objects(value: Any) -> list[Any]:
     return received
 
 
-def barrier() -> None:
-    """Wait until every rank is here (nothing in one process)."""
-    if world_size() > 1:
-        _dist().barrier()
-
-
 def broadcast_object(value: Any) -> Any:
     """Rank 0's ``value`` on every rank."""
     if world_size() == 1:
@@ -172,8 +166,9 @@ def process_group(timeout: timedelta) -> Iterator[None]:
     """Join torchrun's process group for the duration of the block (nothing without torchrun).
 
     gloo on CPU, NCCL when CUDA is available (each process on the GPU of its ``LOCAL_RANK``).
-    ``timeout`` bounds every collective: a rank waiting on one that died or hangs fails with an
-    error after it instead of waiting for ever. Each process gets its share of the cores, so
+    ``timeout`` bounds every collective, the last one too (the ranks wait for each other before
+    leaving): a rank waiting on one that died or hangs fails with an error after it instead of
+    waiting for ever. Each process gets its share of the cores, so
     that the ranks on one machine do not oversubscribe it.
     """
     if not launched() or _group():
@@ -193,5 +188,9 @@ def process_group(timeout: timedelta) -> Iterator[None]:
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
     try:
         yield
+        # The ranks leave the group together: one tearing it down while another was still in it
+        # (rank 0 fitting the scorer or joining predict's parts) aborted now and then at exit
+        # (gloo: "terminate called without an active exception"). After an error no rank waits.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
