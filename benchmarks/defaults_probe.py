@@ -13,7 +13,10 @@ Feature variants:
   into the feature cache with blocks 4, 6 and 8 (0-based, each after the final LayerNorm)
   concatenated, then sliced: one block, the mean of the three (what the default backbone
   computes), or blocks 6 and 8 concatenated;
-* ``efficientnet_lite0``: the other backbone that ships offline.
+* ``efficientnet_lite0``: the other backbone that ships offline;
+* ``m468+efficientnet_lite0``: both shipped backbones, each patch's two parts L2-normalised and
+  concatenated (each scaled by 1/sqrt 2: unit norm), EfficientNet-Lite0's 28x28 grid averaged down
+  to the DINOv2's 16x16 by area so that the bank and its cost stay those of the default grid.
 
 Scorers (coreset pools capped at ``--pool-cap`` patches, 60 000 unless given, wherever a cap is
 named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256, the 16x16 grid of
@@ -75,6 +78,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from funad.baselines import PatchCore, SoftPatch
 from funad.benchmark.datasets import Dataset, load_dataset
@@ -128,16 +132,57 @@ class DinoVariant:
 
 DINO_VARIANTS = {"b4": DinoVariant((4,)), "b6": DinoVariant((6,)), "b8": DinoVariant((8,)),
                  "m468": DinoVariant((4, 6, 8)), "c68": DinoVariant((6, 8), "concat")}
-VARIANTS = (*DINO_VARIANTS, OTHER_BACKBONE)
+COMBINED = f"m468+{OTHER_BACKBONE}"
+VARIANTS = (*DINO_VARIANTS, OTHER_BACKBONE, COMBINED)
+
+
+def backbones_of(variant: str) -> tuple[str, ...]:
+    if variant == COMBINED:
+        return DINO, OTHER_BACKBONE
+    return (DINO,) if variant in DINO_VARIANTS else (OTHER_BACKBONE,)
 
 
 def backbone_of(variant: str) -> str:
-    return DINO if variant in DINO_VARIANTS else OTHER_BACKBONE
+    """The backbone whose model sizes and smooths the variant's maps (both backbones take 224 px)."""
+    return backbones_of(variant)[0]
 
 
 def derive_features(features: FeatureSet, variant: DinoVariant) -> FeatureSet:
     return FeatureSet(features.paths, [variant.derive(p) for p in features.patches],
                       [variant.derive(g) for g in features.globals_], features.grid)
+
+
+def unit_rows(array: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to norm 1 / sqrt 2: two such parts concatenated have norm 1."""
+    array = np.asarray(array, dtype=np.float32)
+    return array / (np.sqrt(2.0) * np.maximum(np.linalg.norm(array, axis=-1, keepdims=True), 1e-6))
+
+
+def area_resample(patches: np.ndarray, source: tuple[int, int], target: tuple[int, int]) -> np.ndarray:
+    """``[K, D]`` on ``source`` averaged by area onto ``target`` (torch's adaptive average pooling)."""
+    grid = torch.from_numpy(np.asarray(patches, dtype=np.float32)).T.reshape(1, -1, *source)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(grid, target)
+    return pooled.reshape(pooled.shape[1], -1).T.numpy()
+
+
+def variant_features(variant: str, extracted: dict[str, FeatureSet]) -> FeatureSet:
+    """The variant's features from its backbones' extractions of the same images (by backbone)."""
+    if variant == COMBINED:
+        return combine_features(extracted[DINO], extracted[OTHER_BACKBONE])
+    if variant in DINO_VARIANTS:
+        return derive_features(extracted[DINO], DINO_VARIANTS[variant])
+    return extracted[OTHER_BACKBONE]
+
+
+def combine_features(dino: FeatureSet, other: FeatureSet) -> FeatureSet:
+    """The DINOv2's ``m468`` and EfficientNet-Lite0's patches of the same images, on the DINOv2's grid."""
+    assert dino.paths == other.paths
+    dino = derive_features(dino, DINO_VARIANTS["m468"])
+    patches = [np.concatenate([unit_rows(a), unit_rows(area_resample(b, other.grid, dino.grid))], axis=-1)
+               .astype(np.float16) for a, b in zip(dino.patches, other.patches)]
+    globals_ = [np.concatenate([unit_rows(a), unit_rows(b)]).astype(np.float16)
+                for a, b in zip(dino.globals_, other.globals_)]
+    return FeatureSet(dino.paths, patches, globals_, dino.grid)
 
 
 class Extractor:
@@ -151,7 +196,7 @@ class Extractor:
         self._models: dict[str, FunAD] = {}
 
     def model(self, variant: str) -> FunAD:
-        """The FUN-AD model of the variant's backbone (built once: the evaluation reads its backbone's input size)."""
+        """The FUN-AD model of the variant's (first) backbone (built once: the evaluation reads its input size)."""
         backbone = backbone_of(variant)
         if backbone not in self._models:
             self._models[backbone] = FunAD(pretrained=backbone == DINO or not self.random_weights,
@@ -159,11 +204,11 @@ class Extractor:
                                            **self.settings, backbone=backbone)
         return self._models[backbone]
 
-    def extract(self, variant: str, paths: list[Path], view: str | None = None) -> FeatureSet:
-        if variant in DINO_VARIANTS:
+    def extract(self, backbone: str, paths: list[Path], view: str | None = None) -> FeatureSet:
+        if backbone == DINO:
             features = self.extract_dino_blocks(paths, view)
         else:
-            features = self.model(variant).extract(paths, description=OTHER_BACKBONE, view=view)
+            features = self.model(backbone).extract(paths, description=OTHER_BACKBONE, view=view)
         if features.failures:
             path, reason = next(iter(features.failures.items()))
             raise ValueError(f"{len(features.failures)} images could not be read (first: {path}: {reason})")
@@ -291,14 +336,13 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
     extracted: dict[str, FeatureSet] = {}  # by backbone: the DINOv2 variants share one extraction
     posed_by_backbone: dict[str, dict[str, FeatureSet]] = {}  # the training images' views (test images need none)
     for variant in args.variants:
-        backbone = backbone_of(variant)
-        if backbone not in extracted:
-            extracted[backbone] = extractor.extract(variant, paths)
-            posed_by_backbone[backbone] = {view: extractor.extract(variant, train_paths, view) for view in views}
-        features, posed = extracted[backbone], posed_by_backbone[backbone]
-        if variant in DINO_VARIANTS:
-            features = derive_features(features, DINO_VARIANTS[variant])
-            posed = {view: derive_features(found, DINO_VARIANTS[variant]) for view, found in posed.items()}
+        for backbone in backbones_of(variant):
+            if backbone not in extracted:
+                extracted[backbone] = extractor.extract(backbone, paths)
+                posed_by_backbone[backbone] = {view: extractor.extract(backbone, train_paths, view) for view in views}
+        features = variant_features(variant, extracted)
+        posed = {view: variant_features(variant, {backbone: posed_by_backbone[backbone][view]
+                                                  for backbone in backbones_of(variant)}) for view in views}
         model = extractor.model(variant)
         pool_cap = pool_cap_for(args.pool_cap, args.scale_pool_cap, features.grid)
         for split in splits:

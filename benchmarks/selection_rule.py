@@ -68,15 +68,15 @@ from funad.inference.scorers.knn import NearestNeighbourScorer
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/ is no package
 from defaults_probe import (
-    DINO_VARIANTS,
     POOL_CAP,
     VARIANTS,
     Extractor,
     backbone_of,
-    derive_features,
+    backbones_of,
     mean_cell,
     prepare_run,
     split_facts,
+    variant_features,
 )
 
 logger = logging.getLogger("selection_rule")
@@ -221,9 +221,8 @@ def run_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpars
                                           / f"seed{split.seed}", args.defects) for split in todo}
     paths = list(dict.fromkeys([p for split in todo for p in split.train] + [s.path for s in dataset.test]
                                + [p for proxy in proxies.values() for p in proxy.copies]))
-    features = extractor.extract(variant, paths)
-    if variant in DINO_VARIANTS:
-        features = derive_features(features, DINO_VARIANTS[variant])
+    features = variant_features(variant, {backbone: extractor.extract(backbone, paths)
+                                          for backbone in backbones_of(variant)})
     model = extractor.model(variant)
     for split in todo:
         proxy = proxies[split.seed]

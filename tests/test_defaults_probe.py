@@ -166,3 +166,26 @@ def test_train_images_keeps_a_seeded_random_subset_in_order_with_its_labels(prob
     assert probe.subsample(split, 5) == kept  # seeded by the split's seed: another seed, another subset
     assert probe.subsample(Split("tile", 0.1, 4, train, split.moved, []), 5) != kept
     assert probe.subsample(split, None) is split and probe.subsample(split, 10) is split
+
+
+def test_the_combined_variant_joins_both_backbones_on_the_dinov2_grid_each_part_of_equal_weight(probe):
+    from funad.features.containers import FeatureSet
+
+    rng = np.random.default_rng(0)
+    paths = [Path("a.png"), Path("b.png")]
+    dino = FeatureSet(paths, [rng.standard_normal((4, 3 * 6)).astype(np.float16) for _ in paths],
+                      [rng.standard_normal(3 * 6).astype(np.float16) for _ in paths], (2, 2))
+    other = FeatureSet(paths, [rng.standard_normal((16, 5)).astype(np.float16) for _ in paths],
+                       [rng.standard_normal(7).astype(np.float16) for _ in paths], (4, 4))
+    combined = probe.variant_features(probe.COMBINED, {probe.DINO: dino, probe.OTHER_BACKBONE: other})
+    assert combined.grid == (2, 2) and combined.paths == paths
+    first = combined.patches[0].astype(np.float32)
+    assert first.shape == (4, 6 + 5) and combined.globals_[0].shape == (6 + 7,)
+    np.testing.assert_allclose(np.linalg.norm(first[:, :6], axis=1), 2 ** -0.5, atol=1e-3)
+    np.testing.assert_allclose(np.linalg.norm(first[:, 6:], axis=1), 2 ** -0.5, atol=1e-3)
+    # The top-left cell of the 2x2 grid averages the top-left 2x2 cells of the 4x4 grid (rows in reading order).
+    cell = other.patches[0].astype(np.float32)[[0, 1, 4, 5]].mean(axis=0)
+    np.testing.assert_allclose(first[0, 6:], cell / (np.sqrt(2) * np.linalg.norm(cell)), atol=2e-3)
+    mean_of_blocks = probe.derive_features(dino, probe.DINO_VARIANTS["m468"]).patches[0].astype(np.float32)
+    np.testing.assert_allclose(first[:, :6] * np.sqrt(2) * np.linalg.norm(mean_of_blocks, axis=1, keepdims=True),
+                               mean_of_blocks, atol=2e-2)
