@@ -205,10 +205,13 @@ class Extractor:
         return self._models[backbone]
 
     def extract(self, backbone: str, paths: list[Path], view: str | None = None) -> FeatureSet:
+        """The features of one of the two backbones (:data:`DINO`: blocks 4, 6 and 8 concatenated)."""
         if backbone == DINO:
             features = self.extract_dino_blocks(paths, view)
-        else:
+        elif backbone == OTHER_BACKBONE:
             features = self.model(backbone).extract(paths, description=OTHER_BACKBONE, view=view)
+        else:
+            raise ValueError(f"unknown backbone {backbone!r}: {DINO} or {OTHER_BACKBONE} (variants: variant_features)")
         if features.failures:
             path, reason = next(iter(features.failures.items()))
             raise ValueError(f"{len(features.failures)} images could not be read (first: {path}: {reason})")
