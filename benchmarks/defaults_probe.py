@@ -52,7 +52,7 @@ run, ``--image-size`` sets both backbones' input (a multiple of 56 suits both; t
 multiple of 14); the README's table uses none. Records are appended to ``--out`` as each finishes,
 so a stopped run keeps its finished work and runs of one variant at a time add up; each record
 names its input size and pool cap, and ``--summary`` prints the mean over seeds, the last record of
-each (dataset, variant, scorer, input size, pool cap, seed) counting::
+each (dataset, variant, scorer, input size, aspect, pool cap, seed) counting::
 
     python benchmarks/defaults_probe.py ../shared/data/mvtec:bottle ../shared/data/mvtec:screw \\
         ../shared/data/magnetic_tile --seeds 0 --contamination 0.1 --out runs/defaults.jsonl
@@ -222,6 +222,7 @@ class Extractor:
         config = FunADConfig(**self.settings)
         backbone = OnnxDinov2Backbone(packaged_model_path(), layers=EXTRACTED_BLOCKS, combine="concat",
                                       image_size=config.image_size)
+        backbone.preprocessing = dataclasses.replace(backbone.preprocessing, keep_aspect=config.keep_aspect)
         cache = FeatureCache(self.cache_root, backbone.describe(), f"pretrained:{DINO}") if self.cache_root else None
         device = resolve_device(config.device)
         return extract_features(place_backbone(backbone, device), paths, cache=cache,
@@ -359,6 +360,7 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
             for scorer in args.scorers:
                 append_record(args.out, {"dataset": dataset.name, "root": str(root), "variant": variant,
                                          "scorer": scorer, "image_size": model.backbone.preprocessing.image_size,
+                                         "keep_aspect": model.backbone.preprocessing.keep_aspect,
                                          "grid": list(features.grid),
                                          "pool_cap": None if scorer in UNCAPPED else pool_cap, **split_facts(kept),
                                          **probe_one(SCORERS[scorer], training, evaluator)})
@@ -400,8 +402,10 @@ def append_record(out: Path, record: dict[str, Any]) -> None:
 
 
 def setting_key(record: dict[str, Any]) -> tuple:
-    """What a record measured, but for the seed: records written before sizes and caps were named say None."""
-    return (record["dataset"], record["variant"], record["scorer"], record.get("image_size"), record.get("pool_cap"))
+    """What a record measured, but for the seed: records written before sizes, caps and aspect were named say None
+    (those images were stretched)."""
+    return (record["dataset"], record["variant"], record["scorer"], record.get("image_size"),
+            record.get("keep_aspect", False), record.get("pool_cap"))
 
 
 def latest_records(path: Path) -> list[dict[str, Any]]:
@@ -425,16 +429,17 @@ def mean_cell(values: Sequence[float | None], scale: float, digits: int) -> str:
 
 
 def summary_table(records: list[dict[str, Any]]) -> str:
-    """Markdown: one row per (dataset, variant, scorer, input size, pool cap), AUROCs in percent, means over seeds."""
+    """Markdown: one row per (dataset, variant, scorer, input size, aspect, pool cap), AUROCs in percent, means over
+    seeds."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
         groups.setdefault(setting_key(record), []).append(record)
-    header = ["dataset", "variant", "scorer", "px", "pool cap", "seeds", *(name for name, _, _ in COLUMNS),
+    header = ["dataset", "variant", "scorer", "px", "aspect", "pool cap", "seeds", *(name for name, _, _ in COLUMNS),
               "Local-Net train AUROC", "fit s", "predict s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (dataset, variant, scorer, size, cap), members in groups.items():
-        cells = [dataset, variant, scorer, "-" if size is None else str(size), "-" if cap is None else str(cap),
-                 str(len(members))]
+    for (dataset, variant, scorer, size, keep_aspect, cap), members in groups.items():
+        cells = [dataset, variant, scorer, "-" if size is None else str(size), "kept" if keep_aspect else "stretched",
+                 "-" if cap is None else str(cap), str(len(members))]
         cells += [mean_cell([r[setting].get(metric) for r in members], 100, 2) for _, setting, metric in COLUMNS]
         cells.append(mean_cell([r["local_net_train_auroc"] for r in members], 100, 2))
         cells += [mean_cell([r[key] for r in members], 1, 1) for key in ("fit_seconds", "predict_seconds")]

@@ -65,7 +65,7 @@ def test_probe_writes_a_record_per_variant_scorer_and_seed_and_summarises_them(p
     assert probe.main(["--summary", str(out)]) == 0
     table = capsys.readouterr().out.strip().splitlines()
     assert len(table) == 2 + len(records) - 1  # m468 with patchcore was run twice: the rerun replaces it
-    assert table[0].startswith("| dataset | variant | scorer | px | pool cap | seeds | no-overlap image |")
+    assert table[0].startswith("| dataset | variant | scorer | px | aspect | pool cap | seeds | no-overlap image |")
 
 
 def test_summary_is_the_mean_over_seeds_with_dashes_for_what_is_missing(probe, tmp_path, capsys):
@@ -78,24 +78,26 @@ def test_summary_is_the_mean_over_seeds_with_dashes_for_what_is_missing(probe, t
     out.write_text("".join(json.dumps(record(seed, value)) + "\n" for seed, value in ((0, 0.9), (1, 0.8))))
     assert probe.main(["--summary", str(out)]) == 0
     row = capsys.readouterr().out.strip().splitlines()[2]
-    # Records written before sizes and caps were named: dashes in those columns.
-    assert row == "| tile | b6 | patchcore | - | - | 2 | 85.00 | - | 85.00 | - | - | 2.0 | 1.0 |"
+    # Records written before sizes, aspect and caps were named: dashes, and the images were stretched.
+    assert row == "| tile | b6 | patchcore | - | stretched | - | 2 | 85.00 | - | 85.00 | - | - | 2.0 | 1.0 |"
 
 
-def test_summary_keeps_each_input_size_and_pool_cap_apart(probe, tmp_path, capsys):
-    def record(size, cap, image_auroc):
+def test_summary_keeps_each_input_size_aspect_and_pool_cap_apart(probe, tmp_path, capsys):
+    def record(size, keep_aspect, cap, image_auroc):
         metrics = {"image_auroc": image_auroc}
         return {"dataset": "tile", "variant": "m468", "scorer": "patchcore", "seed": 0, "image_size": size,
-                "pool_cap": cap, "no-overlap": metrics, "overlap": metrics, "local_net_train_auroc": None,
-                "fit_seconds": 2.0, "predict_seconds": 1.0}
+                "keep_aspect": keep_aspect, "pool_cap": cap, "no-overlap": metrics, "overlap": metrics,
+                "local_net_train_auroc": None, "fit_seconds": 2.0, "predict_seconds": 1.0}
 
     out = tmp_path / "probe.jsonl"
-    rows = [(224, 60000, 0.9), (322, 60000, 0.8), (322, 123984, 0.7), (322, 123984, 0.75)]  # the last one reruns
+    rows = [(224, False, 60000, 0.9), (224, True, 60000, 0.85), (322, False, 60000, 0.8),
+            (322, False, 123984, 0.7), (322, False, 123984, 0.75)]  # the last one reruns
     out.write_text("".join(json.dumps(record(*row)) + "\n" for row in rows))
     assert probe.main(["--summary", str(out)]) == 0
     table = capsys.readouterr().out.strip().splitlines()[2:]
-    assert [line.split(" | ")[3:7] for line in table] == [
-        ["224", "60000", "1", "90.00"], ["322", "60000", "1", "80.00"], ["322", "123984", "1", "75.00"]]
+    assert [line.split(" | ")[3:8] for line in table] == [
+        ["224", "stretched", "60000", "1", "90.00"], ["224", "kept", "60000", "1", "85.00"],
+        ["322", "stretched", "60000", "1", "80.00"], ["322", "stretched", "123984", "1", "75.00"]]
 
 
 def test_scaled_pool_cap_keeps_the_share_of_a_16x16_grid(probe):

@@ -89,7 +89,7 @@ class FunAD:
                 torch.manual_seed(self.config.seed)
                 backbone = create_backbone(self.config.backbone, weights=self.config.weights,
                                            pretrained=self.pretrained, image_size=self.config.image_size,
-                                           precision=self.config.precision)
+                                           precision=self.config.precision, keep_aspect=self.config.keep_aspect)
             self._backbone = place_backbone(backbone, self.device)
         return self._backbone
 
@@ -271,18 +271,19 @@ class FunAD:
         sources = gather_images(images)
         paths = [source if isinstance(source, Path) else None for source in sources]
         backbone = self.backbone
-        input_size = backbone.preprocessing.image_size
+        input_size, keep_aspect = backbone.preprocessing.image_size, backbone.preprocessing.keep_aspect
         for batch in iterate_features(backbone, sources, batch_size=self.config.batch_size_extract,
                                       num_workers=self.config.num_workers, device=self.device,
                                       progress=self.progress, description="predicting", keep_images=keep_images):
             patches = batch.features.method_patches(self.config.level).float()
-            scored = score_images(scorer, patches, backbone.grid, input_size, self.config.map_sigma)
+            scored = score_images(scorer, patches, backbone.grid, input_size, self.config.map_sigma, keep_aspect)
             for row, index in enumerate(batch.indices):
                 if batch.errors[row]:
                     logger.warning("cannot score %s: %s", paths[index], batch.errors[row])
                     yield Prediction(paths[index], math.nan, None, batch.errors[row])
                 else:
-                    anomaly_map = scored.anomaly_map(row, *map_shape(map_size, batch.sizes[row], input_size))
+                    anomaly_map = scored.anomaly_map(row, *map_shape(map_size, batch.sizes[row], input_size),
+                                                     batch.sizes[row])
                     yield Prediction(paths[index], float(scored.scores[row]), anomaly_map, image=batch.images[row])
 
     def label(self, scores: float | Sequence[float] | np.ndarray, threshold: float | None = None) -> np.ndarray:

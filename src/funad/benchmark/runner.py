@@ -68,6 +68,7 @@ class _Evaluator:
         self.samples = list({sample.path: sample for test in self.settings.values() for sample in test}.values())
         self.features = features.subset([sample.path for sample in self.samples])
         self.grid, self.size = features.grid, model.backbone.preprocessing.image_size
+        self.keep_aspect = model.backbone.preprocessing.keep_aspect
         self.sigma = model.config.map_sigma
         self.pixels = pixels
 
@@ -82,7 +83,7 @@ class _Evaluator:
             batch = self.samples[start:start + SCORING_BATCH]
             started = time.perf_counter()
             scored = score_images(scorer, method_features.take(range(start, start + len(batch))), self.grid,
-                                  self.size, self.sigma)
+                                  self.size, self.sigma, self.keep_aspect)
             seconds += time.perf_counter() - started
             for row, sample in enumerate(batch):
                 image_scores[sample.path] = float(scored.scores[row])

@@ -7,10 +7,22 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from funad.utils.letterbox import content_box
 
-def normalised_array(image: Image.Image, size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """float32 ``[3, size, size]``: the whole image resized (bilinear) to a square, scaled to 0..1, normalised."""
-    resized = image.resize((size, size), Image.Resampling.BILINEAR)
+
+def normalised_array(image: Image.Image, size: int, mean: Sequence[float], std: Sequence[float],
+                     keep_aspect: bool = False) -> np.ndarray:
+    """float32 ``[3, size, size]``: the whole image resized (bilinear) to a square, scaled to 0..1, normalised.
+
+    ``keep_aspect``: resized without distortion into the square (:func:`funad.utils.letterbox.content_box`), the margins
+    the normalisation's mean colour (about 0 once normalised).
+    """
+    top, rows, left, columns = content_box(image.width, image.height, size, keep_aspect)
+    resized = image.resize((columns, rows), Image.Resampling.BILINEAR)
+    if (rows, columns) != (size, size):
+        canvas = Image.new("RGB", (size, size), tuple(round(255 * m) for m in mean))
+        canvas.paste(resized, (left, top))
+        resized = canvas
     array = np.asarray(resized, dtype=np.float32) / 255.0
     normalised = (array - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(normalised.transpose(2, 0, 1))

@@ -169,7 +169,9 @@ def export_onnx(model: FunAD, path: str | Path) -> Path:
         "image_size": str(size),
         "mean": json.dumps(list(backbone.preprocessing.mean)),
         "std": json.dumps(list(backbone.preprocessing.std)),
-        "input": "float32 [B, 3, image_size, image_size]: resized (bilinear) RGB in 0..1, minus mean, over std",
+        "keep_aspect": json.dumps(backbone.preprocessing.keep_aspect),
+        "input": "float32 [B, 3, image_size, image_size]: resized (bilinear) RGB in 0..1, minus mean, over std; "
+                 "keep_aspect: letterboxed, the margins the mean colour (funad.data.preprocessing)",
         "funad_version": __version__,
         "scorer": fitted.scorer.name,
         "backbone": backbone.name,

@@ -35,7 +35,8 @@ def resolve_device(device: str) -> torch.device:
 
 def preprocess(image: Image.Image, preprocessing: Preprocessing, view: str | None = None) -> torch.Tensor:
     """The backbone input of ``image``; in pose ``view`` (:data:`funad.data.preprocessing.VIEWS`) if given."""
-    array = normalised_array(image, preprocessing.image_size, preprocessing.mean, preprocessing.std)
+    array = normalised_array(image, preprocessing.image_size, preprocessing.mean, preprocessing.std,
+                             preprocessing.keep_aspect)
     return torch.from_numpy(array if view is None else view_of(array, view))
 
 

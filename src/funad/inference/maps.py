@@ -34,26 +34,33 @@ def _blurred(signals: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
-def axis_operator(cells: int, input_size: int, sigma: float, size: int) -> torch.Tensor:
+def axis_operator(cells: int, input_size: int, sigma: float, size: int, start: int = 0,
+                  length: int | None = None) -> torch.Tensor:
     """float32 ``[size, cells]``: along one axis, ``cells`` patch scores -> ``size`` map pixels.
 
+    ``start``, ``length``: the stretch of the input the image fills (a letterboxed image's,
+    :func:`funad.utils.letterbox.content_box`), cut out after the smoothing; all of it if None.
     Built by running the three steps on each cell alone (an identity matrix's rows), so it is
     those steps exactly. Shared between calls: read it, never write into it.
     """
     cell_alone = torch.eye(cells)[:, None]  # [cells, 1, cells]
     upsampled = F.interpolate(cell_alone, size=input_size, mode="linear", align_corners=False)
-    smoothed = _blurred(upsampled, sigma)
+    smoothed = _blurred(upsampled, sigma)[..., start:start + (input_size if length is None else length)]
     resized = F.interpolate(smoothed, size=size, mode="linear", align_corners=False)
     return resized[:, 0].T.contiguous()
 
 
 def patch_scores_to_maps(scores: torch.Tensor, grid: tuple[int, int], input_size: int, sigma: float,
-                         size: tuple[int, int] | None = None) -> torch.Tensor:
+                         size: tuple[int, int] | None = None,
+                         content: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """``[B, K]`` patch scores on a ``grid`` (K = rows x columns) -> ``[B, height, width]`` maps.
 
     ``size``: (height, width) of the maps; the backbone's input size (S x S) if None.
+    ``content``: (top, rows, left, columns) of the input the image fills (a letterboxed image);
+    the whole input if None.
     """
     height, width = size or (input_size, input_size)
-    rows = axis_operator(grid[0], input_size, float(sigma), height).to(scores)
-    columns = axis_operator(grid[1], input_size, float(sigma), width).to(scores)
+    top, content_rows, left, content_columns = content or (0, input_size, 0, input_size)
+    rows = axis_operator(grid[0], input_size, float(sigma), height, top, content_rows).to(scores)
+    columns = axis_operator(grid[1], input_size, float(sigma), width, left, content_columns).to(scores)
     return rows @ scores.reshape(-1, *grid) @ columns.T

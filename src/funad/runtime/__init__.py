@@ -23,6 +23,7 @@ from PIL import Image
 from funad.data.images import ImageLoadError, load_image
 from funad.data.preprocessing import normalised_array
 from funad.inference.prediction import MapSize, Prediction, map_shape
+from funad.utils.letterbox import content_box
 
 if TYPE_CHECKING:
     from funad.inference.regions import Region
@@ -70,12 +71,14 @@ class OnnxModel:
         self.image_size = int(metadata["image_size"])
         self.mean = json.loads(metadata["mean"])
         self.std = json.loads(metadata["std"])
+        self.keep_aspect = bool(json.loads(metadata.get("keep_aspect", "false")))  # exports before it: stretched
         self.input_name = self.session.get_inputs()[0].name
         self.progress = False  # the same attribute as FunAD's; nothing here draws a progress bar
 
     def run(self, images: Sequence[Image.Image]) -> OnnxResult:
         """Score a batch of 8-bit RGB images (as :func:`funad.data.images.load_image` returns them)."""
-        batch = np.stack([normalised_array(image, self.image_size, self.mean, self.std) for image in images])
+        batch = np.stack([normalised_array(image, self.image_size, self.mean, self.std, self.keep_aspect)
+                          for image in images])
         scores, maps, labels = self.session.run(["score", "anomaly_map", "label"], {self.input_name: batch})
         return OnnxResult(scores, maps, labels.astype(bool))
 
@@ -103,7 +106,10 @@ class OnnxModel:
                 row = rows[path]
                 image = images[path]
                 height, width = map_shape(map_size, (image.height, image.width), self.image_size)
-                yield Prediction(path, float(result.scores[row]), resize_bilinear(result.maps[row], height, width),
+                top, height_in, left, width_in = content_box(image.width, image.height, self.image_size,
+                                                             self.keep_aspect)
+                covering = result.maps[row][top:top + height_in, left:left + width_in]  # a letterbox's margins cut off
+                yield Prediction(path, float(result.scores[row]), resize_bilinear(covering, height, width),
                                  image=image if keep_images else None)
 
     def label(self, scores: float | Sequence[float] | np.ndarray, threshold: float | None = None) -> np.ndarray:

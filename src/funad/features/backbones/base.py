@@ -33,19 +33,23 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Preprocessing:
     """How an image becomes a backbone input: the whole image resized to a square, then normalised.
 
-    The whole image is resized (no centre crop) so that the anomaly map covers every pixel.
+    The whole image is resized (no centre crop) so that the anomaly map covers every pixel;
+    ``keep_aspect``: without distortion, letterboxed (:func:`funad.utils.letterbox.content_box`).
     """
 
     image_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    keep_aspect: bool = False
 
     def to_dict(self) -> dict:
-        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+        described = {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+        # Only when set, so that feature caches and saved models from before the setting keep their keys.
+        return described | {"keep_aspect": True} if self.keep_aspect else described
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
-        return cls(int(data["image_size"]), tuple(data["mean"]), tuple(data["std"]))
+        return cls(int(data["image_size"]), tuple(data["mean"]), tuple(data["std"]), bool(data.get("keep_aspect")))
 
 
 class Backbone(nn.Module):

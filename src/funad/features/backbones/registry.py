@@ -9,6 +9,7 @@ plus one import line.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from funad.features.backbones import efficientnet, onnx_dinov2, timm_vit, wide_resnet  # noqa: F401 (registration)
@@ -26,14 +27,17 @@ def create_backbone(
     pretrained: bool = True,
     image_size: int | None = None,
     precision: str = "fp32",
+    keep_aspect: bool = False,
 ) -> Backbone:
     """Build a frozen backbone in eval mode.
 
     ``weights``: a local state-dict file (safetensors, or a torch file read with
     ``weights_only=True``). ``pretrained=False`` gives random weights (tests, smoke runs).
     ``precision``: "fp32", or "int8" where the backbone implements it (:meth:`Backbone.set_precision`).
+    ``keep_aspect``: images are letterboxed into the input (:class:`Preprocessing`), not stretched.
     """
     backbone = BACKBONES[name](weights=weights, pretrained=pretrained, image_size=image_size)
+    backbone.preprocessing = dataclasses.replace(backbone.preprocessing, keep_aspect=keep_aspect)
     backbone.set_precision(precision)
     backbone.eval()
     for parameter in backbone.parameters():

@@ -1,0 +1,120 @@
+"""Aspect ratio kept (``keep_aspect``, the default): an image is letterboxed into the square input, and its map
+covers the image alone, in funad, its benchmark and the exported graph alike."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from funad import FunAD
+from funad.cli import main
+from funad.data.preprocessing import normalised_array
+from funad.inference.maps import patch_scores_to_maps
+from funad.runtime import OnnxModel
+from funad.utils.letterbox import content_box
+from test_maps import step_by_step
+
+from conftest import TINY
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def test_content_box_centres_the_longer_side_on_the_square():
+    assert content_box(300, 300, 224, True) == (0, 224, 0, 224)
+    assert content_box(400, 200, 224, True) == (56, 112, 0, 224)  # wide: rows in the middle
+    assert content_box(100, 250, 224, True) == (0, 224, 67, 90)  # tall: columns in the middle
+    assert content_box(400, 200, 224, False) == (0, 224, 0, 224)  # stretched over the square
+    assert content_box(1000, 1, 224, True)[1] == 1  # never an empty stretch
+
+
+def test_a_letterboxed_input_is_the_resized_image_between_margins_of_the_mean_colour():
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (30, 90, 3), dtype=np.uint8))
+    array = normalised_array(image, 60, MEAN, STD, keep_aspect=True)
+    assert array.shape == (3, 60, 60) and array.dtype == np.float32
+    top, rows, left, columns = content_box(90, 30, 60, True)
+    assert (top, rows, left, columns) == (20, 20, 0, 60)
+    margins = np.concatenate([array[:, :top], array[:, top + rows:]], axis=1)
+    assert np.abs(margins).max() < 0.01  # the mean colour, normalised
+    resized = np.asarray(image.resize((columns, rows), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    inside = ((resized - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)).transpose(2, 0, 1)
+    np.testing.assert_allclose(array[:, top:top + rows], inside, atol=1e-6)
+    stretched = normalised_array(image, 60, MEAN, STD)
+    assert np.abs(stretched[:, :top]).max() > 0.5  # without keep_aspect the image fills the square
+
+
+@pytest.mark.parametrize(("content", "size"), [((16, 32, 0, 64), (30, 60)), ((0, 64, 20, 24), (250, 90))])
+def test_a_letterboxed_map_is_the_whole_input_map_cut_to_the_image_then_resized(content, size):
+    scores = torch.rand(2, 64, generator=torch.Generator().manual_seed(0))
+    maps = patch_scores_to_maps(scores, (8, 8), 64, 2.0, size, content)
+    top, rows, left, columns = content
+    whole = step_by_step(scores, (8, 8), 64, 2.0, (64, 64))[:, top:top + rows, left:left + columns]
+    expected = torch.nn.functional.interpolate(whole[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(maps, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def wide_and_boxed(demo_data, tmp_path_factory):
+    """A wide test image (64 x 32: no resizing at 64 px) and the same image letterboxed by hand."""
+    folder = tmp_path_factory.mktemp("aspect")
+    photo = Image.open(demo_data.test_paths[-1]).convert("RGB")
+    wide = photo.crop((0, 16, 64, 48))
+    boxed = Image.new("RGB", (64, 64), tuple(round(255 * m) for m in (0.5, 0.5, 0.5)))  # EfficientNet's mean
+    boxed.paste(wide, (0, 16))
+    wide.save(folder / "wide.png")
+    boxed.save(folder / "boxed.png")
+    return folder / "wide.png", folder / "boxed.png"
+
+
+@pytest.fixture(scope="module")
+def letterboxing(demo_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("letterboxing")
+    model = FunAD(pretrained=False, progress=False, **TINY).fit(demo_data.train_dir)
+    assert model.config.keep_aspect and model.backbone.preprocessing.keep_aspect  # the default
+    model.save(folder / "model")
+    assert main(["--quiet", "export", str(folder / "model"), "--format", "onnx", "--out",
+                 str(folder / "model.onnx")]) == 0
+    return model, folder
+
+
+def test_a_wide_image_scores_and_maps_as_its_letterbox_cut_to_the_image(letterboxing, wide_and_boxed):
+    model, _ = letterboxing
+    wide, boxed = (next(model.predict(path)) for path in wide_and_boxed)
+    assert wide.score == pytest.approx(boxed.score, rel=1e-5)
+    assert wide.anomaly_map.shape == (32, 64) and boxed.anomaly_map.shape == (64, 64)
+    np.testing.assert_allclose(wide.anomaly_map, boxed.anomaly_map[16:48], rtol=1e-4, atol=1e-5)
+    stretched = FunAD(pretrained=False, progress=False, **TINY, keep_aspect=False)
+    assert not stretched.backbone.preprocessing.keep_aspect
+    assert stretched.backbone.describe() != model.backbone.describe()  # features cached apart
+
+
+def test_the_exported_graph_and_a_reloaded_model_letterbox_alike(letterboxing, wide_and_boxed):
+    model, folder = letterboxing
+    wide = wide_and_boxed[0]
+    expected = next(model.predict(wide))
+    runtime = OnnxModel(folder / "model.onnx")
+    assert runtime.keep_aspect
+    exported = next(runtime.predict([wide]))
+    assert exported.score == pytest.approx(expected.score, rel=1e-4)
+    np.testing.assert_allclose(exported.anomaly_map, expected.anomaly_map, atol=1e-3)
+    reloaded = next(FunAD.load(folder / "model").predict(wide))
+    assert reloaded.score == expected.score
+    np.testing.assert_array_equal(reloaded.anomaly_map, expected.anomaly_map)
+
+
+def test_a_model_saved_before_the_setting_keeps_stretching(letterboxing, tmp_path):
+    """Its manifest has no keep_aspect key and its backbone description none: it loads as fitted, stretched."""
+    model, folder = letterboxing
+    stretched = FunAD(pretrained=False, progress=False, **TINY, keep_aspect=False)
+    stretched.fitted_ = model.fitted_
+    stretched.save(tmp_path / "old")
+    manifest_path = tmp_path / "old" / "model.json"
+    manifest = json.loads(manifest_path.read_text())
+    estimator = manifest.get("estimator", manifest)
+    del estimator["config"]["keep_aspect"]
+    assert "keep_aspect" not in estimator["backbone"]["preprocessing"]
+    manifest_path.write_text(json.dumps(manifest))
+    loaded = FunAD.load(tmp_path / "old")
+    assert not loaded.config.keep_aspect and not loaded.backbone.preprocessing.keep_aspect
