@@ -29,18 +29,21 @@ def test_content_box_centres_the_longer_side_on_the_square():
     assert content_box(1000, 1, 224, True)[1] == 1  # never an empty stretch
 
 
-def test_a_letterboxed_input_is_the_resized_image_between_margins_of_the_mean_colour():
+def test_a_letterboxed_input_is_the_resized_image_between_margins_of_its_own_mean_colour():
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (30, 90, 3), dtype=np.uint8))
     array = normalised_array(image, 60, MEAN, STD, keep_aspect=True)
     assert array.shape == (3, 60, 60) and array.dtype == np.float32
     top, rows, left, columns = content_box(90, 30, 60, True)
     assert (top, rows, left, columns) == (20, 20, 0, 60)
-    margins = np.concatenate([array[:, :top], array[:, top + rows:]], axis=1)
-    assert np.abs(margins).max() < 0.01  # the mean colour, normalised
-    resized = np.asarray(image.resize((columns, rows), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
-    inside = ((resized - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)).transpose(2, 0, 1)
+    resized = np.asarray(image.resize((columns, rows), Image.Resampling.BILINEAR), dtype=np.float32)
+    inside = ((resized / 255.0 - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)).transpose(2, 0, 1)
     np.testing.assert_allclose(array[:, top:top + rows], inside, atol=1e-6)
+    own_mean = np.round(resized.reshape(-1, 3).mean(axis=0)) / 255.0  # the margins: the image's own mean colour
+    margin = ((own_mean - np.asarray(MEAN)) / np.asarray(STD)).astype(np.float32)
+    for rows_of_margin in (array[:, :top], array[:, top + rows:]):
+        np.testing.assert_allclose(rows_of_margin, np.broadcast_to(margin[:, None, None], rows_of_margin.shape),
+                                   atol=1e-6)
     stretched = normalised_array(image, 60, MEAN, STD)
     assert np.abs(stretched[:, :top]).max() > 0.5  # without keep_aspect the image fills the square
 
@@ -61,7 +64,8 @@ def wide_and_boxed(demo_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("aspect")
     photo = Image.open(demo_data.test_paths[-1]).convert("RGB")
     wide = photo.crop((0, 16, 64, 48))
-    boxed = Image.new("RGB", (64, 64), tuple(round(255 * m) for m in (0.5, 0.5, 0.5)))  # EfficientNet's mean
+    own_mean = np.asarray(wide, dtype=np.float32).reshape(-1, 3).mean(axis=0)
+    boxed = Image.new("RGB", (64, 64), tuple(int(round(float(value))) for value in own_mean))
     boxed.paste(wide, (0, 16))
     wide.save(folder / "wide.png")
     boxed.save(folder / "boxed.png")

@@ -15,12 +15,14 @@ def normalised_array(image: Image.Image, size: int, mean: Sequence[float], std: 
     """float32 ``[3, size, size]``: the whole image resized (bilinear) to a square, scaled to 0..1, normalised.
 
     ``keep_aspect``: resized without distortion into the square (:func:`funad.utils.letterbox.content_box`), the margins
-    the normalisation's mean colour (about 0 once normalised).
+    the image's own mean colour (margins of the normalisation's mean colour cost magnetic tile's grey photos 1.3
+    points of image AUROC on seed 0: README, "Aspect ratio kept").
     """
     top, rows, left, columns = content_box(image.width, image.height, size, keep_aspect)
     resized = image.resize((columns, rows), Image.Resampling.BILINEAR)
     if (rows, columns) != (size, size):
-        canvas = Image.new("RGB", (size, size), tuple(round(255 * m) for m in mean))
+        own_mean = np.asarray(resized, dtype=np.float32).reshape(-1, 3).mean(axis=0)
+        canvas = Image.new("RGB", (size, size), tuple(int(round(float(value))) for value in own_mean))
         canvas.paste(resized, (left, top))
         resized = canvas
     array = np.asarray(resized, dtype=np.float32) / 255.0
