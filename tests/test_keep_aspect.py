@@ -122,3 +122,10 @@ def test_a_model_saved_before_the_setting_keeps_stretching(letterboxing, tmp_pat
     manifest_path.write_text(json.dumps(manifest))
     loaded = FunAD.load(tmp_path / "old")
     assert not loaded.config.keep_aspect and not loaded.backbone.preprocessing.keep_aspect
+
+
+def test_a_square_image_is_the_same_input_either_way():
+    """So bottle's and screw's figures hold with the aspect kept (their photos are square)."""
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (80, 80, 3), dtype=np.uint8))
+    np.testing.assert_array_equal(normalised_array(image, 56, MEAN, STD, keep_aspect=True),
+                                  normalised_array(image, 56, MEAN, STD, keep_aspect=False))
