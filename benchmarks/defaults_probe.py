@@ -204,6 +204,13 @@ class Extractor:
                                            **self.settings, backbone=backbone)
         return self._models[backbone]
 
+    def with_aspect_of(self, paths: Sequence[Path]) -> Extractor:
+        """This extractor for a dataset whose training images are ``paths``: ``aspect="auto"`` chosen as funad
+        chooses it (:meth:`FunAD.choose_aspect`), so that every scorer of the dataset reads the same features."""
+        chosen = FunAD(**self.settings).choose_aspect(paths)
+        settings = {**self.settings, "aspect": "keep" if chosen.keeps_aspect() else "stretch"}
+        return Extractor(settings, self.cache_root, self.random_weights, self.progress)
+
     def extract(self, backbone: str, paths: list[Path], view: str | None = None) -> FeatureSet:
         """The features of one of the two backbones (:data:`DINO`: blocks 4, 6 and 8 concatenated)."""
         if backbone == DINO:
@@ -222,7 +229,7 @@ class Extractor:
         config = FunADConfig(**self.settings)
         backbone = OnnxDinov2Backbone(packaged_model_path(), layers=EXTRACTED_BLOCKS, combine="concat",
                                       image_size=config.image_size)
-        backbone.preprocessing = dataclasses.replace(backbone.preprocessing, keep_aspect=config.keep_aspect)
+        backbone.preprocessing = dataclasses.replace(backbone.preprocessing, keep_aspect=config.aspect == "keep")
         cache = FeatureCache(self.cache_root, backbone.describe(), f"pretrained:{DINO}") if self.cache_root else None
         device = resolve_device(config.device)
         return extract_features(place_backbone(backbone, device), paths, cache=cache,
@@ -336,6 +343,7 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
                   extractor: Extractor) -> None:
     train_paths = list(dict.fromkeys(p for split in splits for p in split.train))
     paths = list(dict.fromkeys(train_paths + [s.path for s in dataset.test]))
+    extractor = extractor.with_aspect_of(train_paths)
     views = sorted({view for scorer in args.scorers for view in SCORER_VIEWS.get(scorer, ())})
     extracted: dict[str, FeatureSet] = {}  # by backbone: the DINOv2 variants share one extraction
     posed_by_backbone: dict[str, dict[str, FeatureSet]] = {}  # the training images' views (test images need none)

@@ -1,5 +1,5 @@
-"""Aspect ratio kept (``keep_aspect``, the default): an image is letterboxed into the square input, and its map
-covers the image alone, in funad, its benchmark and the exported graph alike."""
+"""The aspect ratio (``aspect``): a letterboxed image's map covers the image alone, in funad, its benchmark and the
+exported graph alike; ``auto`` (the default) keeps the aspect when the training images' shapes differ."""
 
 import json
 
@@ -13,7 +13,7 @@ from funad.cli import main
 from funad.data.preprocessing import normalised_array
 from funad.inference.maps import patch_scores_to_maps
 from funad.runtime import OnnxModel
-from funad.utils.letterbox import content_box
+from funad.utils.letterbox import content_box, keeps_aspect
 from test_maps import step_by_step
 
 from conftest import TINY
@@ -75,8 +75,8 @@ def wide_and_boxed(demo_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def letterboxing(demo_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("letterboxing")
-    model = FunAD(pretrained=False, progress=False, **TINY).fit(demo_data.train_dir)
-    assert model.config.keep_aspect and model.backbone.preprocessing.keep_aspect  # the default
+    model = FunAD(pretrained=False, progress=False, **TINY, aspect="keep").fit(demo_data.train_dir)
+    assert model.backbone.preprocessing.keep_aspect
     model.save(folder / "model")
     assert main(["--quiet", "export", str(folder / "model"), "--format", "onnx", "--out",
                  str(folder / "model.onnx")]) == 0
@@ -89,7 +89,7 @@ def test_a_wide_image_scores_and_maps_as_its_letterbox_cut_to_the_image(letterbo
     assert wide.score == pytest.approx(boxed.score, rel=1e-5)
     assert wide.anomaly_map.shape == (32, 64) and boxed.anomaly_map.shape == (64, 64)
     np.testing.assert_allclose(wide.anomaly_map, boxed.anomaly_map[16:48], rtol=1e-4, atol=1e-5)
-    stretched = FunAD(pretrained=False, progress=False, **TINY, keep_aspect=False)
+    stretched = FunAD(pretrained=False, progress=False, **TINY, aspect="stretch")
     assert not stretched.backbone.preprocessing.keep_aspect
     assert stretched.backbone.describe() != model.backbone.describe()  # features cached apart
 
@@ -109,23 +109,45 @@ def test_the_exported_graph_and_a_reloaded_model_letterbox_alike(letterboxing, w
 
 
 def test_a_model_saved_before_the_setting_keeps_stretching(letterboxing, tmp_path):
-    """Its manifest has no keep_aspect key and its backbone description none: it loads as fitted, stretched."""
+    """Its manifest has no aspect key and its backbone description no keep_aspect: it loads as fitted, stretched."""
     model, folder = letterboxing
-    stretched = FunAD(pretrained=False, progress=False, **TINY, keep_aspect=False)
+    stretched = FunAD(pretrained=False, progress=False, **TINY, aspect="stretch")
     stretched.fitted_ = model.fitted_
     stretched.save(tmp_path / "old")
     manifest_path = tmp_path / "old" / "model.json"
     manifest = json.loads(manifest_path.read_text())
     estimator = manifest.get("estimator", manifest)
-    del estimator["config"]["keep_aspect"]
+    del estimator["config"]["aspect"]
     assert "keep_aspect" not in estimator["backbone"]["preprocessing"]
     manifest_path.write_text(json.dumps(manifest))
     loaded = FunAD.load(tmp_path / "old")
-    assert not loaded.config.keep_aspect and not loaded.backbone.preprocessing.keep_aspect
+    assert loaded.config.aspect == "stretch" and not loaded.backbone.preprocessing.keep_aspect
 
 
 def test_a_square_image_is_the_same_input_either_way():
-    """So bottle's and screw's figures hold with the aspect kept (their photos are square)."""
+    """So bottle's and screw's figures hold whatever the aspect setting (their photos are square)."""
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (80, 80, 3), dtype=np.uint8))
     np.testing.assert_array_equal(normalised_array(image, 56, MEAN, STD, keep_aspect=True),
                                   normalised_array(image, 56, MEAN, STD, keep_aspect=False))
+
+
+def test_auto_keeps_the_aspect_only_when_the_training_images_shapes_differ():
+    assert not keeps_aspect([(320, 240)] * 40)  # one shape (4:3): stretched alike, every row of the input used
+    assert not keeps_aspect([(256, 256)] * 40 + [(100, 300)])  # one odd photo in 41 does not decide
+    assert keeps_aspect([(200, 500), (300, 300), (530, 260)] * 10)  # magnetic tile's spread
+    assert not keeps_aspect([])
+
+
+def test_fit_chooses_the_aspect_from_its_images_and_saves_the_choice(demo_data, tmp_path):
+    folder = tmp_path / "shapes"
+    folder.mkdir()
+    for index, path in enumerate(sorted(demo_data.train_dir.glob("*.png"))):
+        photo = Image.open(path)
+        (photo.crop((0, 0, 64, 32)) if index % 2 else photo).save(folder / path.name)  # square and 2:1 photos
+    model = FunAD(pretrained=False, progress=False, **TINY).fit(folder)
+    assert model.config.aspect == "auto" and model.keep_aspect_ and model.backbone.preprocessing.keep_aspect
+    model.save(tmp_path / "model")
+    loaded = FunAD.load(tmp_path / "model")
+    assert loaded.config.aspect == "keep" and loaded.backbone.preprocessing.keep_aspect
+    square = FunAD(pretrained=False, progress=False, **TINY).fit(demo_data.train_dir)
+    assert not square.keep_aspect_ and not square.backbone.preprocessing.keep_aspect

@@ -63,6 +63,7 @@ def test_metadata_carries_calibration_and_preprocessing(exported):
     assert metadata["image_size"] == "64" and metadata["funad_version"] == __version__
     assert metadata["scorer"] == model.config.scorer
     assert "mean" in metadata and "std" in metadata
+    assert metadata["keep_aspect"] == "false"  # the demo's photos are square: "auto" stretches
 
 
 def test_runtime_without_torch_writes_what_predict_writes(exported, demo_data, tmp_path, read_csv):

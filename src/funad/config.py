@@ -33,7 +33,7 @@ KNN_PATCH_FRACTION = 0.2
 #: Settings added after a saved configuration was written, with the value that reproduces it (a model
 #: saved before corroboration views were fitted without them).
 SETTINGS_BEFORE_THEIR_KEYS: dict[str, Any] = {"knn_corroboration_views": "none", "knn_map_corroboration_images": 1,
-                                              "knn_corroborated_share": 1.0, "keep_aspect": False}
+                                              "knn_corroborated_share": 1.0, "aspect": "stretch"}
 
 
 def default_num_workers() -> int:
@@ -65,10 +65,12 @@ class FunADConfig:
                                         "none: the backbone's own weights")
     image_size: int | None = setting(None, "square backbone input side in pixels; none: the backbone's own "
                                            "(paper 224)")
-    # Measured on magnetic tile, whose photos' width / height runs from 0.4 to 2.7 (README, "Aspect ratio kept").
-    keep_aspect: bool = setting(True, "fit each image into the square input without distorting it (letterboxed, the "
-                                      "margins cut off its map); off: stretched to the square. The same on square "
-                                      "images")
+    # Measured on magnetic tile (width / height 0.4 to 2.7) and screw cut to 4:3 (README, "Aspect ratio").
+    aspect: Literal["auto", "keep", "stretch"] = setting("auto", "how a photo that is not square fits the square "
+                                                                 "input: keep (letterboxed, undistorted; the margins "
+                                                                 "cut off its map), stretch, or auto: keep when the "
+                                                                 "training images' width / height ratios differ, "
+                                                                 "stretch when they share one")
     # int8 measured against fp32 on the three dev sets (docs/speed.md, "Precision").
     precision: Literal["fp32", "bf16", "int8"] = setting("fp32", "numeric precision of the backbone: fp32; int8 "
                                                                  "(ONNX backbone: a dynamically quantized graph, "

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from funad.config import FunADConfig
-from funad.data.images import ImageInput, SkippedImage, check_images, discover_images, gather_images
+from funad.data.images import ImageInput, SkippedImage, check_images, discover_images, gather_images, image_size
 from funad.features.backbones import Backbone, create_backbone
 from funad.features.cache import FeatureCache, default_cache_dir
 from funad.features.containers import FeatureSet
@@ -31,6 +31,7 @@ from funad.method.trainer import Trainer, TrainingState, make_state
 from funad.persistence import MANIFEST, ModelFormatError, load_model, save_model
 from funad.utils import distributed
 from funad.utils.files import file_digest
+from funad.utils.letterbox import keeps_aspect
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +90,30 @@ class FunAD:
                 torch.manual_seed(self.config.seed)
                 backbone = create_backbone(self.config.backbone, weights=self.config.weights,
                                            pretrained=self.pretrained, image_size=self.config.image_size,
-                                           precision=self.config.precision, keep_aspect=self.config.keep_aspect)
+                                           precision=self.config.precision, keep_aspect=self.keeps_aspect())
             self._backbone = place_backbone(backbone, self.device)
         return self._backbone
 
     @property
     def device(self) -> torch.device:
         return resolve_device(self.config.device)
+
+    def keeps_aspect(self) -> bool:
+        """Whether images are letterboxed: ``aspect`` "keep", or "auto" as :meth:`choose_aspect` chose (stretched
+        before it has)."""
+        if self.config.aspect == "auto":
+            return bool(getattr(self, "keep_aspect_", False))
+        return self.config.aspect == "keep"
+
+    def choose_aspect(self, paths: Sequence[Path]) -> FunAD:
+        """With ``aspect="auto"``, choose from the training images' shapes (:func:`funad.utils.letterbox.keeps_aspect`):
+        ``keep_aspect_``. Before any extraction: the features depend on it."""
+        if self.config.aspect == "auto":
+            keep = keeps_aspect((width, height) for height, width in map(image_size, paths))
+            if self._backbone is not None and keep != self.keeps_aspect():
+                self._backbone = None  # built before the choice: rebuilt with it
+            self.keep_aspect_ = keep
+        return self
 
     def weights_id(self) -> str | None:
         """Identifies the backbone weights for the feature cache; None (no caching) for random weights."""
@@ -158,6 +176,7 @@ class FunAD:
         """
         paths = discover_images(images)
         usable, skipped = check_images(paths, strict=strict)
+        self.choose_aspect(usable)
         features, num_synthetic = self.extract_training_set(usable)
         self.skipped_ = skipped + [SkippedImage(path, reason) for path, reason in features.failures.items()]
         if len(features) < MIN_TRAINING_IMAGES:
@@ -319,7 +338,9 @@ class FunAD:
 
     # ----------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
-        estimator = {"config": self.config.to_dict(), "pretrained": self.pretrained,
+        # The aspect "auto" chose is saved as what was fitted: the model reloads with its features' preprocessing.
+        config = self.config.to_dict() | {"aspect": "keep" if self.keeps_aspect() else "stretch"}
+        estimator = {"config": config, "pretrained": self.pretrained,
                      "backbone": self.backbone.describe(), "weights_id": self.weights_id()}
         return save_model(Path(directory), self._fitted(), estimator)
 

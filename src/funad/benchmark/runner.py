@@ -12,6 +12,7 @@ both are part of their cost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -138,7 +139,12 @@ def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
     if options.funad_config.get("level", "patch") != "patch":
         raise ValueError("the benchmark evaluates anomaly maps: it needs level 'patch'")
     extractor = FunAD(cache_dir=options.cache_dir, progress=options.progress, **options.funad_config)
-    paths = list(dict.fromkeys([p for s in splits for p in s.train] + [t.path for s in splits for t in s.test]))
+    train_paths = list(dict.fromkeys(p for s in splits for p in s.train))
+    # aspect "auto" chooses once, from every split's training images, so that all fits share the features.
+    extractor.choose_aspect(train_paths)
+    options = dataclasses.replace(options, funad_config={**options.funad_config,
+                                                         "aspect": "keep" if extractor.keeps_aspect() else "stretch"})
+    paths = list(dict.fromkeys(train_paths + [t.path for s in splits for t in s.test]))
     started = time.perf_counter()
     features = extractor.extract(paths, description="benchmark features")
     extract_seconds = time.perf_counter() - started

@@ -15,8 +15,8 @@ def normalised_array(image: Image.Image, size: int, mean: Sequence[float], std: 
     """float32 ``[3, size, size]``: the whole image resized (bilinear) to a square, scaled to 0..1, normalised.
 
     ``keep_aspect``: resized without distortion into the square (:func:`funad.utils.letterbox.content_box`), the margins
-    the image's own mean colour (margins of the normalisation's mean colour cost magnetic tile's grey photos 1.3
-    points of image AUROC on seed 0: README, "Aspect ratio kept").
+    the image's own mean colour (margins of the normalisation's mean colour cost magnetic tile's grey photos 0.8
+    points of image AUROC on seed 0: README, "Aspect ratio").
     """
     top, rows, left, columns = content_box(image.width, image.height, size, keep_aspect)
     resized = image.resize((columns, rows), Image.Resampling.BILINEAR)

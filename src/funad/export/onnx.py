@@ -1,8 +1,9 @@
 """A fitted model as one ONNX graph: backbone, scorer, map and label, with its calibration in the metadata.
 
 The graph's input ``image`` is float32 ``[B, 3, S, S]``: the image already resized to the backbone
-size S and normalised with the metadata's ``mean`` / ``std`` (:func:`funad.data.preprocessing.normalised_array`),
-so a runtime needs no torch and preprocessing stays the one funad uses. Outputs: ``score`` ``[B]``
+size S (letterboxed where the metadata's ``keep_aspect`` is true) and normalised with the metadata's ``mean`` /
+``std`` (:func:`funad.data.preprocessing.normalised_array`), so a runtime needs no torch and preprocessing stays
+the one funad uses. Outputs: ``score`` ``[B]``
 (float32, the highest patch score), ``anomaly_map`` ``[B, S, S]`` (float32, bilinear then Gaussian,
 at the input size) and ``label`` ``[B]`` (bool, score above the threshold).
 
@@ -171,7 +172,7 @@ def export_onnx(model: FunAD, path: str | Path) -> Path:
         "std": json.dumps(list(backbone.preprocessing.std)),
         "keep_aspect": json.dumps(backbone.preprocessing.keep_aspect),
         "input": "float32 [B, 3, image_size, image_size]: resized (bilinear) RGB in 0..1, minus mean, over std; "
-                 "keep_aspect: letterboxed, the margins the mean colour (funad.data.preprocessing)",
+                 "keep_aspect: letterboxed, the margins the image's mean colour (funad.data.preprocessing)",
         "funad_version": __version__,
         "scorer": fitted.scorer.name,
         "backbone": backbone.name,

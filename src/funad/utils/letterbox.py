@@ -6,6 +6,13 @@ Plain arithmetic, so that preprocessing (PIL, no torch), the maps (torch) and th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+#: ``aspect="auto"`` keeps the aspect when the training images' width / height ratios (5th to 95th
+#: percentile) are more than this factor apart: one shared shape is stretched alike in every image
+#: and keeps all of the input's rows, while shapes that differ would be distorted differently.
+ASPECT_SPREAD = 1.1
+
 
 def content_box(width: int, height: int, size: int, keep_aspect: bool) -> tuple[int, int, int, int]:
     """Where an image of ``width`` x ``height`` lies on the square input of side ``size``: (top, rows, left, columns).
@@ -18,3 +25,13 @@ def content_box(width: int, height: int, size: int, keep_aspect: bool) -> tuple[
     scale = size / max(width, height)
     rows, columns = max(1, round(height * scale)), max(1, round(width * scale))
     return (size - rows) // 2, rows, (size - columns) // 2, columns
+
+
+def keeps_aspect(sizes: Iterable[tuple[int, int]]) -> bool:
+    """``aspect="auto"``'s choice for images of these (width, height): keep when their shapes differ
+    (:data:`ASPECT_SPREAD`)."""
+    ratios = sorted(width / height for width, height in sizes)
+    if not ratios:
+        return False
+    low, high = ratios[int(0.05 * (len(ratios) - 1))], ratios[int(round(0.95 * (len(ratios) - 1)))]
+    return high / low > ASPECT_SPREAD
