@@ -48,3 +48,16 @@ def read_csv():
         with open(path, newline="") as handle:
             return list(csv.DictReader(handle))
     return read
+
+
+def fit_save_and_export(train_dir, folder, **settings):
+    """A tiny model (TINY and ``settings``) fitted on ``train_dir``, saved to ``folder/model`` and exported with the
+    command line to ``folder/model.onnx``."""
+    from funad import FunAD
+    from funad.cli import main
+
+    model = FunAD(pretrained=False, progress=False, **TINY, **settings).fit(train_dir)
+    model.save(folder / "model")
+    assert main(["--quiet", "export", str(folder / "model"), "--format", "onnx", "--out",
+                 str(folder / "model.onnx")]) == 0
+    return model, folder

@@ -9,14 +9,13 @@ import torch
 from PIL import Image
 
 from funad import FunAD
-from funad.cli import main
 from funad.data.preprocessing import normalised_array
 from funad.inference.maps import patch_scores_to_maps
 from funad.runtime import OnnxModel
 from funad.utils.letterbox import content_box, keeps_aspect
 from test_maps import step_by_step
 
-from conftest import TINY
+from conftest import TINY, fit_save_and_export
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -74,12 +73,8 @@ def wide_and_boxed(demo_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def letterboxing(demo_data, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("letterboxing")
-    model = FunAD(pretrained=False, progress=False, **TINY, aspect="keep").fit(demo_data.train_dir)
+    model, folder = fit_save_and_export(demo_data.train_dir, tmp_path_factory.mktemp("letterboxing"), aspect="keep")
     assert model.backbone.preprocessing.keep_aspect
-    model.save(folder / "model")
-    assert main(["--quiet", "export", str(folder / "model"), "--format", "onnx", "--out",
-                 str(folder / "model.onnx")]) == 0
     return model, folder
 
 

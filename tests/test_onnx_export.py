@@ -10,7 +10,7 @@ import onnxruntime
 import pytest
 import torch
 
-from funad import FunAD, __version__
+from funad import __version__
 from funad.cli import main
 from funad.data.images import load_image
 from funad.export.onnx import Head, LocalNetScore, composed_with_onnx_backbone
@@ -20,7 +20,7 @@ from funad.inference.scorers.local_net import LocalNetScorer
 from funad.method.local_net import LocalNet
 from funad.runtime import OnnxModel, resize_bilinear
 
-from conftest import TINY
+from conftest import fit_save_and_export
 
 SCORE_TOLERANCE = 1e-4  # relative
 MAP_TOLERANCE = 1e-3  # absolute
@@ -29,12 +29,7 @@ MAP_TOLERANCE = 1e-3  # absolute
 @pytest.fixture(scope="module", params=["knn", "local_net"])
 def exported(request, demo_data, tmp_path_factory):
     """A tiny fitted model (knn: corroborated, the default) saved, and exported with the command line."""
-    folder = tmp_path_factory.mktemp(request.param)
-    model = FunAD(pretrained=False, scorer=request.param, progress=False, **TINY).fit(demo_data.train_dir)
-    model.save(folder / "model")
-    assert main(["--quiet", "export", str(folder / "model"), "--format", "onnx", "--out",
-                 str(folder / "model.onnx")]) == 0
-    return model, folder
+    return fit_save_and_export(demo_data.train_dir, tmp_path_factory.mktemp(request.param), scorer=request.param)
 
 
 def test_exported_graph_scores_maps_and_labels_as_the_model(exported, demo_data):
