@@ -152,6 +152,7 @@ def test_benchmark_command_writes_every_method_and_setting(demo_data, tmp_path, 
     split_file = out / "splits" / f"{demo_data.root.name}_0.1_0.json"
     assert split_file.is_file()
     assert results["split_files"] == [str(split_file)] and results["complete"] is True
+    assert results["aspect"] == "stretch"  # "auto" on square photos
 
     # The written split reruns as it is, here for one quick method.
     rerun = tmp_path / "rerun"
@@ -160,6 +161,20 @@ def test_benchmark_command_writes_every_method_and_setting(demo_data, tmp_path, 
     rerun_results = json.loads((rerun / "results.json").read_text())
     assert [(r["method"], r["setting"], r["num_moved"]) for r in rerun_results["runs"]] == [("patchcore", "overlap", 2)]
     assert json.loads((rerun / "splits" / split_file.name).read_text()) == json.loads(split_file.read_text())
+
+
+def test_benchmark_keeps_the_aspect_of_training_photos_of_different_shapes(demo_data, tmp_path, tiny_cli_flags):
+    root = tmp_path / "shapes"
+    shutil.copytree(demo_data.root, root)
+    for index, path in enumerate(sorted((root / "train").rglob("*.png"))):
+        if index % 2:
+            Image.open(path).crop((0, 0, 64, 32)).save(path)
+    out = tmp_path / "results"
+    assert main(["--quiet", "benchmark", str(root), "--contamination", "0.1", "--seeds", "0", "--methods",
+                 "patchcore", "--out", str(out), "--no-cache", *tiny_cli_flags]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["aspect"] == "keep"
+    assert all(0.0 <= run["pixel_auroc"] <= 1.0 for run in results["runs"])
 
 
 # --------------------------------------------------------------------------- several datasets

@@ -167,5 +167,7 @@ def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
                              "num_train": len(split.train), "num_moved": int(sum(split.moved)),
                              "num_test": len(split.test_set(setting))})
         if on_split_done is not None:
-            on_split_done({"runs": runs, "extract_seconds": extract_seconds, "num_images": len(paths)})
-    return {"runs": runs, "extract_seconds": extract_seconds, "num_images": len(paths)}
+            on_split_done({"runs": runs, "extract_seconds": extract_seconds, "num_images": len(paths),
+                           "aspect": options.funad_config["aspect"]})
+    return {"runs": runs, "extract_seconds": extract_seconds, "num_images": len(paths),
+            "aspect": options.funad_config["aspect"]}

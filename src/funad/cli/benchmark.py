@@ -192,7 +192,8 @@ def _write_results(path: Path, header: dict, outcome: dict, complete: bool) -> l
 
     summary = summarise(outcome["runs"])
     results = {**header, "complete": complete, "extract_seconds": outcome["extract_seconds"],
-               "num_images_extracted": outcome["num_images"], "runs": outcome["runs"], "summary": summary}
+               "num_images_extracted": outcome["num_images"], "aspect": outcome["aspect"], "runs": outcome["runs"],
+               "summary": summary}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))
     return summary
