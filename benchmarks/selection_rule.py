@@ -221,7 +221,7 @@ def run_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpars
                                           / f"seed{split.seed}", args.defects) for split in todo}
     paths = list(dict.fromkeys([p for split in todo for p in split.train] + [s.path for s in dataset.test]
                                + [p for proxy in proxies.values() for p in proxy.copies]))
-    extractor = extractor.with_aspect_of([p for split in todo for p in split.train])
+    extractor = extractor.with_aspect_of([p for split in splits for p in split.train])  # every run alike
     features = variant_features(variant, {backbone: extractor.extract(backbone, paths)
                                           for backbone in backbones_of(variant)})
     model = extractor.model(variant)

@@ -11,8 +11,9 @@ from PIL import Image
 from funad import FunAD
 from funad.data.preprocessing import normalised_array
 from funad.inference.maps import patch_scores_to_maps
+from funad.inference.regions import training_pixel_threshold
 from funad.runtime import OnnxModel
-from funad.utils.letterbox import content_box, keeps_aspect
+from funad.utils.letterbox import cells_shown, content_box, keeps_aspect
 from test_maps import step_by_step
 
 from conftest import TINY, fit_save_and_export
@@ -128,7 +129,8 @@ def test_a_square_image_is_the_same_input_either_way():
 
 def test_auto_keeps_the_aspect_only_when_the_training_images_shapes_differ():
     assert not keeps_aspect([(320, 240)] * 40)  # one shape (4:3): stretched alike, every row of the input used
-    assert not keeps_aspect([(256, 256)] * 40 + [(100, 300)])  # one odd photo in 41 does not decide
+    for odd in ((100, 300), (300, 100)):  # one odd photo in 41, tall or wide, does not decide
+        assert not keeps_aspect([(256, 256)] * 40 + [odd])
     assert keeps_aspect([(200, 500), (300, 300), (530, 260)] * 10)  # magnetic tile's spread
     assert not keeps_aspect([])
 
@@ -146,3 +148,24 @@ def test_fit_chooses_the_aspect_from_its_images_and_saves_the_choice(demo_data, 
     assert loaded.config.aspect == "keep" and loaded.backbone.preprocessing.keep_aspect
     square = FunAD(pretrained=False, progress=False, **TINY).fit(demo_data.train_dir)
     assert not square.keep_aspect_ and not square.backbone.preprocessing.keep_aspect
+
+
+def test_the_pixel_threshold_reads_only_the_patches_a_letterboxed_map_shows():
+    box = content_box(64, 32, 64, True)  # a 2:1 photo on a 64 px input with an 8 x 8 grid
+    shown = cells_shown(box, (8, 8), 64).reshape(8, 8)
+    assert shown[2:6].all() and not shown[:2].any() and not shown[6:].any()  # centres 20..44 in rows 16..48
+    assert cells_shown(content_box(50, 50, 64, True), (8, 8), 64).all()
+
+    class Margins:  # margin patches score 100, the photo's 0..1
+        def score_patches(self, batch):
+            return torch.where(torch.from_numpy(shown.reshape(-1)), batch[..., 0], torch.tensor(100.0))
+
+    class Features:
+        num_patches = 64
+
+        def take(self, indices):
+            return torch.rand(len(indices), 64, 1, generator=torch.Generator().manual_seed(0))
+
+    masks = np.stack([shown.reshape(-1)] * 4)
+    assert training_pixel_threshold(Margins(), Features(), np.arange(4), 0.999, shown=masks) <= 1.0
+    assert training_pixel_threshold(Margins(), Features(), np.arange(4), 0.999) == pytest.approx(100.0)

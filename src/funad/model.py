@@ -31,7 +31,7 @@ from funad.method.trainer import Trainer, TrainingState, make_state
 from funad.persistence import MANIFEST, ModelFormatError, load_model, save_model
 from funad.utils import distributed
 from funad.utils.files import file_digest
-from funad.utils.letterbox import keeps_aspect
+from funad.utils.letterbox import cells_shown, content_box, keeps_aspect
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +241,8 @@ class FunAD:
         train_predict_scores = scorer.score_training_images(method_features)[:real]
         estimate = estimate_threshold(train_predict_scores, judged_normal)
         reference = pixel_reference_images(trusted, train_predict_scores <= estimate.threshold)
-        pixel_threshold = training_pixel_threshold(scorer, method_features, reference, seed=self.config.seed)
+        pixel_threshold = training_pixel_threshold(scorer, method_features, reference, seed=self.config.seed,
+                                                   shown=self._patches_shown(features.paths[:real]))
         # Absolute paths: `funad audit` and the report find the images from any working folder.
         train_paths = [Path(os.path.abspath(path)) for path in features.paths[:real]]
         # Features may come without their files (tests, a benchmark's saved features): no digest then.
@@ -304,6 +305,15 @@ class FunAD:
                     anomaly_map = scored.anomaly_map(row, *map_shape(map_size, batch.sizes[row], input_size),
                                                      batch.sizes[row])
                     yield Prediction(paths[index], float(scored.scores[row]), anomaly_map, image=batch.images[row])
+
+    def _patches_shown(self, paths: Sequence[Path]) -> np.ndarray | None:
+        """bool ``[len(paths), K]``: the patches the maps of letterboxed images show; None when every patch is shown
+        (stretched, the image level, or an image whose file is gone)."""
+        preprocessing, grid = self.backbone.preprocessing, self.backbone.grid
+        if not preprocessing.keep_aspect or self.config.level != "patch" or not all(p.is_file() for p in paths):
+            return None
+        return np.stack([cells_shown(content_box(width, height, preprocessing.image_size, True), grid,
+                                     preprocessing.image_size) for height, width in map(image_size, paths)])
 
     def label(self, scores: float | Sequence[float] | np.ndarray, threshold: float | None = None) -> np.ndarray:
         """True where a score is anomalous: above ``threshold`` (default: the label-free ``threshold_``)."""

@@ -44,10 +44,12 @@ class Region:
 
 def training_pixel_threshold(scorer: PatchScorer, features: MethodFeatures, reference: np.ndarray,
                              quantile: float = PIXEL_QUANTILE, *, max_images: int = PIXEL_REFERENCE_MAX_IMAGES,
-                             seed: int = 0) -> float:
+                             seed: int = 0, shown: np.ndarray | None = None) -> float:
     """The ``quantile`` of the patch scores of the training images ``reference`` (indices into ``features``).
 
-    Beyond ``max_images`` reference images, of a uniform sample of that many (``seed``).
+    Beyond ``max_images`` reference images, of a uniform sample of that many (``seed``). ``shown``:
+    bool ``[len(features), K]``, the patches each image's map shows (a letterbox's margins are not);
+    all if None.
     """
     if len(reference) > max_images:
         reference = np.sort(np.random.default_rng(seed).choice(reference, max_images, replace=False))
@@ -58,7 +60,7 @@ def training_pixel_threshold(scorer: PatchScorer, features: MethodFeatures, refe
         for start in range(0, len(reference), _BATCH):
             batch = features.take(reference[start:start + _BATCH])
             scores[start:start + len(batch)] = scorer.score_patches(batch).float().cpu().numpy()
-    return float(np.quantile(scores, quantile))
+    return float(np.quantile(scores if shown is None else scores[shown[reference]], quantile))
 
 
 def defect_mask(anomaly_map: np.ndarray, threshold: float) -> np.ndarray:

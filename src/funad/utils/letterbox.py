@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 #: ``aspect="auto"`` keeps the aspect when the training images' width / height ratios (5th to 95th
 #: percentile) are more than this factor apart: one shared shape is stretched alike in every image
 #: and keeps all of the input's rows, while shapes that differ would be distorted differently.
@@ -30,8 +32,19 @@ def content_box(width: int, height: int, size: int, keep_aspect: bool) -> tuple[
 def keeps_aspect(sizes: Iterable[tuple[int, int]]) -> bool:
     """``aspect="auto"``'s choice for images of these (width, height): keep when their shapes differ
     (:data:`ASPECT_SPREAD`)."""
-    ratios = sorted(width / height for width, height in sizes)
+    ratios = [width / height for width, height in sizes]
     if not ratios:
         return False
-    low, high = ratios[int(0.05 * (len(ratios) - 1))], ratios[int(round(0.95 * (len(ratios) - 1)))]
-    return high / low > ASPECT_SPREAD
+    low, high = np.percentile(ratios, [5, 95])
+    return bool(high / low > ASPECT_SPREAD)
+
+
+def cells_shown(box: tuple[int, int, int, int], grid: tuple[int, int], size: int) -> np.ndarray:
+    """bool ``[rows x columns]`` (row-major): the patches of ``grid`` whose centre lies in ``box`` (:func:`content_box`)
+    on the input of side ``size``, i.e. those a letterboxed image's map shows."""
+    top, rows, left, columns = box
+    centre_rows = (np.arange(grid[0]) + 0.5) * size / grid[0]
+    centre_columns = (np.arange(grid[1]) + 0.5) * size / grid[1]
+    inside_rows = (centre_rows >= top) & (centre_rows < top + rows)
+    inside_columns = (centre_columns >= left) & (centre_columns < left + columns)
+    return (inside_rows[:, None] & inside_columns[None, :]).reshape(-1)
