@@ -207,8 +207,7 @@ class Extractor:
     def with_aspect_of(self, paths: Sequence[Path]) -> Extractor:
         """This extractor for a dataset whose training images are ``paths``: ``aspect="auto"`` chosen as funad
         chooses it (:meth:`FunAD.choose_aspect`), so that every scorer of the dataset reads the same features."""
-        chosen = FunAD(**self.settings).choose_aspect(paths)
-        settings = {**self.settings, "aspect": "keep" if chosen.keeps_aspect() else "stretch"}
+        settings = {**self.settings, "aspect": FunAD(**self.settings).choose_aspect(paths).resolved_aspect()}
         return Extractor(settings, self.cache_root, self.random_weights, self.progress)
 
     def extract(self, backbone: str, paths: list[Path], view: str | None = None) -> FeatureSet:

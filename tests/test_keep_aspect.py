@@ -13,7 +13,7 @@ from funad.data.preprocessing import normalised_array
 from funad.inference.maps import patch_scores_to_maps
 from funad.inference.regions import training_pixel_threshold
 from funad.runtime import OnnxModel
-from funad.utils.letterbox import cells_shown, content_box, keeps_aspect
+from funad.utils.letterbox import cells_shown, content_box, shapes_differ
 from test_maps import step_by_step
 
 from conftest import TINY, fit_save_and_export
@@ -128,11 +128,11 @@ def test_a_square_image_is_the_same_input_either_way():
 
 
 def test_auto_keeps_the_aspect_only_when_the_training_images_shapes_differ():
-    assert not keeps_aspect([(320, 240)] * 40)  # one shape (4:3): stretched alike, every row of the input used
+    assert not shapes_differ([(320, 240)] * 40)  # one shape (4:3): stretched alike, every row of the input used
     for odd in ((100, 300), (300, 100)):  # one odd photo in 41, tall or wide, does not decide
-        assert not keeps_aspect([(256, 256)] * 40 + [odd])
-    assert keeps_aspect([(200, 500), (300, 300), (530, 260)] * 10)  # magnetic tile's spread
-    assert not keeps_aspect([])
+        assert not shapes_differ([(256, 256)] * 40 + [odd])
+    assert shapes_differ([(200, 500), (300, 300), (530, 260)] * 10)  # magnetic tile's spread
+    assert not shapes_differ([])
 
 
 def test_fit_chooses_the_aspect_from_its_images_and_saves_the_choice(demo_data, tmp_path):

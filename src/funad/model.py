@@ -9,7 +9,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from funad.method.trainer import Trainer, TrainingState, make_state
 from funad.persistence import MANIFEST, ModelFormatError, load_model, save_model
 from funad.utils import distributed
 from funad.utils.files import file_digest
-from funad.utils.letterbox import cells_shown, content_box, keeps_aspect
+from funad.utils.letterbox import cells_shown, content_box, shapes_differ
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +105,15 @@ class FunAD:
             return bool(getattr(self, "keep_aspect_", False))
         return self.config.aspect == "keep"
 
+    def resolved_aspect(self) -> Literal["keep", "stretch"]:
+        """The ``aspect`` setting with "auto" resolved (:meth:`keeps_aspect`): what a fit on the same features sets."""
+        return "keep" if self.keeps_aspect() else "stretch"
+
     def choose_aspect(self, paths: Sequence[Path]) -> FunAD:
-        """With ``aspect="auto"``, choose from the training images' shapes (:func:`funad.utils.letterbox.keeps_aspect`):
-        ``keep_aspect_``. Before any extraction: the features depend on it."""
+        """With ``aspect="auto"``, choose ``keep_aspect_`` from the training images' shapes
+        (:func:`funad.utils.letterbox.shapes_differ`). Before any extraction: the features depend on it."""
         if self.config.aspect == "auto":
-            keep = keeps_aspect((width, height) for height, width in map(image_size, paths))
+            keep = shapes_differ((width, height) for height, width in map(image_size, paths))
             if self._backbone is not None and keep != self.keeps_aspect():
                 self._backbone = None  # built before the choice: rebuilt with it
             self.keep_aspect_ = keep
@@ -349,7 +353,7 @@ class FunAD:
     # ----------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
         # The aspect "auto" chose is saved as what was fitted: the model reloads with its features' preprocessing.
-        config = self.config.to_dict() | {"aspect": "keep" if self.keeps_aspect() else "stretch"}
+        config = self.config.to_dict() | {"aspect": self.resolved_aspect()}
         estimator = {"config": config, "pretrained": self.pretrained,
                      "backbone": self.backbone.describe(), "weights_id": self.weights_id()}
         return save_model(Path(directory), self._fitted(), estimator)

@@ -143,7 +143,7 @@ def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
     # aspect "auto" chooses once, from every split's training images, so that all fits share the features.
     extractor.choose_aspect(train_paths)
     options = dataclasses.replace(options, funad_config={**options.funad_config,
-                                                         "aspect": "keep" if extractor.keeps_aspect() else "stretch"})
+                                                         "aspect": extractor.resolved_aspect()})
     paths = list(dict.fromkeys(train_paths + [t.path for s in splits for t in s.test]))
     started = time.perf_counter()
     features = extractor.extract(paths, description="benchmark features")

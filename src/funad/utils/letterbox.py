@@ -29,9 +29,9 @@ def content_box(width: int, height: int, size: int, keep_aspect: bool) -> tuple[
     return (size - rows) // 2, rows, (size - columns) // 2, columns
 
 
-def keeps_aspect(sizes: Iterable[tuple[int, int]]) -> bool:
-    """``aspect="auto"``'s choice for images of these (width, height): keep when their shapes differ
-    (:data:`ASPECT_SPREAD`)."""
+def shapes_differ(sizes: Iterable[tuple[int, int]]) -> bool:
+    """Whether images of these (width, height) differ in shape (:data:`ASPECT_SPREAD`): ``aspect="auto"`` then keeps
+    their aspect."""
     ratios = [width / height for width, height in sizes]
     if not ratios:
         return False
