@@ -12,7 +12,8 @@ Feature variants:
 * ``b4``, ``b6``, ``b8``, ``m468``, ``c68``: the default ONNX DINOv2, extracted once per image
   into the feature cache with blocks 4, 6 and 8 (0-based, each after the final LayerNorm)
   concatenated, then sliced: one block, the mean of the three (what the default backbone
-  computes), or blocks 6 and 8 concatenated;
+  computes), or blocks 6 and 8 concatenated; ``m468_avg3``: ``m468`` with each patch the mean of
+  its 3x3 neighbourhood of patches (PatchCore's local aggregation, ``local_kernel=3``);
 * ``efficientnet_lite0``: the other backbone that ships offline;
 * ``m468+efficientnet_lite0``: both shipped backbones, each patch's two parts L2-normalised and
   concatenated (each scaled by 1/sqrt 2: unit norm), EfficientNet-Lite0's 28x28 grid averaged down
@@ -40,6 +41,9 @@ named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256
   ``_share50`` scorer with a coreset of 20 / 25 % of its pool (``knn_patch_fraction``; 20 % is today's
   default scorer);
 * ``softpatch``: SoftPatch (15 % of each position's patches dropped by LOF), 10 % coreset;
+* ``local_net``, ``blend``: FUN-AD with ``scorer="local_net"`` (the paper's scorer, the trained
+  Local-Net) or ``scorer="blend"`` (that and today's knn, each standardised by its training images'
+  scores, averaged: :mod:`funad.inference.scorers.blend`);
 * ``funad``: ``FunAD()`` as it is today, end to end (``fit_features``, then its ``scorer_``), with the
   probe's pool cap as ``knn_pool_max_patches`` (today's default is the same 60 000).
 
@@ -87,6 +91,7 @@ from funad.benchmark.runner import _Evaluator  # funad benchmark's evaluation, s
 from funad.cli.benchmark import parse_dataset
 from funad.cli.fit import add_config_options, config_overrides
 from funad.config import FunADConfig
+from funad.features.backbones.base import local_average
 from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
 from funad.features.cache import FeatureCache, default_cache_dir
 from funad.features.containers import FeatureSet
@@ -115,23 +120,33 @@ PROBE_FIELDS = ("backbone", "weights", "level", "seed", "scorer", "synthetic_rat
 
 @dataclass(frozen=True)
 class DinoVariant:
-    """Features of some of the extracted blocks, combined as ``OnnxDinov2Backbone(layers, combine)`` would."""
+    """Features of some of the extracted blocks, combined as ``OnnxDinov2Backbone(layers, combine, local_kernel)``
+    would."""
 
     blocks: tuple[int, ...]
     combine: Literal["mean", "concat"] = "mean"
+    local_kernel: int = 1
 
-    def derive(self, extracted: np.ndarray) -> np.ndarray:
-        """fp16 ``[..., D]`` of this variant from ``[..., 3 D]`` (blocks 4, 6, 8 concatenated)."""
+    def derive(self, extracted: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarray:
+        """fp16 ``[..., D]`` of this variant from ``[..., 3 D]`` (blocks 4, 6, 8 concatenated): patches
+        ``[..., K, 3 D]`` on ``grid`` (K cells), or a global feature (no grid: no neighbourhood to average)."""
         per_block = dict(zip(EXTRACTED_BLOCKS, np.split(extracted, len(EXTRACTED_BLOCKS), axis=-1)))
         chosen = [per_block[block] for block in self.blocks]
+        # The backbone combines in float32 before the cache stores fp16; so does this.
         if self.combine == "concat":
-            return np.concatenate(chosen, axis=-1)
-        # The backbone averages in float32 before the cache stores fp16; so does this.
-        return np.stack(chosen).mean(axis=0, dtype=np.float32).astype(np.float16)
+            combined = np.concatenate(chosen, axis=-1, dtype=np.float32)
+        else:
+            combined = np.stack(chosen).mean(axis=0, dtype=np.float32)
+        if self.local_kernel > 1 and grid is not None:
+            cells = torch.from_numpy(combined.reshape(-1, grid[0] * grid[1], combined.shape[-1]))
+            averaged = local_average(cells.transpose(1, 2).reshape(len(cells), -1, *grid), self.local_kernel)
+            combined = averaged.flatten(2).transpose(1, 2).reshape(combined.shape).numpy()
+        return combined.astype(np.float16)
 
 
 DINO_VARIANTS = {"b4": DinoVariant((4,)), "b6": DinoVariant((6,)), "b8": DinoVariant((8,)),
-                 "m468": DinoVariant((4, 6, 8)), "c68": DinoVariant((6, 8), "concat")}
+                 "m468": DinoVariant((4, 6, 8)), "c68": DinoVariant((6, 8), "concat"),
+                 "m468_avg3": DinoVariant((4, 6, 8), local_kernel=3)}
 COMBINED = f"m468+{OTHER_BACKBONE}"
 VARIANTS = (*DINO_VARIANTS, OTHER_BACKBONE, COMBINED)
 
@@ -148,7 +163,7 @@ def backbone_of(variant: str) -> str:
 
 
 def derive_features(features: FeatureSet, variant: DinoVariant) -> FeatureSet:
-    return FeatureSet(features.paths, [variant.derive(p) for p in features.patches],
+    return FeatureSet(features.paths, [variant.derive(p, features.grid) for p in features.patches],
                       [variant.derive(g) for g in features.globals_], features.grid)
 
 
@@ -317,6 +332,8 @@ SCORERS: dict[str, Fitter] = {
     **{name: corroborated_bank(*choice) for name, choice in CORROBORATED.items()},
     "softpatch": bank_scorer(lambda seed, cap: SoftPatch(0.15, 0.1, seed=seed, pool_max_patches=cap)),
     "funad": funad_scorer(),
+    "local_net": funad_scorer(scorer="local_net"),
+    "blend": funad_scorer(scorer="blend"),
 }
 #: Scorers whose pool has no cap (their records say pool_cap None).
 UNCAPPED = ("knn_trusted_half",)

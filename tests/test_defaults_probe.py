@@ -34,9 +34,9 @@ def test_each_dino_variant_is_the_backbone_with_those_blocks(probe):
     tokens = dict(zip(probe.EXTRACTED_BLOCKS, random_tokens))
     extracted = backbone.features_from_blocks(list(tokens.values())).patches.half().numpy()
     for name, variant in probe.DINO_VARIANTS.items():
-        backbone.combine = variant.combine
+        backbone.combine, backbone.local_kernel = variant.combine, variant.local_kernel
         expected = backbone.features_from_blocks([tokens[block] for block in variant.blocks]).patches.numpy()
-        derived = variant.derive(extracted)
+        derived = variant.derive(extracted, backbone.grid)
         assert derived.dtype == np.float16 and derived.shape == expected.shape, name
         np.testing.assert_allclose(derived, expected, atol=1e-2, err_msg=name)
 

@@ -133,7 +133,8 @@ class FunADConfig:
                                     "(paper sigma = 4)")
     # Any registered scorer (funad.inference.scorers.registry).
     scorer: str = setting("knn", "knn: corroborated nearest-neighbour distance to a coreset of the trusted training "
-                                 "images' patches; local_net: the paper's score; or another registered scorer")
+                                 "images' patches; local_net: the paper's score; blend: the two, each standardised by "
+                                 "its training images' scores, averaged; or another registered scorer")
     knn_normal_share: float = setting(1.0, "knn: share of training images, lowest Local-Net score first, whose "
                                            "patches feed the coreset (0-1; 1: every image)")
     knn_patch_fraction: float = setting(KNN_PATCH_FRACTION, "knn: coreset size as a share of the pooled patches (0-1)")

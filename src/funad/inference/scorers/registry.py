@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from funad.baselines import patchcore, softpatch  # noqa: F401 (registration)
-from funad.inference.scorers import knn, local_net  # noqa: F401 (registration)
+from funad.inference.scorers import blend, knn, local_net  # noqa: F401 (registration)
 from funad.inference.scorers.base import SCORERS, PatchScorer, ScorerState
 
 if TYPE_CHECKING:

@@ -1,0 +1,98 @@
+"""The knn scorer and the paper's Local-Net together: each in units of its own training images' scores, averaged.
+
+The two score on different scales (a feature distance; a probability in (0, 1)), so neither can
+simply be added to the other. Each part's scores are standardised by its training images' image
+scores, label-free: ``(s - median) / MAD``, one affine map per part for its image scores and its
+patch scores alike; the blend is the mean of the two standardised scores. Maps blend the parts'
+maps, image scores the parts' image scores (the knn's image and map floors differ, see
+:mod:`funad.inference.scorers.knn`), so an image's score need not be its map's highest value.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Self
+
+import numpy as np
+import torch
+
+from funad.features.containers import MethodFeatures
+from funad.inference.scorers.base import PatchScorer, ScorerState, register_scorer
+from funad.inference.scorers.knn import NearestNeighbourScorer
+from funad.inference.scorers.local_net import LocalNetScorer
+
+if TYPE_CHECKING:
+    from funad.config import FunADConfig
+    from funad.method.local_net import LocalNet
+
+_KNN = "knn."
+
+
+@register_scorer("blend")
+class BlendScorer(PatchScorer):
+    """``knn`` and ``local_net`` (the model's scorers of those names), standardised and averaged."""
+
+    score_range = None
+
+    def __init__(self, knn: NearestNeighbourScorer, local_net: LocalNetScorer):
+        self.knn = knn
+        self.local_net = local_net
+
+    @classmethod
+    def from_config(cls, config: FunADConfig, local_net: LocalNet) -> Self:
+        return cls(NearestNeighbourScorer.from_config(config, local_net), LocalNetScorer(local_net))
+
+    @classmethod
+    def training_views(cls, config: FunADConfig) -> tuple[str, ...]:
+        return NearestNeighbourScorer.training_views(config)
+
+    def _parts(self) -> tuple[PatchScorer, PatchScorer]:
+        return self.knn, self.local_net
+
+    def fit(self, features: MethodFeatures, image_ids: np.ndarray | None = None) -> Self:
+        standardised = []
+        for part in self._parts():
+            part.fit(features, image_ids)
+            scores = part.score_training_images(features)
+            fitted = scores if image_ids is None else scores[np.asarray(image_ids)]
+            standardised.append(robust_standardisation(fitted))
+        self.centres_, self.scales_ = (np.array(values, dtype=np.float64) for values in zip(*standardised))
+        return self
+
+    def _blend(self, part_scores: list[torch.Tensor] | list[np.ndarray]) -> Any:
+        """The mean of the parts' standardised scores (tensors or arrays, in the parts' order)."""
+        standardised = [(scores - centre) / scale
+                        for scores, centre, scale in zip(part_scores, self.centres_, self.scales_)]
+        return sum(standardised[1:], standardised[0]) / len(standardised)
+
+    def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        return self.score(patches)[0]
+
+    def score(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps, images = zip(*(part.score(patches) for part in self._parts()))
+        return self._blend([m.float() for m in maps]).float(), self._blend([i.float() for i in images]).float()
+
+    def score_training_images(self, features: MethodFeatures) -> np.ndarray:
+        result: np.ndarray = self._blend([part.score_training_images(features) for part in self._parts()])
+        return result
+
+    def state_dict(self) -> ScorerState:
+        knn = self.knn.state_dict()
+        return ScorerState({_KNN + name: value for name, value in knn.tensors.items()},
+                           {"knn": knn.settings, "centres": self.centres_.tolist(), "scales": self.scales_.tolist()})
+
+    @classmethod
+    def from_state(cls, state: ScorerState, local_net: LocalNet) -> Self:
+        knn_tensors = {name.removeprefix(_KNN): value for name, value in state.tensors.items() if name.startswith(_KNN)}
+        scorer = cls(NearestNeighbourScorer.from_state(ScorerState(knn_tensors, state.settings["knn"]), local_net),
+                     LocalNetScorer(local_net))
+        scorer.centres_ = np.array(state.settings["centres"], dtype=np.float64)
+        scorer.scales_ = np.array(state.settings["scales"], dtype=np.float64)
+        return scorer
+
+
+def robust_standardisation(scores: np.ndarray) -> tuple[float, float]:
+    """The median and the median absolute deviation of ``scores`` (a contaminated set's: both ignore its tail);
+    the deviation is floored so that identical scores cannot divide by zero."""
+    centre = float(np.median(scores))
+    spread = float(np.median(np.abs(scores - centre)))
+    return centre, max(spread, 1e-12 * max(abs(centre), 1.0))
