@@ -77,3 +77,36 @@ def test_a_model_in_the_previous_format_is_refused_naming_both_versions(fitted, 
     with pytest.raises(ModelFormatError, match=rf"model format version {FORMAT_VERSION - 1}, "
                                                rf".*format version {FORMAT_VERSION}"):
         FunAD.load(directory)
+
+
+def test_blend_is_the_mean_of_its_parts_each_standardised_by_its_training_scores(features):
+    from funad.inference.scorers.blend import BlendScorer
+
+    model = FunAD(cache_dir=False, progress=False, pretrained=False, scorer="blend", **TINY).fit_features(features)
+    blend = model.scorer_
+    assert isinstance(blend, BlendScorer)
+    method_features = features.method_features("patch")
+    parts = [blend.knn, blend.local_net]
+    trained = [part.score_training_images(method_features) for part in parts]
+    for scores, centre, scale in zip(trained, blend.centres_, blend.scales_):
+        assert centre == pytest.approx(np.median(scores))
+        assert scale == pytest.approx(np.median(np.abs(scores - np.median(scores))))
+    # Each part's standardised training scores have median 0, so the blend's lie around 0, some below.
+    standardised = [(s - c) / d for s, c, d in zip(trained, blend.centres_, blend.scales_)]
+    np.testing.assert_allclose(model.train_predict_scores_, np.mean(standardised, axis=0))
+    assert model.train_predict_scores_.min() < 0 and model.heatmap_range()[0] == model.train_predict_scores_.min()
+    patches = torch.from_numpy(np.stack(features.patches[:2]).astype(np.float32))
+    maps, images = blend.score(patches)
+    (knn_maps, knn_images), (net_maps, net_images) = (part.score(patches) for part in parts)
+    (knn_centre, net_centre), (knn_scale, net_scale) = blend.centres_, blend.scales_
+    torch.testing.assert_close(maps, ((knn_maps - knn_centre) / knn_scale + (net_maps - net_centre) / net_scale) / 2)
+    torch.testing.assert_close(images, ((knn_images - knn_centre) / knn_scale
+                                        + (net_images - net_centre) / net_scale) / 2)
+
+
+def test_onnx_export_refuses_a_scorer_it_cannot_carry_naming_it(features, tmp_path):
+    from funad.export.onnx import export_onnx
+
+    model = FunAD(cache_dir=False, progress=False, pretrained=False, scorer="blend", **TINY).fit_features(features)
+    with pytest.raises(ValueError, match="supports the scorers knn, local_net; this model uses 'blend'"):
+        export_onnx(model, tmp_path / "model.onnx")

@@ -337,10 +337,12 @@ class FunAD:
         """Colour range for heatmaps, the same for every image so that colours compare across images.
 
         The scorer's own range where it has one (Local-Net scores lie in (0, 1)); unbounded
-        distances span 0 to the highest training image score (in predict units).
+        scores span 0 (or the lowest training image score, for standardised scores that go below
+        it) to the highest training image score (in predict units).
         """
         fitted = self._fitted()
-        return fitted.scorer.score_range or (0.0, float(np.max(fitted.train_predict_scores)))
+        scores = fitted.train_predict_scores
+        return fitted.scorer.score_range or (min(0.0, float(np.min(scores))), float(np.max(scores)))
 
     def score(self, images: ImageInput | Iterable[ImageInput]) -> np.ndarray:
         """One anomaly score per image (higher = more anomalous); NaN for an unreadable image (logged)."""
