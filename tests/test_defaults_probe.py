@@ -57,7 +57,7 @@ def test_probe_writes_a_record_per_variant_scorer_and_seed_and_summarises_them(p
         assert record["num_moved"] == 2 and record["fit_seconds"] > 0 and record["predict_seconds"] > 0
         for setting in ("no-overlap", "overlap"):
             assert 0.0 <= record[setting]["image_auroc"] <= 1.0 and 0.0 <= record[setting]["pixel_auroc"] <= 1.0
-        trains_local_net = record["scorer"] in ("knn_trusted_half", "knn_share90", "funad")
+        trains_local_net = record["scorer"] in ("knn_trusted_half", "knn_share90", "funad", "local_net", "blend")
         assert record["image_size"] == 56
         assert record["pool_cap"] == (None if record["scorer"] == "knn_trusted_half" else 60_000)
         assert (record["local_net_train_auroc"] is not None) == trains_local_net

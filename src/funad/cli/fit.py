@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 CONFIG_CHOICES = {
     "backbone": ("dino_vitb8", "dinov2_vitb14", "dinov2_vits14", "efficientnet_lite0", "imgfocus_dinov2_vits14",
                  "wide_resnet50_2"),
-    "scorer": ("knn", "local_net", "patchcore", "softpatch"),
+    "scorer": ("blend", "knn", "local_net", "patchcore", "softpatch"),
 }
 
 
