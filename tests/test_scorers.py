@@ -108,5 +108,19 @@ def test_onnx_export_refuses_a_scorer_it_cannot_carry_naming_it(features, tmp_pa
     from funad.export.onnx import export_onnx
 
     model = FunAD(cache_dir=False, progress=False, pretrained=False, scorer="blend", **TINY).fit_features(features)
-    with pytest.raises(ValueError, match="supports the scorers knn, local_net; this model uses 'blend'"):
+    with pytest.raises(ValueError, match="supports the scorers knn, local_net, patchcore; this model uses 'blend'"):
         export_onnx(model, tmp_path / "model.onnx")
+
+
+def test_a_patchcore_model_exports_as_the_knn_it_extends(features, demo_data, tmp_path):
+    from PIL import Image
+
+    from funad.export.onnx import export_onnx
+    from funad.runtime import OnnxModel
+
+    model = FunAD(cache_dir=False, progress=False, pretrained=False, scorer="patchcore", **TINY).fit_features(
+        features)
+    graph = OnnxModel(export_onnx(model, tmp_path / "model.onnx"))
+    images = demo_data.test_paths[:3]
+    scores = graph.run([Image.open(path).convert("RGB") for path in images]).scores
+    np.testing.assert_allclose(scores, model.score(images), rtol=1e-4)

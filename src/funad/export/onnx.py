@@ -41,7 +41,8 @@ OUTPUTS = ("score", "anomaly_map", "label")
 #: ``pixel_threshold`` the one that outlines defect regions in an anomalous image's map.
 THRESHOLD_KEY = "threshold"
 PIXEL_THRESHOLD_KEY = "pixel_threshold"
-EXPORTABLE_SCORERS = ("knn", "local_net")
+#: Scorers the graph carries (PatchCore, fitted by FunAD without reweighting, as the knn it extends).
+EXPORTABLE_SCORERS = ("knn", "local_net", "patchcore")
 
 
 class CorroboratedDistance(nn.Module):
