@@ -124,3 +124,17 @@ def test_a_patchcore_model_exports_as_the_knn_it_extends(features, demo_data, tm
     images = demo_data.test_paths[:3]
     scores = graph.run([Image.open(path).convert("RGB") for path in images]).scores
     np.testing.assert_allclose(scores, model.score(images), rtol=1e-4)
+
+
+def test_a_blend_fit_scores_the_training_images_once_per_part(features, monkeypatch):
+    from funad.inference.scorers.knn import NearestNeighbourScorer
+
+    calls = []
+    original = NearestNeighbourScorer.score_training_images
+    monkeypatch.setattr(NearestNeighbourScorer, "score_training_images",
+                        lambda self, found: calls.append(found) or original(self, found))
+    model = FunAD(cache_dir=False, progress=False, pretrained=False, scorer="blend", **TINY).fit_features(features)
+    assert len(calls) == 1  # standardising and the threshold share the knn's leave-own-image-out pass
+    # Other features are scored afresh.
+    model.scorer_.score_training_images(features.subset(features.paths[:4]).method_features("patch"))
+    assert len(calls) == 2

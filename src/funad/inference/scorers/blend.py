@@ -10,6 +10,7 @@ maps, image scores the parts' image scores (the knn's image and map floors diffe
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
@@ -36,6 +37,9 @@ class BlendScorer(PatchScorer):
     def __init__(self, knn: NearestNeighbourScorer, local_net: LocalNetScorer):
         self.knn = knn
         self.local_net = local_net
+        # The parts' training scores of the features fit saw: FunAD asks for them next (its threshold), and the
+        # knn's leave-own-image-out pass is the costly part of a fit, so it is not run twice.
+        self._fitted_scores: weakref.WeakKeyDictionary[MethodFeatures, list[np.ndarray]] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_config(cls, config: FunADConfig, local_net: LocalNet) -> Self:
@@ -49,13 +53,13 @@ class BlendScorer(PatchScorer):
         return self.knn, self.local_net
 
     def fit(self, features: MethodFeatures, image_ids: np.ndarray | None = None) -> Self:
-        standardised = []
         for part in self._parts():
             part.fit(features, image_ids)
-            scores = part.score_training_images(features)
-            fitted = scores if image_ids is None else scores[np.asarray(image_ids)]
-            standardised.append(robust_standardisation(fitted))
-        self.centres_, self.scales_ = (np.array(values, dtype=np.float64) for values in zip(*standardised))
+        trained = [part.score_training_images(features) for part in self._parts()]
+        fitted = [scores if image_ids is None else scores[np.asarray(image_ids)] for scores in trained]
+        self.centres_, self.scales_ = (np.array(values, dtype=np.float64)
+                                       for values in zip(*map(robust_standardisation, fitted)))
+        self._fitted_scores = weakref.WeakKeyDictionary({features: trained})
         return self
 
     def _blend(self, part_scores: list[torch.Tensor] | list[np.ndarray]) -> Any:
@@ -72,7 +76,10 @@ class BlendScorer(PatchScorer):
         return self._blend([m.float() for m in maps]).float(), self._blend([i.float() for i in images]).float()
 
     def score_training_images(self, features: MethodFeatures) -> np.ndarray:
-        result: np.ndarray = self._blend([part.score_training_images(features) for part in self._parts()])
+        trained = self._fitted_scores.get(features)
+        if trained is None:
+            trained = [part.score_training_images(features) for part in self._parts()]
+        result: np.ndarray = self._blend(trained)
         return result
 
     def state_dict(self) -> ScorerState:
