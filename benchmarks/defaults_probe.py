@@ -14,6 +14,8 @@ Feature variants:
   concatenated, then sliced: one block, the mean of the three (what the default backbone
   computes), or blocks 6 and 8 concatenated; ``m468_avg3``: ``m468`` with each patch the mean of
   its 3x3 neighbourhood of patches (PatchCore's local aggregation, ``local_kernel=3``);
+  ``m468_no_affine``: ``m468`` without the final LayerNorm's learned per-channel scale and shift
+  (a few channels of large scale dominate the Euclidean distance);
 * ``efficientnet_lite0``: the other backbone that ships offline;
 * ``m468+efficientnet_lite0``: both shipped backbones, each patch's two parts L2-normalised and
   concatenated (each scaled by 1/sqrt 2: unit norm), EfficientNet-Lite0's 28x28 grid averaged down
@@ -39,7 +41,8 @@ named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256
   whose floors stay only on the entries of the 20 / 30 / 50 % highest-scoring training images
   (``knn_corroborated_share``); ``corroborated_rotations_k5_share50_bank20``, ``_bank25``: the
   ``_share50`` scorer with a coreset of 20 / 25 % of its pool (``knn_patch_fraction``; 20 % is today's
-  default scorer);
+  default scorer); ``..._bank20_pca64``, ``_pca96``, ``_pca128``: that scorer comparing patches along
+  the top 64 / 96 / 128 principal directions of its pool (``knn_components``);
 * ``softpatch``: SoftPatch (15 % of each position's patches dropped by LOF), 10 % coreset;
 * ``local_net``, ``blend``: FUN-AD with ``scorer="local_net"`` (the paper's scorer, the trained
   Local-Net) or ``scorer="blend"`` (that and today's knn, each standardised by its training images'
@@ -72,6 +75,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -126,6 +130,8 @@ class DinoVariant:
     blocks: tuple[int, ...]
     combine: Literal["mean", "concat"] = "mean"
     local_kernel: int = 1
+    #: False: each block's final LayerNorm without its learned per-channel scale and shift (blocks averaged).
+    norm_affine: bool = True
 
     def derive(self, extracted: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarray:
         """fp16 ``[..., D]`` of this variant from ``[..., 3 D]`` (blocks 4, 6, 8 concatenated): patches
@@ -137,6 +143,10 @@ class DinoVariant:
             combined = np.concatenate(chosen, axis=-1, dtype=np.float32)
         else:
             combined = np.stack(chosen).mean(axis=0, dtype=np.float32)
+        if not self.norm_affine:
+            # The mean of w * x_k + b over blocks is w * mean(x_k) + b: the scale and shift come off afterwards.
+            weight, bias = final_norm_affine()
+            combined = (combined - bias) / weight
         if self.local_kernel > 1 and grid is not None:
             cells = torch.from_numpy(combined.reshape(-1, grid[0] * grid[1], combined.shape[-1]))
             averaged = local_average(cells.transpose(1, 2).reshape(len(cells), -1, *grid), self.local_kernel)
@@ -144,9 +154,17 @@ class DinoVariant:
         return combined.astype(np.float16)
 
 
+@functools.cache
+def final_norm_affine() -> tuple[np.ndarray, np.ndarray]:
+    """The DINOv2's final LayerNorm's per-channel scale and shift (float32 ``[D]`` each)."""
+    backbone = OnnxDinov2Backbone(packaged_model_path(), layers=EXTRACTED_BLOCKS)
+    return backbone.norm_weight.numpy(), backbone.norm_bias.numpy()
+
+
 DINO_VARIANTS = {"b4": DinoVariant((4,)), "b6": DinoVariant((6,)), "b8": DinoVariant((8,)),
                  "m468": DinoVariant((4, 6, 8)), "c68": DinoVariant((6, 8), "concat"),
-                 "m468_avg3": DinoVariant((4, 6, 8), local_kernel=3)}
+                 "m468_avg3": DinoVariant((4, 6, 8), local_kernel=3),
+                 "m468_no_affine": DinoVariant((4, 6, 8), norm_affine=False)}
 COMBINED = f"m468+{OTHER_BACKBONE}"
 VARIANTS = (*DINO_VARIANTS, OTHER_BACKBONE, COMBINED)
 
@@ -301,19 +319,20 @@ def local_net_train_auroc(train_scores: np.ndarray, moved: list[bool]) -> float 
 
 
 def corroborated_bank(views: str = "none", map_images: int = 1, corroborated_share: float = 1.0,
-                      patch_fraction: float = 0.1) -> Fitter:
+                      patch_fraction: float = 0.1, components: int | None = None) -> Fitter:
     """The corroborated knn of every image (a coreset of ``patch_fraction`` of the pool), vouched for in ``views``
     (:data:`CORROBORATION_VIEWS`), its maps by ``map_images`` other images, floors kept for the entries of
-    the ``corroborated_share`` of the images that score highest."""
+    the ``corroborated_share`` of the images that score highest; patches compared along ``components`` principal
+    directions (None: all)."""
     return bank_scorer(lambda seed, cap: NearestNeighbourScorer(
         patch_fraction, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS[views],
-        map_corroboration_images=map_images, corroborated_share=corroborated_share))
+        map_corroboration_images=map_images, corroborated_share=corroborated_share, components=components))
 
 
-#: The corroborated scorers: name -> (views, map_corroboration_images, corroborated_share[, patch_fraction]); README,
-#: "Corroboration across poses", "Stricter corroboration in the maps" (k = 2, 5, 8 compared), "Corroboration for
-#: the highest-scoring half" and "A bank of a fifth of the pool".
-CORROBORATED: dict[str, tuple[str, int, float] | tuple[str, int, float, float]] = {
+#: The corroborated scorers: name -> (views, map_corroboration_images, corroborated_share[, patch_fraction[,
+#: components]]); README, "Corroboration across poses", "Stricter corroboration in the maps" (k = 2, 5, 8 compared),
+#: "Corroboration for the highest-scoring half", "A bank of a fifth of the pool" and "Principal directions".
+CORROBORATED: dict[str, tuple] = {
     "corroborated": ("none", 1, 1.0),
     "corroborated_rotations": ("rotations", 1, 1.0),
     **{f"corroborated_rotations_k{count}": ("rotations", count, 1.0) for count in (2, 5, 8)},
@@ -321,6 +340,8 @@ CORROBORATED: dict[str, tuple[str, int, float] | tuple[str, int, float, float]] 
     **{f"corroborated_rotations_k5_share{round(100 * share)}": ("rotations", 5, share) for share in (0.2, 0.3, 0.5)},
     **{f"corroborated_rotations_k5_share50_bank{round(100 * bank)}": ("rotations", 5, 0.5, bank)
        for bank in (0.2, 0.25)},
+    **{f"corroborated_rotations_k5_share50_bank20_pca{count}": ("rotations", 5, 0.5, 0.2, count)
+       for count in (64, 96, 128)},
 }
 SCORERS: dict[str, Fitter] = {
     "patchcore": bank_scorer(lambda seed, cap: PatchCore(0.1, seed=seed, pool_max_patches=cap)),

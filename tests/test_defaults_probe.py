@@ -33,8 +33,12 @@ def test_each_dino_variant_is_the_backbone_with_those_blocks(probe):
     random_tokens = torch.randn(3, 2, 1 + 4, 384, generator=torch.Generator().manual_seed(0))  # 2 images, CLS + 2x2
     tokens = dict(zip(probe.EXTRACTED_BLOCKS, random_tokens))
     extracted = backbone.features_from_blocks(list(tokens.values())).patches.half().numpy()
+    affine = backbone.norm_weight, backbone.norm_bias
     for name, variant in probe.DINO_VARIANTS.items():
         backbone.combine, backbone.local_kernel = variant.combine, variant.local_kernel
+        # Without the norm's scale and shift: a norm whose scale is 1 and shift 0.
+        backbone.norm_weight, backbone.norm_bias = affine if variant.norm_affine else (
+            torch.ones_like(affine[0]), torch.zeros_like(affine[1]))
         expected = backbone.features_from_blocks([tokens[block] for block in variant.blocks]).patches.numpy()
         derived = variant.derive(extracted, backbone.grid)
         assert derived.dtype == np.float16 and derived.shape == expected.shape, name

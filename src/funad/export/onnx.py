@@ -95,9 +95,11 @@ def patch_score_module(model: FunAD) -> nn.Module:
     if isinstance(scorer, NearestNeighbourScorer):
         bank = scorer.bank_.patches
         if scorer.corroborated:
-            return CorroboratedDistance(bank, torch.from_numpy(scorer.floors_), torch.from_numpy(scorer.map_floors_),
-                                        CORROBORATION_NEIGHBOURS)
-        return CorroboratedDistance(bank, torch.zeros(len(bank)), torch.zeros(len(bank)), 1)
+            distance = CorroboratedDistance(bank, torch.from_numpy(scorer.floors_),
+                                            torch.from_numpy(scorer.map_floors_), CORROBORATION_NEIGHBOURS)
+        else:
+            distance = CorroboratedDistance(bank, torch.zeros(len(bank)), torch.zeros(len(bank)), 1)
+        return distance if scorer.projection_ is None else nn.Sequential(scorer.projection_, distance)
     raise ValueError(f"ONNX export supports the scorers {', '.join(EXPORTABLE_SCORERS)}; this model uses "
                      f"{scorer.name!r}")
 

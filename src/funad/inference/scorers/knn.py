@@ -61,6 +61,7 @@ import torch
 from funad.features.containers import MethodFeatures
 from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
 from funad.inference.patch_bank import PatchBank, sample_patches
+from funad.inference.projection import PrincipalProjection
 from funad.inference.scorers.base import PatchScorer, ScorerState, leave_own_image_out, register_scorer
 
 if TYPE_CHECKING:
@@ -78,7 +79,9 @@ class NearestNeighbourScorer(PatchScorer):
     projection to ``projection_dim`` dimensions. ``"random"`` keeps a random share of each
     image's patches. ``corroborated``, ``corroboration_quantile`` and ``corroboration_views``
     (names of :data:`funad.data.preprocessing.VIEWS`, read from ``features.views`` by ``fit``):
-    see the module docstring.
+    see the module docstring. ``components``: patches are compared along the top ``components``
+    principal directions of the pool (:class:`PrincipalProjection`, fitted by ``fit`` as
+    ``projection_``); None, or at least the features' dimension: in full.
     """
 
     score_range = None
@@ -87,7 +90,7 @@ class NearestNeighbourScorer(PatchScorer):
                  sampling: Literal["coreset", "random"] = "coreset", projection_dim: int | None = PROJECTION_DIM,
                  pool_max_patches: int | None = None, corroborated: bool = False,
                  corroboration_quantile: float = 0.0, corroboration_views: Sequence[str] = (),
-                 map_corroboration_images: int = 1, corroborated_share: float = 1.0):
+                 map_corroboration_images: int = 1, corroborated_share: float = 1.0, components: int | None = None):
         check_corroboration_quantile(corroboration_quantile, corroborated)
         if not 0.0 <= corroborated_share <= 1.0 or (corroborated_share < 1.0 and not corroborated):
             raise ValueError(f"corroborated_share must lie in [0, 1], and below 1 only with corroborated=True; got "
@@ -107,6 +110,9 @@ class NearestNeighbourScorer(PatchScorer):
         self.corroboration_views = tuple(corroboration_views)
         self.map_corroboration_images = int(map_corroboration_images)
         self.corroborated_share = float(corroborated_share)
+        if components is not None and components < 1:
+            raise ValueError(f"components must be >= 1 or None, got {components}")
+        self.components = components
 
     @classmethod
     def from_config(cls, config: FunADConfig, local_net: LocalNet) -> Self:
@@ -119,7 +125,8 @@ class NearestNeighbourScorer(PatchScorer):
                                              if config.knn_corroborated and config.level == "patch" else 1),
                    # Measured on patches only; image level keeps full corroboration.
                    corroborated_share=(config.knn_corroborated_share
-                                       if config.knn_corroborated and config.level == "patch" else 1.0))
+                                       if config.knn_corroborated and config.level == "patch" else 1.0),
+                   components=config.knn_components)
 
     @classmethod
     def training_views(cls, config: FunADConfig) -> tuple[str, ...]:
@@ -129,8 +136,10 @@ class NearestNeighbourScorer(PatchScorer):
 
     def fit(self, features: MethodFeatures, image_ids: np.ndarray | None = None) -> Self:
         rng = np.random.default_rng(self.seed)
+        self.projection_: PrincipalProjection | None = None
         if self.sampling == "coreset":
             pool, pool_images = sample_patches(features, image_ids, self.pool_max_patches, rng)
+            pool = self._fit_projection(pool)
             chosen = greedy_coreset(pool, coreset_size(len(pool), self.patch_fraction),
                                     projection_dim=self.projection_dim, seed=self.seed)
             self.bank_ = PatchBank(pool[chosen], pool_images[chosen])
@@ -138,7 +147,7 @@ class NearestNeighbourScorer(PatchScorer):
             indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
             per_image = min(features.num_patches, coreset_size(features.num_patches, self.patch_fraction))
             positions = [np.sort(rng.choice(features.num_patches, per_image, replace=False)) for _ in indices]
-            pool = features.take_rows(indices, positions).reshape(-1, features.dim)
+            pool = self._fit_projection(features.take_rows(indices, positions).reshape(-1, features.dim))
             pool_images = np.repeat(indices, per_image)
             self.bank_ = PatchBank(pool, pool_images)
         if self.corroborated:
@@ -146,6 +155,7 @@ class NearestNeighbourScorer(PatchScorer):
             for view in self.corroboration_views:
                 view_pool, view_images = sample_patches(self._view(features, view, image_ids), image_ids,
                                                         self.pool_max_patches, np.random.default_rng(self.seed))
+                view_pool = self._project(view_pool)
                 pool, pool_images = torch.cat([pool, view_pool]), np.concatenate([pool_images, view_images])
             # The pool is searched once, by the bank's entries: exact search costs less than an index's training.
             self.vouched_, self.map_vouched_ = vouched_distances(self.bank_, PatchBank(pool, pool_images, exact=True),
@@ -154,6 +164,16 @@ class NearestNeighbourScorer(PatchScorer):
                                     else np.zeros(len(self.bank_), dtype=bool))
             self._soften()
         return self
+
+    def _fit_projection(self, pool: torch.Tensor) -> torch.Tensor:
+        """``pool`` projected along its top principal directions (fitting ``projection_``), or as it is."""
+        if self.components is not None and self.components < pool.shape[-1]:
+            self.projection_ = PrincipalProjection.fit(pool, self.components)
+        return self._project(pool)
+
+    def _project(self, patches: torch.Tensor) -> torch.Tensor:
+        """``patches`` ``[..., D]`` where the bank's entries live (``[..., C]`` with a projection)."""
+        return patches if self.projection_ is None else self.projection_(patches)
 
     def _exempt_entries(self, features: MethodFeatures, image_ids: np.ndarray | None) -> np.ndarray:
         """``[M]`` bool: the entries of the fitted images outside the ``corroborated_share`` that score highest
@@ -207,6 +227,7 @@ class NearestNeighbourScorer(PatchScorer):
         return self.score(patches)[0]
 
     def score(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        patches = self._project(patches)
         if not self.corroborated:
             patch_scores = self.bank_.distances(patches)
             return patch_scores, self.image_scores(patches, patch_scores)
@@ -246,7 +267,7 @@ class NearestNeighbourScorer(PatchScorer):
         """The image scores of the training images (or of ``images``) without their own entries, under ``floors``
         (None: the plain distance)."""
         def patch_scores(image: int) -> np.ndarray:
-            queries = features.take([image])[0]
+            queries = self._project(features.take([image])[0])
             if floors is not None:
                 return self._corroborated_scores(queries, [floors], image)[0]
             return self.bank_.nearest_from_other_images(queries, image)[0]
@@ -260,10 +281,12 @@ class NearestNeighbourScorer(PatchScorer):
                 "corroborated": self.corroborated, "corroboration_quantile": self.corroboration_quantile,
                 "corroboration_views": list(self.corroboration_views),
                 "map_corroboration_images": self.map_corroboration_images,
-                "corroborated_share": self.corroborated_share}
+                "corroborated_share": self.corroborated_share, "components": self.components}
 
     def state_dict(self) -> ScorerState:
         tensors = self.bank_.tensors()
+        if self.projection_ is not None:
+            tensors.update(self.projection_.tensors())
         if self.corroborated:
             tensors["vouched"] = torch.from_numpy(self.vouched_)
             if self.map_corroboration_images > 1:
@@ -277,6 +300,7 @@ class NearestNeighbourScorer(PatchScorer):
         # Saved before map_corroboration_images or corroborated_share: 1, as they were fitted.
         scorer = cls(**state.settings)
         tensors = dict(state.tensors)
+        scorer.projection_ = PrincipalProjection.from_tensors(tensors)
         if scorer.corroborated:
             scorer.vouched_ = tensors.pop("vouched").numpy()
             scorer.map_vouched_ = tensors.pop("map_vouched").numpy() if "map_vouched" in tensors else scorer.vouched_
