@@ -5,12 +5,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from funad import FunAD
 from funad.config import FunADConfig
+from funad.export.onnx import export_onnx, patch_score_module
 from funad.features.containers import MethodFeatures
 from funad.inference.projection import PrincipalProjection
 from funad.inference.scorers.base import ScorerState
 from funad.inference.scorers.knn import NearestNeighbourScorer
+from funad.runtime import OnnxModel
+
+from conftest import TINY
 
 
 def _images(count=12, patches=16, dim=10, seed=0):
@@ -85,8 +91,6 @@ def test_the_projection_round_trips_and_older_states_load_without_one():
 
 
 def test_the_onnx_module_projects_before_the_distance():
-    from funad.export.onnx import patch_score_module
-
     images = _images()
     scorer = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, components=3).fit(MethodFeatures(images))
     module = patch_score_module(SimpleNamespace(fitted_=SimpleNamespace(scorer=scorer)))
@@ -104,3 +108,17 @@ def test_the_config_field_reaches_the_scorer_and_is_checked():
         FunADConfig(knn_components=0)
     with pytest.raises(ValueError, match="components must be >= 1 or None"):
         NearestNeighbourScorer(components=0)
+
+
+def test_a_model_with_components_saves_loads_and_exports_with_the_same_scores(demo_data, tmp_path):
+    model = FunAD(cache_dir=False, progress=False, pretrained=False, knn_components=8, **TINY).fit(
+        demo_data.train_dir)
+    assert model.scorer_.projection_ is not None and model.scorer_.bank_.patches.shape[1] == 8
+    images = demo_data.test_paths[:3]
+    scores = model.score(images)
+    loaded = FunAD.load(model.save(tmp_path / "model"))
+    loaded.progress = False
+    np.testing.assert_array_equal(loaded.score(images), scores)
+    graph = OnnxModel(export_onnx(model, tmp_path / "model.onnx"))
+    np.testing.assert_allclose(graph.run([Image.open(path).convert("RGB") for path in images]).scores, scores,
+                               rtol=1e-4)
