@@ -35,7 +35,8 @@ class PrincipalProjection(nn.Module):
         return cls(torch.from_numpy(pca.mean_), torch.from_numpy(pca.components_))
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return (patches.float() - self.mean) @ self.components.T
+        # On the patches' device (a GPU's features), as the knn's scores are.
+        return (patches.float() - self.mean.to(patches.device)) @ self.components.to(patches.device).T
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"projection_mean": self.mean, "projection_components": self.components}
