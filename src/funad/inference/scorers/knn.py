@@ -166,8 +166,9 @@ class NearestNeighbourScorer(PatchScorer):
         return self
 
     def _fit_projection(self, pool: torch.Tensor) -> torch.Tensor:
-        """``pool`` projected along its top principal directions (fitting ``projection_``), or as it is."""
-        if self.components is not None and self.components < pool.shape[-1]:
+        """``pool`` projected along its top principal directions (fitting ``projection_``), or as it is (no
+        ``components``, as many as its dimension, or one patch: no direction to choose)."""
+        if self.components is not None and self.components < pool.shape[-1] and len(pool) > 1:
             self.projection_ = PrincipalProjection.fit(pool, self.components)
         return self._project(pool)
 
