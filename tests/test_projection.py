@@ -48,20 +48,37 @@ def test_as_many_directions_as_dimensions_keeps_every_distance():
                                rtol=1e-4, atol=1e-4)
 
 
+def test_a_large_pool_fits_its_directions_on_evenly_spaced_rows(monkeypatch):
+    from funad.inference import projection
+
+    patches = torch.from_numpy(np.concatenate(_images(count=40)))  # 640 rows
+    monkeypatch.setattr(projection, "MAX_FIT_ROWS", 100)
+    fitted = PrincipalProjection.fit(patches, 3)
+    expected = PrincipalProjection.fit(patches[::7], 3)  # ceil(640 / 100) = 7: 92 rows
+    monkeypatch.undo()
+    assert torch.equal(fitted.components, expected.components) and torch.equal(fitted.mean, expected.mean)
+
+
 def test_a_projection_needs_matching_shapes():
     with pytest.raises(ValueError, match="mean \\[D\\] and components \\[C, D\\]"):
         PrincipalProjection(torch.zeros(4), torch.zeros(2, 5))
 
 
-@pytest.mark.parametrize("corroborated_share", [1.0, 0.5])
-def test_a_knn_with_components_scores_as_a_knn_fitted_on_the_projected_patches(corroborated_share):
+def _with_mirror(images):
+    """The images, and the same images mirrored (their patches in reverse order) as the ``mirror`` view."""
+    return MethodFeatures(images, {"mirror": MethodFeatures([image[::-1].copy() for image in images])})
+
+
+@pytest.mark.parametrize(("corroborated_share", "views"), [(1.0, ()), (0.5, ()), (0.5, ("mirror",))])
+def test_a_knn_with_components_scores_as_a_knn_fitted_on_the_projected_patches(corroborated_share, views):
     images = _images()
-    reduced = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, corroborated_share=corroborated_share,
-                                     map_corroboration_images=2, components=3).fit(MethodFeatures(images))
+    settings = dict(patch_fraction=0.5, corroborated=True, corroborated_share=corroborated_share,
+                    map_corroboration_images=2, corroboration_views=views)
+    reduced = NearestNeighbourScorer(**settings, components=3).fit(_with_mirror(images))
     assert reduced.projection_ is not None and reduced.bank_.patches.shape[1] == 3
     projected = [reduced.projection_(torch.from_numpy(image)).numpy() for image in images]
-    by_hand = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, corroborated_share=corroborated_share,
-                                     map_corroboration_images=2).fit(MethodFeatures(projected))
+    by_hand = NearestNeighbourScorer(**settings).fit(_with_mirror(projected))
+    np.testing.assert_allclose(reduced.vouched_, by_hand.vouched_, rtol=1e-5)
     np.testing.assert_array_equal(reduced.exempt_entries_, by_hand.exempt_entries_)
     np.testing.assert_allclose(reduced.score_training_images(MethodFeatures(images)),
                                by_hand.score_training_images(MethodFeatures(projected)), rtol=1e-5)
@@ -87,7 +104,11 @@ def test_the_projection_round_trips_and_older_states_load_without_one():
     assert torch.equal(scorer.score_patches(queries), restored.score_patches(queries))
     full = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True).fit(MethodFeatures(images)).state_dict()
     older = {key: value for key, value in full.settings.items() if key != "components"}  # saved before components
-    assert NearestNeighbourScorer.from_state(ScorerState(dict(full.tensors), older), local_net=None).projection_ is None
+    older_scorer = NearestNeighbourScorer.from_state(ScorerState(dict(full.tensors), older), local_net=None)
+    assert older_scorer.projection_ is None and torch.isfinite(older_scorer.score_patches(queries)).all()
+    mismatched = dict(state.tensors) | {"projection_components": torch.zeros(4, 10)}
+    with pytest.raises(ValueError, match="3 dimensions, found 4 directions"):
+        NearestNeighbourScorer.from_state(ScorerState(mismatched, state.settings), local_net=None)
 
 
 def test_the_onnx_module_projects_before_the_distance():

@@ -315,6 +315,10 @@ class NearestNeighbourScorer(PatchScorer):
                 scorer.exempt_entries_ = exempt.numpy().astype(bool)
             scorer._soften()
         scorer.bank_ = PatchBank.from_tensors(tensors)
+        width = scorer.bank_.patches.shape[1]
+        if scorer.projection_ is not None and scorer.projection_.components.shape[0] != width:
+            raise ValueError(f"a knn scorer's projection must end where its bank lives: {width} dimensions, found "
+                             f"{scorer.projection_.components.shape[0]} directions")
         return scorer
 
 
