@@ -29,9 +29,13 @@ class PatchBank:
     def __len__(self) -> int:
         return len(self.index)
 
-    def search(self, queries: torch.Tensor | np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Euclidean distances to, and indices of, the ``k`` nearest bank entries: ``[Q, k]`` each."""
-        squared, indices = self.index.search(queries, k)
+    def search(self, queries: torch.Tensor | np.ndarray, k: int = 1, *,
+               exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Euclidean distances to, and indices of, the ``k`` nearest bank entries: ``[Q, k]`` each.
+
+        ``exact``: searched exhaustively even where the bank's index is approximate.
+        """
+        squared, indices = (self.index.search_exactly if exact else self.index.search)(queries, k)
         return np.sqrt(squared), indices
 
     def distances(self, patches: torch.Tensor) -> torch.Tensor:
@@ -39,16 +43,17 @@ class PatchBank:
         distances, _ = self.search(patches.reshape(-1, patches.shape[-1]))
         return torch.from_numpy(distances[:, 0]).view(patches.shape[:-1]).to(patches.device)
 
-    def nearest_from_other_images(self, queries: torch.Tensor | np.ndarray,
-                                  image: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def nearest_from_other_images(self, queries: torch.Tensor | np.ndarray, image: int | np.ndarray, *,
+                                  exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Distance to, and index of, each query's nearest entry that does not come from its image: ``[Q]``.
 
         ``image``: the training image of every query, or one per query. A banked training image
         would otherwise find itself and score ~0; without its own entries it scores as a new image would.
+        ``exact``: as in :meth:`search`.
         """
         if self.image_ids is None:
             raise RuntimeError("this bank does not know which image each entry came from")
-        distances, hits = self.search(queries, self._neighbours_past_own)
+        distances, hits = self.search(queries, self._neighbours_past_own, exact=exact)
         own = np.asarray(image).reshape(-1, 1)
         first_other = np.argmax(self.image_ids[hits] != own, axis=1)
         rows = np.arange(len(distances))

@@ -38,10 +38,13 @@ def as_float32_array(points: torch.Tensor | np.ndarray) -> np.ndarray:
 class FlatIndex:
     """A fixed set of keys ``[M, D]``, searched exhaustively."""
 
+    #: Whether :meth:`search` may miss a nearer key than those it answers.
+    approximate = False
+
     def __init__(self, keys: torch.Tensor | np.ndarray):
         self.keys = as_float32_array(keys)
-        self._index: faiss.Index = faiss.IndexFlatL2(self.keys.shape[1])
-        self._index.add(self.keys)
+        self._exact = faiss.IndexFlatL2(self.keys.shape[1])
+        self._exact.add(self.keys)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -51,7 +54,11 @@ class FlatIndex:
 
         Both ``[Q, k]``; ``k`` must not exceed the number of keys.
         """
-        distances, indices = self._index.search(as_float32_array(queries), k)
+        return self.search_exactly(queries, k)
+
+    def search_exactly(self, queries: torch.Tensor | np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`search`, always exhaustive: the few answers that matter most, checked."""
+        distances, indices = self._exact.search(as_float32_array(queries), k)
         return np.maximum(distances, 0.0), indices
 
 
@@ -63,10 +70,11 @@ class IVFIndex(FlatIndex):
     answer has ``k`` valid neighbours.
     """
 
+    approximate = True
+
     def __init__(self, keys: torch.Tensor | np.ndarray, *, cells: int | None = None, nprobe: int = IVF_NPROBE,
                  seed: int = 0):
         super().__init__(keys)
-        self._exact = self._index
         # faiss's k-means wants at least 39 training points per cell.
         cells = cells or max(1, min(round(IVF_CELLS_PER_SQRT_KEYS * math.sqrt(len(self.keys))), len(self.keys) // 39))
         quantizer = faiss.IndexFlatL2(self.keys.shape[1])
@@ -81,10 +89,11 @@ class IVFIndex(FlatIndex):
     def search(self, queries: torch.Tensor | np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         queries = as_float32_array(queries)
         distances, indices = self._index.search(queries, k)
+        distances = np.maximum(distances, 0.0)
         short = np.flatnonzero(indices[:, -1] < 0)
         if len(short):
-            distances[short], indices[short] = self._exact.search(queries[short], k)
-        return np.maximum(distances, 0.0), indices
+            distances[short], indices[short] = self.search_exactly(queries[short], k)
+        return distances, indices
 
 
 def nearest_index(keys: torch.Tensor | np.ndarray, *, approximate_min_keys: int | None = APPROXIMATE_MIN_KEYS,

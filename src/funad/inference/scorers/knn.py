@@ -229,35 +229,66 @@ class NearestNeighbourScorer(PatchScorer):
 
     def score(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         patches = self._project(patches)
+        floors = self._floor_sets()
+        scored = self._patch_scores(patches.reshape(-1, patches.shape[-1]), floors)
+        image_floored = self._rescored_exactly(patches, scored[0].reshape(patches.shape[:-1]), floors[0])
+        patch_scores, image_floored_scores = (torch.from_numpy(scores).view(patches.shape[:-1]).to(patches.device)
+                                              for scores in (scored[-1], image_floored))
+        return patch_scores, self.image_scores(patches, image_floored_scores)
+
+    def _floor_sets(self) -> list[np.ndarray | None]:
+        """The floors of the image scores and, where they differ, the maps'; ``[None]`` uncorroborated."""
         if not self.corroborated:
-            patch_scores = self.bank_.distances(patches)
-            return patch_scores, self.image_scores(patches, patch_scores)
-        floors = [self.floors_] if self.map_floors_ is self.floors_ else [self.floors_, self.map_floors_]
-        scored = self._corroborated_scores(patches.reshape(-1, patches.shape[-1]), floors)
-        image_floored, map_floored = (torch.from_numpy(scores).view(patches.shape[:-1]).to(patches.device)
-                                      for scores in (scored[0], scored[-1]))
-        return map_floored, image_floored.amax(dim=1)
+            return [None]
+        return [self.floors_] if self.map_floors_ is self.floors_ else [self.floors_, self.map_floors_]
 
-    def _corroborated_scores(self, queries: torch.Tensor, floors: Sequence[np.ndarray],
-                             own_image: int | None = None) -> list[np.ndarray]:
-        """``min over entries e of max(d(q, e), floor(e))`` over each query's nearest entries, for each of
-        ``floors`` (the image scores' and the maps'), from one search.
+    def _patch_scores(self, queries: torch.Tensor, floors: Sequence[np.ndarray | None], own_image: int | None = None,
+                      exact: bool = False) -> list[np.ndarray]:
+        """``[Q]`` for each of ``floors``: ``min over entries e of max(d(q, e), floor(e))`` over each query's
+        nearest entries (besides ``own_image``'s, which are left out), from one search (``exact``: exhaustive).
 
-        Searched among the ``CORROBORATION_NEIGHBOURS`` nearest entries (besides ``own_image``'s,
-        which are left out): an entry farther than those rarely wins, since it must beat their
-        distance and its own vouched distance at once.
+        Corroborated, among the ``CORROBORATION_NEIGHBOURS`` nearest: an entry farther than those rarely
+        wins, since it must beat their distance and its own vouched distance at once. A floor of None is
+        the plain distance to the nearest entry, so only one is searched.
         """
         image_ids = self.bank_.image_ids
-        assert image_ids is not None  # recorded by fit and saved with the bank
-        own_entries = 0 if own_image is None else int(np.count_nonzero(image_ids == own_image))
-        distances, hits = self.bank_.search(queries, min(len(self.bank_), CORROBORATION_NEIGHBOURS + own_entries))
-        results = []
-        for floor in floors:
-            scores = np.maximum(distances, floor[hits])
-            if own_image is not None:
-                scores[image_ids[hits] == own_image] = np.inf
-            results.append(scores.min(axis=1))
-        return results
+        own_entries = 0 if own_image is None or image_ids is None else int(np.count_nonzero(image_ids == own_image))
+        neighbours = CORROBORATION_NEIGHBOURS if self.corroborated else 1
+        distances, hits = self.bank_.search(queries, min(len(self.bank_), neighbours + own_entries), exact=exact)
+        if own_image is not None:
+            assert image_ids is not None  # recorded by fit and saved with the bank
+            distances = np.where(image_ids[hits] == own_image, np.inf, distances)
+        return [(distances if floor is None else np.maximum(distances, floor[hits])).min(axis=1) for floor in floors]
+
+    def _rescored_exactly(self, patches: torch.Tensor, scores: np.ndarray, floors: np.ndarray | None,
+                          own_image: int | None = None) -> np.ndarray:
+        """``[B, K]`` patch ``scores`` of an approximate search, each image's highest ones searched again exhaustively.
+
+        An image's score, its highest patch score, then is what an exhaustive search (the exported
+        ONNX graph's) gives it. Approximate search never finds a nearer entry than exhaustive search,
+        so a patch whose approximate score is below its image's highest exact one cannot exceed it:
+        patches are searched again, ``EXACT_RESCORED_PATCHES`` per image at a time, until no higher
+        approximate score is left (exact for the plain distance; corroborated, a farther entry with a
+        lower floor may rarely stand in for a missed one, which no bound catches). Exact banks: as they are.
+        """
+        if not self.bank_.index.approximate:
+            return scores
+        scores, settled = scores.copy(), np.zeros(scores.shape, dtype=bool)
+        queries = patches.reshape(-1, patches.shape[-1])
+        while True:
+            pending = np.where(settled, -np.inf, scores)
+            highest_exact = np.where(settled, scores, -np.inf).max(axis=1)
+            images = np.flatnonzero(pending.max(axis=1) > highest_exact)
+            if not len(images):
+                return scores
+            columns = np.argsort(-pending[images], axis=1, kind="stable")[:, :EXACT_RESCORED_PATCHES]
+            rows = np.repeat(images, columns.shape[1])
+            columns = columns.ravel()
+            unsettled = ~settled[rows, columns]
+            rows, columns = rows[unsettled], columns[unsettled]
+            scores[rows, columns] = self._patch_scores(queries[rows * scores.shape[1] + columns], [floors],
+                                                       own_image, exact=True)[0]
+            settled[rows, columns] = True
 
     def score_training_images(self, features: MethodFeatures) -> np.ndarray:
         # Image scores: the maps' floors are not needed.
@@ -266,12 +297,11 @@ class NearestNeighbourScorer(PatchScorer):
     def _own_image_left_out(self, features: MethodFeatures, floors: np.ndarray | None,
                             images: np.ndarray | None = None) -> np.ndarray:
         """The image scores of the training images (or of ``images``) without their own entries, under ``floors``
-        (None: the plain distance)."""
+        (None: the plain distance), as :meth:`score` gives a new image's."""
         def patch_scores(image: int) -> np.ndarray:
-            queries = self._project(features.take([image])[0])
-            if floors is not None:
-                return self._corroborated_scores(queries, [floors], image)[0]
-            return self.bank_.nearest_from_other_images(queries, image)[0]
+            queries = self._project(features.take([image]))
+            scores = self._patch_scores(queries[0], [floors], image)[0]
+            return self._rescored_exactly(queries, scores[None], floors, image)[0]
 
         return leave_own_image_out(features, patch_scores, images)
 
@@ -324,6 +354,9 @@ class NearestNeighbourScorer(PatchScorer):
 
 #: Bank entries searched per query by the corroborated score.
 CORROBORATION_NEIGHBOURS = 10
+#: Patches per image searched again exhaustively at a time for its image score (a bank with an approximate
+#: index); the image's score is settled when no unsearched patch scores higher.
+EXACT_RESCORED_PATCHES = 8
 #: Pool patches first searched per bank entry for the k-th other image's distance; entries that
 #: reach fewer than k other images among them are searched again with four times as many.
 VOUCHING_NEIGHBOURS = 2048
