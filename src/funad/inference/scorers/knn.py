@@ -300,8 +300,9 @@ class NearestNeighbourScorer(PatchScorer):
         (None: the plain distance), as :meth:`score` gives a new image's."""
         def patch_scores(image: int) -> np.ndarray:
             queries = self._project(features.take([image]))
-            scores = self._patch_scores(queries[0], [floors], image)[0]
-            return self._rescored_exactly(queries, scores[None], floors, image)[0]
+            scores = self._patch_scores(queries[0], [floors], image)[0][None]
+            rescored: np.ndarray = self._rescored_exactly(queries, scores, floors, image)[0]
+            return rescored
 
         return leave_own_image_out(features, patch_scores, images)
 
