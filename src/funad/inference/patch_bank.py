@@ -38,11 +38,6 @@ class PatchBank:
         squared, indices = (self.index.search_exactly if exact else self.index.search)(queries, k)
         return np.sqrt(squared), indices
 
-    def distances(self, patches: torch.Tensor) -> torch.Tensor:
-        """``[B, K, D]`` -> ``[B, K]``: each patch's distance to its nearest bank entry, on the patches' device."""
-        distances, _ = self.search(patches.reshape(-1, patches.shape[-1]))
-        return torch.from_numpy(distances[:, 0]).view(patches.shape[:-1]).to(patches.device)
-
     def nearest_from_other_images(self, queries: torch.Tensor | np.ndarray, image: int | np.ndarray, *,
                                   exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Distance to, and index of, each query's nearest entry that does not come from its image: ``[Q]``.
