@@ -27,6 +27,15 @@ def test_ivf_finds_the_exact_neighbour_for_almost_every_query():
     assert np.mean(approximate == exact) >= 0.95
 
 
+def test_an_ivf_index_searched_exactly_answers_as_an_exhaustive_one():
+    keys, queries = _clustered(1, 3000), _clustered(2, 300)
+    ivf, flat = IVFIndex(keys, cells=50, nprobe=1), FlatIndex(keys)
+    assert ivf.approximate and not flat.approximate
+    assert not np.array_equal(ivf.search(queries, k=5)[1], flat.search(queries, k=5)[1])  # one cell misses some
+    for exact, expected in zip(ivf.search_exactly(queries, k=5), flat.search(queries, k=5)):
+        np.testing.assert_array_equal(exact, expected)
+
+
 def test_ivf_is_deterministic_and_answers_k_neighbours_even_from_sparse_cells():
     keys, queries = _clustered(3, 2000), _clustered(4, 200)
     first = IVFIndex(keys, cells=50, nprobe=1).search(queries, k=100)

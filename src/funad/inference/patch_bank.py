@@ -38,17 +38,16 @@ class PatchBank:
         squared, indices = (self.index.search_exactly if exact else self.index.search)(queries, k)
         return np.sqrt(squared), indices
 
-    def nearest_from_other_images(self, queries: torch.Tensor | np.ndarray, image: int | np.ndarray, *,
-                                  exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def nearest_from_other_images(self, queries: torch.Tensor | np.ndarray,
+                                  image: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Distance to, and index of, each query's nearest entry that does not come from its image: ``[Q]``.
 
         ``image``: the training image of every query, or one per query. A banked training image
         would otherwise find itself and score ~0; without its own entries it scores as a new image would.
-        ``exact``: as in :meth:`search`.
         """
         if self.image_ids is None:
             raise RuntimeError("this bank does not know which image each entry came from")
-        distances, hits = self.search(queries, self._neighbours_past_own, exact=exact)
+        distances, hits = self.search(queries, self._neighbours_past_own)
         own = np.asarray(image).reshape(-1, 1)
         first_other = np.argmax(self.image_ids[hits] != own, axis=1)
         rows = np.arange(len(distances))
