@@ -5,12 +5,16 @@ and with its ONNX export agree on image scores (and on which side of the thresho
 and the threshold, set on the training images' scores, is on the same scale.
 """
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
+from funad.baselines.softpatch import SoftPatch
 from funad.export.onnx import patch_score_module
 from funad.features.containers import MethodFeatures
+from funad.inference.patch_bank import PatchBank
 from funad.inference.scorers.knn import CORROBORATION_NEIGHBOURS, NearestNeighbourScorer
 from funad.inference.search import APPROXIMATE_MIN_KEYS
 
@@ -59,6 +63,22 @@ def test_image_scores_of_an_approximately_searched_bank_are_exhaustive_search_sc
 
     np.testing.assert_allclose(scorer.score_training_images(MethodFeatures(training)),
                                _exhaustive_training_scores(scorer, training), rtol=1e-5)
+
+
+def test_softpatch_scores_images_as_with_its_bank_searched_exhaustively():
+    training = _gaussian_images(60)
+    scorer = SoftPatch(0.15, 1.0).fit(MethodFeatures(training))
+    assert scorer.bank_.index.approximate
+    exhaustive = copy.copy(scorer)
+    exhaustive.bank_ = PatchBank(scorer.bank_.patches, scorer.bank_.image_ids, exact=True)
+
+    queries = torch.from_numpy(np.stack(_gaussian_images(30, seed=1)))
+    maps, image_scores = scorer.score(queries)
+    expected_maps, expected_scores = exhaustive.score(queries)
+    torch.testing.assert_close(image_scores, expected_scores)
+    assert (maps.amax(dim=1) > image_scores + 1e-4).any() and torch.equal(expected_scores, expected_maps.amax(dim=1))
+    np.testing.assert_allclose(scorer.score_training_images(MethodFeatures(training)),
+                               exhaustive.score_training_images(MethodFeatures(training)), rtol=1e-6)
 
 
 def test_an_exact_bank_scores_images_by_its_patch_scores_alone():

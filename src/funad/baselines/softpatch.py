@@ -28,7 +28,7 @@ import torch
 from funad.config import POOL_MAX_PATCHES
 from funad.features.containers import MethodFeatures
 from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
-from funad.inference.patch_bank import PatchBank, read_rows, sample_rows
+from funad.inference.patch_bank import PatchBank, highest_searched_exactly, read_rows, sample_rows
 from funad.inference.scorers.base import PatchScorer, ScorerState, leave_own_image_out, register_scorer
 
 if TYPE_CHECKING:
@@ -153,15 +153,42 @@ class SoftPatch(PatchScorer):
         return weighted
 
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        distances, nearest = self.bank_.search(patches.reshape(-1, patches.shape[-1]))
-        patch_scores = self._weighted_nearest(distances[:, 0], nearest[:, 0])
-        return torch.from_numpy(patch_scores).view(patches.shape[:-1]).to(patches.device)
+        return self.score(patches)[0]
+
+    def score(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        queries = patches.reshape(-1, patches.shape[-1])
+        distances, nearest = self.bank_.search(queries)
+        patch_scores = self._weighted_nearest(distances[:, 0], nearest[:, 0]).reshape(patches.shape[:-1])
+        image_scores = self._searched_exactly(queries, patch_scores, distances[:, 0].reshape(patches.shape[:-1]))
+        return (torch.from_numpy(patch_scores).to(patches.device),
+                torch.from_numpy(image_scores.max(axis=1)).to(patches.device))
 
     def score_training_images(self, features: MethodFeatures) -> np.ndarray:
         def patch_scores(image: int) -> np.ndarray:
-            return self._weighted_nearest(*self.bank_.nearest_from_other_images(features.take([image])[0], image))
+            queries = features.take([image])[0]
+            distances, nearest = self.bank_.nearest_from_other_images(queries, image)
+            scores = self._weighted_nearest(distances, nearest)[None]
+            searched: np.ndarray = self._searched_exactly(queries, scores, distances[None], image)[0]
+            return searched
 
         return leave_own_image_out(features, patch_scores)
+
+    def _searched_exactly(self, queries: torch.Tensor, scores: np.ndarray, distances: np.ndarray,
+                          own_image: int | None = None) -> np.ndarray:
+        """``[B, K]`` patch ``scores`` (at the approximate nearest entries' ``distances``) with each image's highest
+        searched again exhaustively (:func:`~funad.inference.patch_bank.highest_searched_exactly`). A missed
+        entry may weigh more than the one found, so a patch's exact score is bounded by its found distance
+        times the largest weight. ``own_image``: its entries left out."""
+        if not self.bank_.index.approximate:
+            return scores
+
+        def score_exactly(rows: np.ndarray) -> np.ndarray:
+            if own_image is None:
+                distances, nearest = self.bank_.search(queries[rows], exact=True)
+                return self._weighted_nearest(distances[:, 0], nearest[:, 0])
+            return self._weighted_nearest(*self.bank_.nearest_from_other_images(queries[rows], own_image, exact=True))
+
+        return highest_searched_exactly(scores, score_exactly, distances * self.weights_.max())
 
     def settings(self) -> dict[str, Any]:
         return {"noise_fraction": self.noise_fraction, "coreset_fraction": self.coreset_fraction,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -38,16 +40,17 @@ class PatchBank:
         squared, indices = (self.index.search_exactly if exact else self.index.search)(queries, k)
         return np.sqrt(squared), indices
 
-    def nearest_from_other_images(self, queries: torch.Tensor | np.ndarray,
-                                  image: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def nearest_from_other_images(self, queries: torch.Tensor | np.ndarray, image: int | np.ndarray, *,
+                                  exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Distance to, and index of, each query's nearest entry that does not come from its image: ``[Q]``.
 
         ``image``: the training image of every query, or one per query. A banked training image
         would otherwise find itself and score ~0; without its own entries it scores as a new image would.
+        ``exact``: as in :meth:`search`.
         """
         if self.image_ids is None:
             raise RuntimeError("this bank does not know which image each entry came from")
-        distances, hits = self.search(queries, self._neighbours_past_own)
+        distances, hits = self.search(queries, self._neighbours_past_own, exact=exact)
         own = np.asarray(image).reshape(-1, 1)
         first_other = np.argmax(self.image_ids[hits] != own, axis=1)
         rows = np.arange(len(distances))
@@ -64,6 +67,40 @@ class PatchBank:
     def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> PatchBank:
         image_ids = tensors.get("image_ids")
         return cls(tensors["patches"], None if image_ids is None else image_ids.numpy())
+
+
+#: Patches per image searched again exhaustively at a time by :func:`highest_searched_exactly`.
+EXACT_RESCORED_PATCHES = 8
+
+
+def highest_searched_exactly(scores: np.ndarray, score_exactly: Callable[[np.ndarray], np.ndarray],
+                             bounds: np.ndarray | None = None) -> np.ndarray:
+    """``[B, K]`` patch ``scores`` from an approximate search, each image's highest ones replaced by
+    ``score_exactly(flat indices into the B x K patches)`` (an exhaustive search's scores).
+
+    An image's score is its highest patch score, and an approximate index misses most often there (a
+    defect is far from every entry, where its cells fit worst). Patches are searched again,
+    ``EXACT_RESCORED_PATCHES`` per image at a time in the order of ``bounds``, until no unsearched
+    patch's bound exceeds the image's highest exact score. ``bounds``: upper bounds of each patch's
+    exact score; None: the approximate scores themselves, which bound a distance to the nearest entry
+    (an approximate search never finds a nearer one). With valid bounds every image's highest score
+    is the exhaustive search's, what the exported ONNX graph computes.
+    """
+    bounds = scores if bounds is None else bounds
+    scores, settled = scores.copy(), np.zeros(scores.shape, dtype=bool)
+    while True:
+        pending = np.where(settled, -np.inf, bounds)
+        highest_exact = np.where(settled, scores, -np.inf).max(axis=1)
+        images = np.flatnonzero(pending.max(axis=1) > highest_exact)
+        if not len(images):
+            return scores
+        columns = np.argsort(-pending[images], axis=1, kind="stable")[:, :EXACT_RESCORED_PATCHES]
+        rows = np.repeat(images, columns.shape[1])
+        columns = columns.ravel()
+        unsettled = ~settled[rows, columns]
+        rows, columns = rows[unsettled], columns[unsettled]
+        scores[rows, columns] = score_exactly(rows * scores.shape[1] + columns)
+        settled[rows, columns] = True
 
 
 def sample_patches(features: MethodFeatures, image_ids: np.ndarray | None, count: int | None,

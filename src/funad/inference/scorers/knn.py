@@ -60,7 +60,7 @@ import torch
 
 from funad.features.containers import MethodFeatures
 from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
-from funad.inference.patch_bank import PatchBank, sample_patches
+from funad.inference.patch_bank import PatchBank, highest_searched_exactly, sample_patches
 from funad.inference.projection import PrincipalProjection
 from funad.inference.scorers.base import PatchScorer, ScorerState, leave_own_image_out, register_scorer
 
@@ -262,33 +262,17 @@ class NearestNeighbourScorer(PatchScorer):
 
     def _rescored_exactly(self, patches: torch.Tensor, scores: np.ndarray, floors: np.ndarray | None,
                           own_image: int | None = None) -> np.ndarray:
-        """``[B, K]`` patch ``scores`` of an approximate search, each image's highest ones searched again exhaustively.
+        """``[B, K]`` patch ``scores`` of an approximate search, each image's highest ones searched again
+        exhaustively (:func:`~funad.inference.patch_bank.highest_searched_exactly`).
 
-        An image's score, its highest patch score, then is what an exhaustive search (the exported
-        ONNX graph's) gives it. Approximate search never finds a nearer entry than exhaustive search,
-        so a patch whose approximate score is below its image's highest exact one cannot exceed it:
-        patches are searched again, ``EXACT_RESCORED_PATCHES`` per image at a time, until no higher
-        approximate score is left (exact for the plain distance; corroborated, a farther entry with a
-        lower floor may rarely stand in for a missed one, which no bound catches). Exact banks: as they are.
+        For the plain distance the image scores are then exact; corroborated, a farther entry with a
+        lower floor may rarely stand in for a missed one, which no bound catches.
         """
         if not self.bank_.index.approximate:
             return scores
-        scores, settled = scores.copy(), np.zeros(scores.shape, dtype=bool)
         queries = patches.reshape(-1, patches.shape[-1])
-        while True:
-            pending = np.where(settled, -np.inf, scores)
-            highest_exact = np.where(settled, scores, -np.inf).max(axis=1)
-            images = np.flatnonzero(pending.max(axis=1) > highest_exact)
-            if not len(images):
-                return scores
-            columns = np.argsort(-pending[images], axis=1, kind="stable")[:, :EXACT_RESCORED_PATCHES]
-            rows = np.repeat(images, columns.shape[1])
-            columns = columns.ravel()
-            unsettled = ~settled[rows, columns]
-            rows, columns = rows[unsettled], columns[unsettled]
-            scores[rows, columns] = self._patch_scores(queries[rows * scores.shape[1] + columns], [floors],
-                                                       own_image, exact=True)[0]
-            settled[rows, columns] = True
+        return highest_searched_exactly(scores, lambda rows: self._patch_scores(queries[rows], [floors], own_image,
+                                                                                exact=True)[0])
 
     def score_training_images(self, features: MethodFeatures) -> np.ndarray:
         # Image scores: the maps' floors are not needed.
@@ -355,9 +339,6 @@ class NearestNeighbourScorer(PatchScorer):
 
 #: Bank entries searched per query by the corroborated score.
 CORROBORATION_NEIGHBOURS = 10
-#: Patches per image searched again exhaustively at a time for its image score (a bank with an approximate
-#: index); the image's score is settled when no unsearched patch scores higher.
-EXACT_RESCORED_PATCHES = 8
 #: Pool patches first searched per bank entry for the k-th other image's distance; entries that
 #: reach fewer than k other images among them are searched again with four times as many.
 VOUCHING_NEIGHBOURS = 2048
