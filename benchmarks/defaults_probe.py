@@ -43,6 +43,9 @@ named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256
   ``_share50`` scorer with a coreset of 20 / 25 % of its pool (``knn_patch_fraction``; 20 % is today's
   default scorer); ``..._bank20_pca64``, ``_pca96``, ``_pca128``: that scorer comparing patches along
   the top 64 / 96 / 128 principal directions of its pool (``knn_components``);
+* ``corroborated_rotations_k5_share50_bank20_median_contrast``, ``patchcore_median_contrast``: today's
+  default scorer and ``patchcore`` with an image's score its highest patch score minus its median
+  one (:class:`MedianContrast`: an offset shared by all of an image's patches cancels);
 * ``softpatch``: SoftPatch (15 % of each position's patches dropped by LOF), 10 % coreset;
 * ``local_net``, ``blend``: FUN-AD with ``scorer="local_net"`` (the paper's scorer, the trained
   Local-Net) or ``scorer="blend"`` (that and today's knn, each standardised by its training images'
@@ -319,19 +322,37 @@ def local_net_train_auroc(train_scores: np.ndarray, moved: list[bool]) -> float 
 
 
 def corroborated_bank(views: str = "none", map_images: int = 1, corroborated_share: float = 1.0,
-                      patch_fraction: float = 0.1, components: int | None = None) -> Fitter:
-    """The corroborated knn of every image (a coreset of ``patch_fraction`` of the pool), vouched for in ``views``
+                      patch_fraction: float = 0.1, components: int | None = None,
+                      knn: type[NearestNeighbourScorer] = NearestNeighbourScorer) -> Fitter:
+    """The corroborated ``knn`` of every image (a coreset of ``patch_fraction`` of the pool), vouched for in ``views``
     (:data:`CORROBORATION_VIEWS`), its maps by ``map_images`` other images, floors kept for the entries of
     the ``corroborated_share`` of the images that score highest; patches compared along ``components`` principal
     directions (None: all)."""
-    return bank_scorer(lambda seed, cap: NearestNeighbourScorer(
+    return bank_scorer(lambda seed, cap: knn(
         patch_fraction, seed, pool_max_patches=cap, corroborated=True, corroboration_views=CORROBORATION_VIEWS[views],
         map_corroboration_images=map_images, corroborated_share=corroborated_share, components=components))
 
 
+class MedianContrast(NearestNeighbourScorer):
+    """The knn (or, below, PatchCore) whose image score is its highest patch score minus its median patch score.
+
+    The image scores' patch scores (their floors, each image's highest searched exactly), not the maps'.
+    A diagnostic of offsets that every patch of an image shares (its capture, not a defect): not saved,
+    exported or used by ``funad``.
+    """
+
+    def image_scores(self, patches: torch.Tensor, patch_scores: torch.Tensor) -> torch.Tensor:
+        return patch_scores.amax(dim=1) - patch_scores.median(dim=1).values
+
+
+class MedianContrastPatchCore(MedianContrast, PatchCore):
+    """``patchcore`` with :class:`MedianContrast`'s image score."""
+
+
 #: The corroborated scorers: name -> (views, map_corroboration_images, corroborated_share[, patch_fraction[,
-#: components]]); README, "Corroboration across poses", "Stricter corroboration in the maps" (k = 2, 5, 8 compared),
-#: "Corroboration for the highest-scoring half", "A bank of a fifth of the pool" and "Principal directions".
+#: components[, knn class]]]); README, "Corroboration across poses", "Stricter corroboration in the maps" (k = 2, 5,
+#: 8 compared), "Corroboration for the highest-scoring half", "A bank of a fifth of the pool", "Principal
+#: directions" and "Where the targets stand".
 CORROBORATED: dict[str, tuple] = {
     "corroborated": ("none", 1, 1.0),
     "corroborated_rotations": ("rotations", 1, 1.0),
@@ -342,11 +363,14 @@ CORROBORATED: dict[str, tuple] = {
        for bank in (0.2, 0.25)},
     **{f"corroborated_rotations_k5_share50_bank20_pca{count}": ("rotations", 5, 0.5, 0.2, count)
        for count in (64, 96, 128)},
+    "corroborated_rotations_k5_share50_bank20_median_contrast": ("rotations", 5, 0.5, 0.2, None, MedianContrast),
 }
 SCORERS: dict[str, Fitter] = {
     "patchcore": bank_scorer(lambda seed, cap: PatchCore(0.1, seed=seed, pool_max_patches=cap)),
     **{f"patchcore_bank{round(100 * bank)}": bank_scorer(
         lambda seed, cap, bank=bank: PatchCore(bank, seed=seed, pool_max_patches=cap)) for bank in (0.2, 0.25)},
+    "patchcore_median_contrast": bank_scorer(
+        lambda seed, cap: MedianContrastPatchCore(0.1, seed=seed, pool_max_patches=cap)),
     "knn_trusted_half": funad_scorer(capped=False, knn_normal_share=0.5, knn_patch_fraction=0.01,
                                      knn_pool_max_patches=None, knn_corroborated=False),
     "knn_share90": funad_scorer(knn_normal_share=0.9, knn_patch_fraction=0.1, knn_corroborated=False),

@@ -195,3 +195,23 @@ def test_the_combined_variant_joins_both_backbones_on_the_dinov2_grid_each_part_
     mean_of_blocks = probe.derive_features(dino, probe.DINO_VARIANTS["m468"]).patches[0].astype(np.float32)
     np.testing.assert_allclose(first[:, :6] * np.sqrt(2) * np.linalg.norm(mean_of_blocks, axis=1, keepdims=True),
                                mean_of_blocks, atol=2e-2)
+
+
+
+def test_median_contrast_scores_an_image_by_its_highest_patch_score_minus_its_median(probe):
+    from funad.baselines import PatchCore
+    from funad.features.containers import MethodFeatures
+    from funad.inference.scorers.knn import NearestNeighbourScorer
+
+    rng = np.random.default_rng(0)
+    features = MethodFeatures([rng.normal(size=(16, 8)).astype(np.float32) for _ in range(12)])
+    queries = torch.from_numpy(rng.normal(size=(4, 16, 8)).astype(np.float32))
+    queries[:, 3] += 3.0  # one patch apart in each image
+    pairs = ((probe.MedianContrast(0.5, corroborated=True), NearestNeighbourScorer(0.5, corroborated=True)),
+             (probe.MedianContrastPatchCore(0.5), PatchCore(0.5)))
+    for contrast, plain in pairs:
+        maps, image_scores = plain.fit(features).score(queries)  # an exact bank whose maps are its image floors'
+        assert torch.equal(image_scores, maps.amax(dim=1))
+        contrast_maps, contrast_scores = contrast.fit(features).score(queries)
+        assert torch.equal(contrast_maps, maps)
+        torch.testing.assert_close(contrast_scores, maps.amax(dim=1) - maps.median(dim=1).values)
