@@ -1,4 +1,7 @@
-"""A knn bank searched approximately (faiss IVF) still gives every image the score exhaustive search gives it.
+"""A bank searched approximately (faiss IVF) still gives images the scores exhaustive search gives them.
+
+Guaranteed for the plain distance and SoftPatch, whose approximate scores bound the exact ones; for
+the corroborated knn the approximate scores order the second search, which these data show suffices.
 
 Exhaustive search is what the exported ONNX graph does, so `funad predict` with a model directory
 and with its ONNX export agree on image scores (and on which side of the threshold an image falls),

@@ -53,29 +53,27 @@ class PatchCore(NearestNeighbourScorer):
         image_scores = patch_scores.amax(dim=1)
         if not self.reweight:
             return image_scores
-        flat = patches.reshape(-1, patches.shape[-1]).cpu().numpy()
-        _, nearest = self.bank_.search(flat)
-        weights = self._density_weights(flat, nearest[:, 0], patch_scores.cpu().numpy())
+        rows = torch.arange(len(patches), device=patches.device)
+        worst = patches[rows, patch_scores.argmax(dim=1)].cpu().numpy()
+        weights = self._density_weights(worst, image_scores.cpu().numpy())
         return (image_scores.cpu() * torch.from_numpy(weights)).to(patch_scores.device)
 
-    def _density_weights(self, flat: np.ndarray, nearest: np.ndarray, patch_scores: np.ndarray) -> np.ndarray:
+    def _density_weights(self, worst: np.ndarray, worst_scores: np.ndarray) -> np.ndarray:
         """The paper's eq. 7 factor 1 - exp(|m_test - m*|) / sum_{m in N_b(m*)} exp(|m_test - m|).
 
-        m_test is each image's highest-scoring patch and m* its nearest bank entry; N_b(m*) are the
-        b bank entries nearest to m* (m* itself among them). When those neighbours are all far from
-        m_test (m* is an isolated, rare normal) the factor nears 1 and the score stands; when they
-        are as close as m* (a dense, well-covered region) it drops to 1 - 1/b.
-        Written as 1 - 1 / sum exp(d_m - d*) so that large distances cannot overflow.
+        m_test is each image's highest-scoring patch (``worst``, scoring ``worst_scores``) and m* its
+        nearest bank entry; N_b(m*) are the b bank entries nearest to m* (m* itself among them). When
+        those neighbours are all far from m_test (m* is an isolated, rare normal) the factor nears 1 and
+        the score stands; when they are as close as m* (a dense, well-covered region) it drops to 1 - 1/b.
+        Written as 1 - 1 / sum exp(d_m - d*) so that large distances cannot overflow. Searched exhaustively,
+        as the image scores are: m* must be the entry the score is the distance to.
         """
-        num_images, num_patches = patch_scores.shape
-        worst = np.arange(num_images) * num_patches + patch_scores.argmax(axis=1)
         bank = self.bank_.index.keys
-        anchors = bank[nearest[worst]]
-        _, neighbourhoods = self.bank_.search(anchors, min(REWEIGHT_NEIGHBOURS, len(self.bank_)))
-        queries = flat[worst][:, None, :]
-        distances = np.linalg.norm(bank[neighbourhoods] - queries, axis=2)
-        anchor_distance = patch_scores.max(axis=1)[:, None]
-        result: np.ndarray = 1.0 - 1.0 / np.exp(distances - anchor_distance).sum(axis=1)
+        _, nearest = self.bank_.search(worst, exact=True)
+        _, neighbourhoods = self.bank_.search(bank[nearest[:, 0]], min(REWEIGHT_NEIGHBOURS, len(self.bank_)),
+                                              exact=True)
+        distances = np.linalg.norm(bank[neighbourhoods] - worst[:, None, :], axis=2)
+        result: np.ndarray = 1.0 - 1.0 / np.exp(distances - worst_scores[:, None]).sum(axis=1)
         return result
 
     def settings(self) -> dict[str, Any]:

@@ -84,7 +84,9 @@ def highest_searched_exactly(scores: np.ndarray, score_exactly: Callable[[np.nda
     patch's bound exceeds the image's highest exact score. ``bounds``: upper bounds of each patch's
     exact score; None: the approximate scores themselves, which bound a distance to the nearest entry
     (an approximate search never finds a nearer one). With valid bounds every image's highest score
-    is the exhaustive search's, what the exported ONNX graph computes.
+    is the exhaustive search's, what the exported ONNX graph computes; with ``bounds`` that are not
+    (a corroborated score, where a farther entry with a lower floor may stand in for a missed one), a
+    patch whose exact score exceeds its approximate one can go unsearched.
     """
     bounds = scores if bounds is None else bounds
     scores, settled = scores.copy(), np.zeros(scores.shape, dtype=bool)
