@@ -23,10 +23,11 @@ class PatchBank:
         self.patches = patches.float().contiguous()
         self.image_ids = None if image_ids is None else np.asarray(image_ids, dtype=np.int64)
         self.index = nearest_index(self.patches, approximate_min_keys=None if exact else APPROXIMATE_MIN_KEYS)
-        # An image has at most this many bank entries, so one more neighbour always reaches another
-        # image. Counted once: per query image it would cost O(images) each, O(images^2) in all.
-        self._neighbours_past_own = (0 if self.image_ids is None
-                                     else min(len(self.image_ids), int(np.bincount(self.image_ids).max()) + 1))
+        # Counted once: per query image it would cost O(entries) each, O(images x entries) in all.
+        self._entries_per_image = (np.zeros(0, dtype=np.int64) if self.image_ids is None
+                                   else np.bincount(self.image_ids))
+        # An image has at most this many bank entries, so one more neighbour always reaches another image.
+        self._neighbours_past_own = min(len(self.patches), int(self._entries_per_image.max(initial=0)) + 1)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -39,6 +40,10 @@ class PatchBank:
         """
         squared, indices = (self.index.search_exactly if exact else self.index.search)(queries, k)
         return np.sqrt(squared), indices
+
+    def entries_of(self, image: int) -> int:
+        """How many entries came from training image ``image`` (0 for a bank that does not know)."""
+        return int(self._entries_per_image[image]) if 0 <= image < len(self._entries_per_image) else 0
 
     def nearest_from_other_images(self, queries: torch.Tensor | np.ndarray, image: int | np.ndarray, *,
                                   exact: bool = False) -> tuple[np.ndarray, np.ndarray]:

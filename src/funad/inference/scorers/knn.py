@@ -225,7 +225,9 @@ class NearestNeighbourScorer(PatchScorer):
 
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """The patch scores maps are drawn from (with ``map_corroboration_images``' floors)."""
-        return self.score(patches)[0]
+        patches = self._project(patches)
+        scores = self._patch_scores(patches.reshape(-1, patches.shape[-1]), self._floor_sets()[-1:])[0]
+        return torch.from_numpy(scores).view(patches.shape[:-1]).to(patches.device)
 
     def score(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         patches = self._project(patches)
@@ -252,7 +254,7 @@ class NearestNeighbourScorer(PatchScorer):
         the plain distance to the nearest entry, so only one is searched.
         """
         image_ids = self.bank_.image_ids
-        own_entries = 0 if own_image is None or image_ids is None else int(np.count_nonzero(image_ids == own_image))
+        own_entries = 0 if own_image is None else self.bank_.entries_of(own_image)
         neighbours = CORROBORATION_NEIGHBOURS if self.corroborated else 1
         distances, hits = self.bank_.search(queries, min(len(self.bank_), neighbours + own_entries), exact=exact)
         if own_image is not None:
