@@ -96,6 +96,9 @@ def test_image_level_mode(demo_data):
     maps = model.anomaly_maps(demo_data.test_paths[:2])
     scores = model.score(demo_data.test_paths[:2])
     assert np.allclose(maps[0], scores[0])  # one score per image: the map is constant
+    # One vector per image: the bank holds every training image's (no coreset of them).
+    assert len(model.scorer_.bank_) == len(model.train_paths_)
+    np.testing.assert_array_equal(np.sort(model.scorer_.bank_.image_ids), np.arange(len(model.train_paths_)))
 
 
 def test_too_few_images_is_a_clear_error(demo_data, tmp_path):

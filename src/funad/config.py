@@ -137,7 +137,9 @@ class FunADConfig:
                                  "its training images' scores, averaged; or another registered scorer")
     knn_normal_share: float = setting(1.0, "knn: share of training images, lowest Local-Net score first, whose "
                                            "patches feed the coreset (0-1; 1: every image)")
-    knn_patch_fraction: float = setting(KNN_PATCH_FRACTION, "knn: coreset size as a share of the pooled patches (0-1)")
+    knn_patch_fraction: float = setting(KNN_PATCH_FRACTION, "knn: coreset size as a share of the pooled patches (0-1; "
+                                                            "patch level: with level image the bank holds every "
+                                                            "training image's vector)")
     knn_pool_max_patches: int | None = setting(POOL_MAX_PATCHES, "knn: the coreset is chosen from at most this many "
                                                                  "patches, drawn uniformly; none: all of them")
     knn_corroborated: bool = setting(True, "knn: a bank entry vouches for a patch only as far as another training "

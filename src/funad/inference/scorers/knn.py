@@ -116,7 +116,10 @@ class NearestNeighbourScorer(PatchScorer):
 
     @classmethod
     def from_config(cls, config: FunADConfig, local_net: LocalNet) -> Self:
-        return cls(config.knn_patch_fraction, config.seed, pool_max_patches=config.knn_pool_max_patches,
+        # Image level: every training image's vector. Its pool holds one vector per image, and a coreset of a
+        # fifth of a few hundred cannot cover one class's variation (README, "Image level: the semantic toy").
+        patch_fraction = config.knn_patch_fraction if config.level == "patch" else 1.0
+        return cls(patch_fraction, config.seed, pool_max_patches=config.knn_pool_max_patches,
                    corroborated=config.knn_corroborated,
                    corroboration_quantile=config.knn_corroboration_quantile,
                    corroboration_views=cls.training_views(config),
