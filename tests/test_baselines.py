@@ -35,6 +35,13 @@ def test_greedy_coreset_picks_the_farthest_points():
     assert {300, 301, 302} <= chosen
 
 
+def test_a_coreset_of_every_row_is_every_row_in_order_without_a_search():
+    # The image level banks every image's vector: thousands of greedy steps over thousands of rows would choose
+    # the same set (the greedy order starts at a random row, so this order shows no search ran).
+    points = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(greedy_coreset(points, 50, seed=3), np.arange(50))
+
+
 def _features(num_images=20, positions=4, dim=8, seed=0, planted=()) -> MethodFeatures:
     """Aligned images: each position has its own mean; ``planted`` (image, position) patches are far off."""
     rng = np.random.default_rng(seed)

@@ -21,6 +21,8 @@ def greedy_coreset(features: torch.Tensor, count: int, *, projection_dim: int | 
     count = int(count)
     if not 1 <= count <= len(features):
         raise ValueError(f"coreset size must lie in [1, {len(features)}], got {count}")
+    if count == len(features):  # every row (the image level's bank): count steps over every row would choose them all
+        return np.arange(count)
     generator = torch.Generator().manual_seed(seed)
     points = features.float()
     if projection_dim and projection_dim < points.shape[1]:
