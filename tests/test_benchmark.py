@@ -146,6 +146,10 @@ def test_benchmark_command_writes_every_method_and_setting(demo_data, tmp_path, 
         for metric in ("image_auroc", "pixel_auroc", "aupro", "image_f1_max"):
             assert 0.0 <= run[metric] <= 1.0
         assert run["num_moved"] == 2 and run["fit_seconds"] > 0
+        # How the label-free threshold's labels fare: funad's, the peers have none.
+        has_threshold = run["method"].startswith("funad")
+        assert all((metric in run) == has_threshold for metric in ("label_recall", "label_false_alarms"))
+        assert not has_threshold or 0.0 <= run["label_recall"] <= 1.0 and 0.0 <= run["label_false_alarms"] <= 1.0
     assert runs[("funad", "overlap")]["num_test"] == 8 and runs[("funad", "no-overlap")]["num_test"] == 6
     assert {"torch", "faiss-cpu", "scikit-learn"} <= set(results["versions"])
     assert "funad*" in capsys.readouterr().out

@@ -118,3 +118,13 @@ def test_softened_corroboration_is_saved_and_loaded_with_the_model(demo_data, tm
     loaded.progress = False
     assert loaded.config.knn_corroboration_quantile == 0.5 and loaded.scorer_.corroboration_quantile == 0.5
     np.testing.assert_array_equal(loaded.score(demo_data.test_paths), model.score(demo_data.test_paths))
+
+
+def test_the_threshold_tail_widths_set_the_fitted_threshold(demo_data):
+    from funad.method.threshold import estimate_threshold
+
+    model = FunAD(cache_dir=False, progress=False, threshold_tail_widths=0.5, **TINY).fit(demo_data.train_dir)
+    scores, split = model.train_predict_scores_, model.judged_normal_
+    assert model.threshold_ == estimate_threshold(scores, split, tail_widths=0.5).threshold
+    assert estimate_threshold(scores, split, tail_widths=0.5).method == "robust tail"  # so the widths decide
+    assert model.threshold_ < estimate_threshold(scores, split).threshold

@@ -38,12 +38,24 @@ def test_memory_bank_split_starts_the_mixture():
         estimate_threshold(scores, judged_normal=np.ones(3, bool))
 
 
-def test_clean_unimodal_scores_flag_only_the_far_tail():
-    scores = np.random.default_rng(3).normal(0.3, 0.05, 300)
+def test_clean_unimodal_scores_flag_only_the_tail_beyond_two_robust_deviations():
+    scores = np.random.default_rng(3).normal(0.3, 0.05, 3000)
     estimate = estimate_threshold(scores)
     assert estimate.method == "robust tail"
-    assert estimate.contamination < 0.02
-    assert estimate.threshold > np.quantile(scores, 0.95)
+    assert estimate.threshold == pytest.approx(0.3 + 2 * 0.05, abs=0.01)
+    assert 0.01 < estimate.contamination < 0.04  # a Gaussian's share beyond 2 standard deviations: 2.3 %
+    wider = estimate_threshold(scores, tail_widths=3.0)
+    assert wider.threshold == pytest.approx(0.3 + 3 * 0.05, abs=0.01) and wider.contamination < 0.005
+
+
+def test_the_tail_widths_reach_the_fitted_threshold_and_older_models_keep_three():
+    from funad.config import FunADConfig
+
+    assert FunADConfig().threshold_tail_widths == 2.0
+    saved = {k: v for k, v in FunADConfig().to_dict().items() if k != "threshold_tail_widths"}
+    assert FunADConfig.from_dict(saved).threshold_tail_widths == 3.0  # how models saved before it were thresholded
+    with pytest.raises(ValueError, match="threshold_tail_widths"):
+        FunADConfig(threshold_tail_widths=0)
 
 
 @pytest.mark.parametrize("scores", [np.full(20, 0.37), np.full(1, 2.0), np.array([0.1, 0.1, 0.1, 0.9])])

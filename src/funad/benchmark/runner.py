@@ -35,7 +35,9 @@ from funad.utils.masks import read_mask
 logger = logging.getLogger(__name__)
 
 METHODS = ("funad", "funad*", "patchcore", "softpatch")
-METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max")
+#: ``label_recall`` / ``label_false_alarms``: the shares of anomalous / good test images that funad's label-free
+#: threshold labels anomalous (the labels ``funad predict`` writes); the peers have no threshold.
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "label_recall", "label_false_alarms")
 SCORING_BATCH = 16
 
 
@@ -73,8 +75,10 @@ class _Evaluator:
         self.sigma = model.config.map_sigma
         self.pixels = pixels
 
-    def evaluate(self, scorer: PatchScorer) -> tuple[dict[str, dict[str, float]], float]:
-        """Metrics per setting, and the seconds spent scoring and mapping (not evaluating)."""
+    def evaluate(self, scorer: PatchScorer,
+                 threshold: float | None = None) -> tuple[dict[str, dict[str, float]], float]:
+        """Metrics per setting (with a label-free ``threshold``, how its labels fare), and the seconds spent scoring
+        and mapping (not evaluating)."""
         pixel_metrics = {s: PixelMetrics() for s in self.settings}
         members = {s: {sample.path for sample in test} for s, test in self.settings.items()}
         image_scores: dict[Path, float] = {}
@@ -101,13 +105,19 @@ class _Evaluator:
             labels = [s.label for s in test]
             scores = [image_scores[s.path] for s in test]
             results[setting] = {"image_auroc": image_auroc(labels, scores), "image_f1_max": f1_max(labels, scores)[0]}
+            if threshold is not None:
+                flagged, anomalous = np.asarray(scores) > threshold, np.asarray(labels, dtype=bool)
+                results[setting].update(label_recall=float(flagged[anomalous].mean()),
+                                        label_false_alarms=float(flagged[~anomalous].mean()))
             if self.pixels:
                 results[setting].update(pixel_auroc=pixel_metrics[setting].pixel_auroc(),
                                         aupro=pixel_metrics[setting].aupro())
         return results, seconds
 
 
-def _fit_method(method: str, split: Split, train: FeatureSet, options: BenchmarkOptions) -> PatchScorer:
+def _fit_method(method: str, split: Split, train: FeatureSet,
+                options: BenchmarkOptions) -> tuple[PatchScorer, float | None]:
+    """The method's fitted scorer, and its label-free threshold (funad's; None for the peers)."""
     seed = split.seed
     if method in ("funad", "funad*"):
         config = {**options.funad_config, "seed": seed}
@@ -119,13 +129,13 @@ def _fit_method(method: str, split: Split, train: FeatureSet, options: Benchmark
             model.fit_features(features, num_synthetic=num_synthetic)
         else:
             model.fit_features(train)
-        return model.scorer_
+        return model.scorer_, model.threshold_
     method_features = train.method_features("patch")
     if method == "patchcore":
         return PatchCore(options.coreset_fraction, reweight=options.patchcore_reweight, seed=seed).fit(
-            method_features)
+            method_features), None
     if method == "softpatch":
-        return SoftPatch(options.softpatch_noise, options.coreset_fraction, seed=seed).fit(method_features)
+        return SoftPatch(options.softpatch_noise, options.coreset_fraction, seed=seed).fit(method_features), None
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 
@@ -158,9 +168,9 @@ def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
         for method in options.methods:
             logger.info("%s: ratio %g, seed %d: fitting %s", split.category, split.ratio, split.seed, method)
             started = time.perf_counter()
-            scorer = _fit_method(method, split, train, options)
+            scorer, threshold = _fit_method(method, split, train, options)
             fit_seconds = time.perf_counter() - started
-            results, predict_seconds = evaluator.evaluate(scorer)
+            results, predict_seconds = evaluator.evaluate(scorer, threshold)
             for setting, metrics in results.items():
                 runs.append({"method": method, "ratio": split.ratio, "seed": split.seed, "setting": setting,
                              **metrics, "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,

@@ -4,6 +4,7 @@ FunAD fits it on its ``trusted_images`` (the training images the trained Local-N
 lowest share of); the bank is a greedy coreset of their patches, as PatchCore's, drawn from a
 pool of at most ``pool_max_patches`` patches so that its cost stops growing with the number of
 images. Fitted on every training image, uncorroborated, it is the plain contaminated baseline.
+At image level (one vector per image) ``from_config`` banks every training image's vector.
 
 **Corroboration** (``corroborated=True``): a bank entry vouches for a new patch only as far as
 some *other* training image vouches for the entry itself. Each entry keeps the distance to its
