@@ -17,8 +17,10 @@ Methods, all on the same features (one vector per image: the backbone's global f
 * ``nearest_neighbour_clean``: the same on the normal training images only (reads the labels:
   the reference a clean training set would give, never a choice).
 
-Image AUROC per run in ``--out`` (JSON lines, appended as each finishes); then the mean over
-digits and seeds per method::
+Image AUROC per run in ``--out`` (JSON lines, appended as each finishes), and how funad's
+label-free threshold labels the test images (``funad_label_recall``: the share of other digits
+labelled anomalous; ``funad_label_false_alarm_rate``: the share of the normal digit's; the tail of
+the threshold rule set by ``--threshold-tail-widths``); then the mean over digits and seeds::
 
     python benchmarks/semantic_toy.py --data /tmp/digits --seeds 0 1 2 --out runs/semantic_toy.jsonl
 
@@ -42,11 +44,12 @@ from funad import FunAD
 from funad.features.cache import default_cache_dir
 from funad.features.containers import FeatureSet, MethodFeatures
 from funad.inference.scorers.knn import NearestNeighbourScorer
-from funad.metrics import image_auroc
+from funad.metrics import image_auroc, threshold_metrics
 
 #: The normal class's share that trains; the rest is its test images.
 TRAIN_SHARE = 0.6
 METHODS = ("funad", "nearest_neighbour", "nearest_neighbour_clean")
+LABELS = ("funad_label_recall", "funad_label_false_alarm_rate")
 
 
 @dataclass
@@ -112,14 +115,17 @@ def run(split: ToySplit, features: FeatureSet, settings: dict) -> dict[str, floa
     scores = {"funad": model.scorer_.score(test.take(range(len(test))))[1].numpy(),
               "nearest_neighbour": nearest_neighbour_scores(vectors, split.train, split.test),
               "nearest_neighbour_clean": nearest_neighbour_scores(vectors, split.train_normal, split.test)}
-    return {method: image_auroc(split.test_labels, scores[method]) for method in METHODS}
+    labelled = threshold_metrics(split.test_labels.astype(int), scores["funad"] > model.threshold_)
+    return {**{method: image_auroc(split.test_labels, scores[method]) for method in METHODS},
+            "funad_label_recall": labelled["recall"], "funad_label_false_alarm_rate": labelled["false_alarm_rate"]}
 
 
 def summary(records: Sequence[dict]) -> str:
-    lines = ["| method | image AUROC (%), mean | lowest digit |", "|---|---|---|"]
-    for method in METHODS:
-        values = [record[method] for record in records]
-        lines.append(f"| {method} | {100 * np.mean(values):.2f} | {100 * np.min(values):.2f} |")
+    """Mean, lowest and highest over the runs (digits x seeds) of each method's AUROC and funad's label shares."""
+    lines = ["| quantity | mean (%) | lowest (%) | highest (%) |", "|---|---|---|---|"]
+    for key in METHODS + LABELS:
+        values = 100 * np.array([record[key] for record in records])
+        lines.append(f"| {key} | {values.mean():.2f} | {values.min():.2f} | {values.max():.2f} |")
     return "\n".join(lines)
 
 
@@ -135,10 +141,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backbone", default=None, help="default: funad's default backbone")
     parser.add_argument("--image-size", type=int, default=None, help="the backbone's input size")
     parser.add_argument("--epochs", type=int, default=None, help="Local-Net epochs (default: funad's)")
+    parser.add_argument("--threshold-tail-widths", type=float, default=None, help="default: funad's")
     parser.add_argument("--random-weights", action="store_true", help="a smoke run: random backbone weights")
     args = parser.parse_args(argv)
     settings = {name: value for name, value in (("backbone", args.backbone), ("image_size", args.image_size),
-                                                 ("epochs", args.epochs)) if value is not None}
+                                                 ("epochs", args.epochs),
+                                                 ("threshold_tail_widths", args.threshold_tail_widths))
+                if value is not None}
     paths, targets = write_digits(args.data, args.pixels, args.per_digit)
     extractor = FunAD(level="image", pretrained=not args.random_weights, progress=False,
                       cache_dir=False if args.random_weights else default_cache_dir(), **settings)

@@ -10,13 +10,13 @@ deviations; ``funad.method.threshold``), and the test images are labelled with i
 are read only to measure, per setting (no-overlap, overlap):
 
 * ``recall``: the share of anomalous test images labelled anomalous;
-* ``false_alarms``: the share of good test images labelled anomalous;
-* ``balanced_accuracy``: their mean, (recall + 1 - false_alarms) / 2, which does not depend on the
+* ``false_alarm_rate``: the share of good test images labelled anomalous;
+* ``balanced_accuracy``: (recall + 1 - false_alarm_rate) / 2, which does not depend on the
   test sets' ratio of anomalous to good images (the dev sets' test sets are mostly anomalous);
 * ``method`` ("mixture" or "robust tail") and the estimated contamination.
 
-Records are appended to ``--out`` as each fit finishes; ``--summary`` prints the mean per dataset
-and width::
+Records are appended to ``--out`` as each dataset finishes; ``--summary`` prints the mean over
+seeds per dataset, setting and width::
 
     python benchmarks/threshold_tail.py ../shared/data/mvtec:bottle ../shared/data/mvtec:screw \\
         ../shared/data/magnetic_tile --seeds 0 1 2 --out runs/threshold_tail.jsonl
@@ -42,14 +42,16 @@ from funad.cli.benchmark import parse_dataset
 from funad.cli.fit import add_config_options, config_overrides
 from funad.features.cache import default_cache_dir
 from funad.method.threshold import estimate_threshold
+from funad.metrics import threshold_metrics
 
 WIDTHS = (1.5, 2.0, 2.5, 3.0)
 
 
 def label_quality(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    flagged, anomalous = scores > threshold, labels.astype(bool)
-    recall, false_alarms = float(flagged[anomalous].mean()), float(flagged[~anomalous].mean())
-    return {"recall": recall, "false_alarms": false_alarms, "balanced_accuracy": (recall + 1 - false_alarms) / 2}
+    labelled = threshold_metrics(labels, scores > threshold)
+    recall, false_alarm_rate = labelled["recall"], labelled["false_alarm_rate"]
+    return {"recall": recall, "false_alarm_rate": false_alarm_rate,
+            "balanced_accuracy": (recall + 1 - false_alarm_rate) / 2}
 
 
 def measure(text: str, seeds: Sequence[int], contamination: float, widths: Sequence[float], settings: dict,
@@ -84,16 +86,17 @@ def measure(text: str, seeds: Sequence[int], contamination: float, widths: Seque
 
 
 def summary(records: Sequence[dict]) -> str:
-    lines = ["| dataset | width | recall | false alarms | balanced accuracy | mixture / robust tail |",
-             "|---|---|---|---|---|---|"]
+    """Mean over seeds per (dataset, setting, width); how many seeds' thresholds came from each rule."""
+    lines = ["| dataset | setting | width | recall | false-alarm rate | balanced accuracy | seeds: mixture / "
+             "robust tail |", "|---|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for record in records:
-        groups.setdefault((record["dataset"], record["width"]), []).append(record)
-    for (dataset, width), members in sorted(groups.items()):
+        groups.setdefault((record["dataset"], record["setting"], record["width"]), []).append(record)
+    for (dataset, setting, width), members in sorted(groups.items()):
         mean = {key: 100 * np.mean([m[key] for m in members])
-                for key in ("recall", "false_alarms", "balanced_accuracy")}
+                for key in ("recall", "false_alarm_rate", "balanced_accuracy")}
         methods = [m["method"] for m in members]
-        lines.append(f"| {dataset} | {width:g} | {mean['recall']:.1f} | {mean['false_alarms']:.1f} | "
+        lines.append(f"| {dataset} | {setting} | {width:g} | {mean['recall']:.1f} | {mean['false_alarm_rate']:.1f} | "
                      f"{mean['balanced_accuracy']:.1f} | {methods.count('mixture')} / {methods.count('robust tail')} |")
     return "\n".join(lines)
 

@@ -131,6 +131,32 @@ def test_funad_star_trains_with_synthetic_images_but_reports_only_real_ones(demo
     assert all(p.parent == demo_data.train_dir for p in model.train_paths_)
 
 
+def test_the_label_metrics_are_those_of_each_setting_s_images_at_the_threshold(demo_data):
+    from funad.benchmark.runner import _Evaluator
+    from funad.metrics import threshold_metrics
+    from funad.model import FunAD
+
+    class MeanScorer:  # image score: the mean of its features, known without the evaluator
+        def score(self, patches):
+            return patches.mean(dim=-1), patches.mean(dim=(1, 2))
+
+    split = make_split(load_dataset(demo_data.root), 0.1, 0)
+    model = FunAD(cache_dir=False, progress=False, **TINY)
+    features = model.extract(split.train + [sample.path for sample in split.test])
+    evaluator = _Evaluator(split, ("no-overlap", "overlap"), features, model, pixels=False)
+    row = {path: index for index, path in enumerate(features.paths)}
+    image_scores = features.method_features("patch").take(range(len(features))).float().mean(dim=(1, 2)).numpy()
+    threshold = float(np.median(image_scores))
+    results, _ = evaluator.evaluate(MeanScorer(), threshold)
+    for setting, metrics in results.items():
+        tested = split.test_set(setting)
+        expected = threshold_metrics([s.label for s in tested], image_scores[[row[s.path] for s in tested]] > threshold)
+        assert metrics["label_recall"] == pytest.approx(expected["recall"])
+        assert metrics["label_false_alarm_rate"] == pytest.approx(expected["false_alarm_rate"])
+    assert 0 < results["overlap"]["label_recall"] < 1 or 0 < results["overlap"]["label_false_alarm_rate"] < 1
+    assert "label_recall" not in evaluator.evaluate(MeanScorer())[0]["overlap"]  # no threshold: no labels
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -148,8 +174,8 @@ def test_benchmark_command_writes_every_method_and_setting(demo_data, tmp_path, 
         assert run["num_moved"] == 2 and run["fit_seconds"] > 0
         # How the label-free threshold's labels fare: funad's, the peers have none.
         has_threshold = run["method"].startswith("funad")
-        assert all((metric in run) == has_threshold for metric in ("label_recall", "label_false_alarms"))
-        assert not has_threshold or 0.0 <= run["label_recall"] <= 1.0 and 0.0 <= run["label_false_alarms"] <= 1.0
+        assert all((metric in run) == has_threshold for metric in ("label_recall", "label_false_alarm_rate"))
+        assert not has_threshold or 0.0 <= run["label_recall"] <= 1.0 and 0.0 <= run["label_false_alarm_rate"] <= 1.0
     assert runs[("funad", "overlap")]["num_test"] == 8 and runs[("funad", "no-overlap")]["num_test"] == 6
     assert {"torch", "faiss-cpu", "scikit-learn"} <= set(results["versions"])
     assert "funad*" in capsys.readouterr().out

@@ -104,8 +104,9 @@ def test_f1_max_treats_tied_scores_together_and_matches_sklearn():
 
 def test_threshold_metrics():
     result = threshold_metrics([1, 1, 0, 0, 1], [1, 0, 1, 0, 1])
-    assert result == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})
-    assert threshold_metrics([0, 0], [0, 0]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert result == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "false_alarm_rate": 1 / 2})
+    assert threshold_metrics([0, 0], [0, 0]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "false_alarm_rate": 0.0}
+    assert threshold_metrics([1, 1], [1, 0])["false_alarm_rate"] == 0.0  # no normal image: none flagged
 
 
 # --- pixel-level metrics ---------------------------------------------------------------------------

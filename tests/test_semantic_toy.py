@@ -44,7 +44,7 @@ def test_runs_end_to_end_on_a_few_digits(toy, tmp_path, capsys):
     assert [record["digit"] for record in records] == [0, 7]
     for record in records:
         assert record["train_images"] == 7 + 1 and record["contaminants"] == 1 and record["test_images"] == 120 - 8
-        assert all(0.0 <= record[method] <= 1.0 for method in toy.METHODS)
-    assert "| funad |" in capsys.readouterr().out
+        assert all(0.0 <= record[key] <= 1.0 for key in toy.METHODS + toy.LABELS)
+    assert "| funad_label_recall |" in capsys.readouterr().out
     assert "CC BY 4.0" in (tmp_path / "digits" / "readme.txt").read_text()
     assert len(list((tmp_path / "digits" / "16px").rglob("*.png"))) == 120

@@ -7,6 +7,7 @@ schedule whose accuracy was measured against the paper's schedule (README, "Defa
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -135,12 +136,13 @@ class FunADConfig:
     # README, "Choosing the defaults"): a corroborated knn bank over every training image beat the
     # bank of the images Local-Net scores lowest, which on screw holds the contaminating images
     # (their Local-Net training-image AUROC was 0.38: it trusts them more than the normals).
+    map_sigma: float = setting(4.0, "Gaussian smoothing of anomaly maps, in pixels at the backbone's input size "
+                                    "(paper sigma = 4)")
+    # The labels predict writes (funad.method.threshold).
     threshold_tail_widths: float = setting(
         THRESHOLD_TAIL_WIDTHS, "label-free threshold where the training scores show no separate anomalous mode: this "
                                "many robust standard deviations above their median (lower: more defects caught, "
                                "more good images flagged)")
-    map_sigma: float = setting(4.0, "Gaussian smoothing of anomaly maps, in pixels at the backbone's input size "
-                                    "(paper sigma = 4)")
     # Any registered scorer (funad.inference.scorers.registry).
     scorer: str = setting("knn", "knn: corroborated nearest-neighbour distance to a coreset of the trusted training "
                                  "images' patches; local_net: the paper's score; blend: the two, each standardised by "
@@ -148,8 +150,8 @@ class FunADConfig:
     knn_normal_share: float = setting(1.0, "knn: share of training images, lowest Local-Net score first, whose "
                                            "patches feed the coreset (0-1; 1: every image)")
     knn_patch_fraction: float = setting(KNN_PATCH_FRACTION, "knn: coreset size as a share of the pooled patches (0-1; "
-                                                            "patch level: with level image the bank holds every "
-                                                            "training image's vector)")
+                                                            "patch level only: at level image the bank holds every "
+                                                            "pooled image's vector)")
     knn_pool_max_patches: int | None = setting(POOL_MAX_PATCHES, "knn: the coreset is chosen from at most this many "
                                                                  "patches, drawn uniformly; none: all of them")
     knn_corroborated: bool = setting(True, "knn: a bank entry vouches for a patch only as far as another training "
@@ -205,8 +207,8 @@ class FunADConfig:
         for name in ("bank_max_patches", "knn_pool_max_patches", "knn_components"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
-        if self.threshold_tail_widths <= 0:
-            raise ValueError(f"threshold_tail_widths must be > 0, got {self.threshold_tail_widths}")
+        if not (math.isfinite(self.threshold_tail_widths) and self.threshold_tail_widths > 0):
+            raise ValueError(f"threshold_tail_widths must be a finite number > 0, got {self.threshold_tail_widths}")
         if self.knn_map_corroboration_images < 1:
             raise ValueError(f"knn_map_corroboration_images must be >= 1, got {self.knn_map_corroboration_images}")
         if self.knn_corroboration_quantile > 0 and not self.knn_corroborated:

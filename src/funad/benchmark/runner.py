@@ -28,16 +28,16 @@ from funad.data.images import image_size
 from funad.features.containers import FeatureSet
 from funad.inference.scorers.base import PatchScorer
 from funad.inference.scoring import score_images
-from funad.metrics import PixelMetrics, f1_max, image_auroc
+from funad.metrics import PixelMetrics, f1_max, image_auroc, threshold_metrics
 from funad.model import FunAD
 from funad.utils.masks import read_mask
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("funad", "funad*", "patchcore", "softpatch")
-#: ``label_recall`` / ``label_false_alarms``: the shares of anomalous / good test images that funad's label-free
+#: ``label_recall`` / ``label_false_alarm_rate``: the shares of anomalous / good test images that funad's label-free
 #: threshold labels anomalous (the labels ``funad predict`` writes); the peers have no threshold.
-METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "label_recall", "label_false_alarms")
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "label_recall", "label_false_alarm_rate")
 SCORING_BATCH = 16
 
 
@@ -106,9 +106,9 @@ class _Evaluator:
             scores = [image_scores[s.path] for s in test]
             results[setting] = {"image_auroc": image_auroc(labels, scores), "image_f1_max": f1_max(labels, scores)[0]}
             if threshold is not None:
-                flagged, anomalous = np.asarray(scores) > threshold, np.asarray(labels, dtype=bool)
-                results[setting].update(label_recall=float(flagged[anomalous].mean()),
-                                        label_false_alarms=float(flagged[~anomalous].mean()))
+                labelled = threshold_metrics(labels, np.asarray(scores) > threshold)
+                results[setting].update(label_recall=labelled["recall"],
+                                        label_false_alarm_rate=labelled["false_alarm_rate"])
             if self.pixels:
                 results[setting].update(pixel_auroc=pixel_metrics[setting].pixel_auroc(),
                                         aupro=pixel_metrics[setting].aupro())

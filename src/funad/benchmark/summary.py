@@ -12,6 +12,8 @@ import numpy as np
 from funad.benchmark.runner import METHODS, METRICS
 
 MEAN_OVER_DATASETS = "mean over datasets"
+LABEL_NOTE = ("\n\nlabel_recall / label_false_alarm_rate: the shares of anomalous / good test images that funad's "
+              "label-free threshold labels anomalous; \"-\" for the peers, which have no threshold.")
 QUANTITIES = METRICS + ("fit_seconds", "predict_seconds")
 
 
@@ -77,7 +79,8 @@ def _footnote(rows: list[dict], means: list[dict]) -> str:
 
 def format_table(summary: dict) -> str:
     """A Markdown table of :func:`summarise_datasets`: metrics in percent, mean ± std over seeds;
-    fit/predict times in seconds; "-" where a dataset has no masks. A footnote says what the means cover."""
+    fit/predict times in seconds; "-" where a dataset has no masks or a method no threshold. Footnotes say what
+    the means cover and what the label columns are."""
     rows, means = summary["rows"], summary["means"]
     metrics = [m for m in METRICS if any(m in row for row in rows)]
     header = ["dataset", "ratio", "setting", "method", *metrics, "fit s", "predict s"]
@@ -91,4 +94,5 @@ def format_table(summary: dict) -> str:
         cells += [_cell(row.get(m), 100, 2) for m in metrics]
         cells += [_cell({"mean": row[m]["mean"]}, 1, 1) for m in ("fit_seconds", "predict_seconds")]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + _footnote(rows, means)
+    labels = LABEL_NOTE if "label_recall" in metrics else ""
+    return "\n".join(lines) + _footnote(rows, means) + labels

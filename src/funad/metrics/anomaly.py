@@ -67,7 +67,8 @@ def f1_max(labels: ArrayLike, scores: ArrayLike) -> tuple[float, float]:
 
 
 def threshold_metrics(labels: ArrayLike, predicted: ArrayLike) -> dict[str, float]:
-    """Precision, recall and F1 of binary ``predicted`` against ``labels`` (1 = anomalous).
+    """Precision, recall, F1 and false-alarm rate (the share of normal images predicted anomalous) of binary
+    ``predicted`` against ``labels`` (1 = anomalous).
 
     Used to judge a fixed (for instance label-free) threshold; an undefined ratio is reported as 0.
     """
@@ -82,6 +83,7 @@ def threshold_metrics(labels: ArrayLike, predicted: ArrayLike) -> dict[str, floa
         "precision": _ratio(true_positives, true_positives + false_positives),
         "recall": _ratio(true_positives, true_positives + false_negatives),
         "f1": _ratio(2 * true_positives, 2 * true_positives + false_positives + false_negatives),
+        "false_alarm_rate": _ratio(false_positives, int(np.sum(~labels_array))),
     }
 
 

@@ -4,7 +4,8 @@ FunAD fits it on its ``trusted_images`` (the training images the trained Local-N
 lowest share of); the bank is a greedy coreset of their patches, as PatchCore's, drawn from a
 pool of at most ``pool_max_patches`` patches so that its cost stops growing with the number of
 images. Fitted on every training image, uncorroborated, it is the plain contaminated baseline.
-At image level (one vector per image) ``from_config`` banks every training image's vector.
+At image level (one vector per image) ``from_config`` banks every pooled image's vector (every trusted image's, up
+to ``pool_max_patches``).
 
 **Corroboration** (``corroborated=True``): a bank entry vouches for a new patch only as far as
 some *other* training image vouches for the entry itself. Each entry keeps the distance to its
@@ -117,8 +118,9 @@ class NearestNeighbourScorer(PatchScorer):
 
     @classmethod
     def from_config(cls, config: FunADConfig, local_net: LocalNet) -> Self:
-        # Image level: every training image's vector. Its pool holds one vector per image, and a coreset of a
-        # fifth of a few hundred cannot cover one class's variation (README, "Image level: the semantic toy").
+        # Image level: every pooled vector. The pool holds one vector per image, and a coreset of a fifth of a
+        # few hundred cannot cover one class's variation (README, "Image level (`--level image`): the paper's
+        # semantic toy").
         patch_fraction = config.knn_patch_fraction if config.level == "patch" else 1.0
         return cls(patch_fraction, config.seed, pool_max_patches=config.knn_pool_max_patches,
                    corroborated=config.knn_corroborated,
