@@ -1,4 +1,8 @@
 import csv
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -7,6 +11,18 @@ from funad.config import FunADConfig
 from funad.inference.scorers.knn import CORROBORATION_VIEWS
 
 torch.set_num_threads(2)
+
+
+def benchmark_script(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module (benchmarks/ is no package); registered as ``name``, as dataclasses
+    defined in a script need."""
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,6 @@
 """benchmarks/defaults_probe.py: its DINOv2 variants are what the backbone computes, and it runs end to end."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +9,12 @@ import torch
 
 from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
 
-from conftest import TINY
+from conftest import TINY, benchmark_script
 
 
 @pytest.fixture(scope="module")
 def probe():
-    """The script as a module (benchmarks/ is no package); registered, as its dataclasses need."""
-    path = Path(__file__).parents[1] / "benchmarks" / "defaults_probe.py"
-    spec = importlib.util.spec_from_file_location("defaults_probe", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("defaults_probe")
 
 
 

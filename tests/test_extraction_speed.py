@@ -1,21 +1,15 @@
 """benchmarks/extraction_speed.py: one record per size and round, and the table keeps the fastest round."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+
+from conftest import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def speed():
-    path = Path(__file__).parents[1] / "benchmarks" / "extraction_speed.py"
-    spec = importlib.util.spec_from_file_location("extraction_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("extraction_speed")
 
 
 def test_times_each_size_and_reports_its_grid(speed, demo_data, tmp_path, capsys):

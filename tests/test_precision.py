@@ -13,6 +13,8 @@ from funad import FunAD
 from funad.data.preprocessing import normalised_array
 from funad.features.backbones import create_backbone
 
+from conftest import benchmark_script
+
 SIZE = 112  # an 8x8 grid: a quarter of the default's work
 
 
@@ -90,14 +92,7 @@ def test_unavailable_precisions_are_refused():
 
 
 def test_precision_benchmark_prints_both_precisions(demo_data, graph_cache, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "benchmarks" / "precision.py"
-    spec = importlib.util.spec_from_file_location("precision_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = benchmark_script("precision")
     script.main([str(demo_data.test_dir), "--image-size", str(SIZE), "--batch", "4", "--repeats", "1", "--limit", "4"])
     output = capsys.readouterr().out
     assert "images=4 " in output

@@ -1,8 +1,6 @@
 """benchmarks/selection_rule.py: the held-out proxy set, the rule, and a run end to end on tiny data."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +9,12 @@ from PIL import Image
 
 from funad.benchmark.protocol import Split
 
-from conftest import TINY
+from conftest import TINY, benchmark_script
 
 
 @pytest.fixture(scope="module")
 def rule():
-    """The script as a module (benchmarks/ is no package); registered, as its dataclasses need."""
-    path = Path(__file__).parents[1] / "benchmarks" / "selection_rule.py"
-    spec = importlib.util.spec_from_file_location("selection_rule", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("selection_rule")
 
 
 def _split(paths, seed=0):

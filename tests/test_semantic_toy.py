@@ -1,25 +1,16 @@
 """benchmarks/semantic_toy.py: the paper's one-class-normal split, and a run end to end on a few digits."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import TINY
+from conftest import TINY, benchmark_script
 
 
 @pytest.fixture(scope="module")
 def toy():
-    """The script as a module (benchmarks/ is no package); registered, as its dataclasses need."""
-    path = Path(__file__).parents[1] / "benchmarks" / "semantic_toy.py"
-    spec = importlib.util.spec_from_file_location("semantic_toy", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("semantic_toy")
 
 
 def test_one_digit_is_normal_the_others_contaminate_at_the_ratio_and_test_images_never_train(toy):

@@ -1,24 +1,16 @@
 """benchmarks/threshold_tail.py: label quality per width, and a run end to end on the demo data."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import TINY
+from conftest import TINY, benchmark_script
 
 
 @pytest.fixture(scope="module")
 def tail():
-    path = Path(__file__).parents[1] / "benchmarks" / "threshold_tail.py"
-    spec = importlib.util.spec_from_file_location("threshold_tail", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("threshold_tail")
 
 
 def test_label_quality_counts_flagged_anomalies_and_good_images(tail):
