@@ -20,8 +20,8 @@ Method (label-free, deterministic):
    mode, median + w * 1.4826 * MAD (w robust standard deviations; ``tail_widths``, 2 by
    default), and the contamination is the share of images above that. Contaminants that overlap
    the normal images' upper tail (MVTec screw, magnetic tile, the semantic toy) leave no separate
-   mode; there w = 3 flagged under half of the test anomalies, w = 2 two thirds of magnetic tile's
-   for 5 % of its good images (docs/outputs.md, "Where the tail starts").
+   mode; there w = 3 flagged under half of the test anomalies, w = 2 nearly two thirds of magnetic
+   tile's for 5 % of its good images (docs/outputs.md, "Where the tail starts").
 
 An image is anomalous when its score is strictly above the threshold, so identical scores
 (threshold = that score) label every image normal. Why a mixture rather than the bank's
