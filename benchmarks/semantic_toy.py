@@ -22,7 +22,7 @@ label-free threshold labels the test images (``funad_label_recall``: the share o
 labelled anomalous; ``funad_label_false_alarm_rate``: the share of the normal digit's; the tail of
 the threshold rule set by ``--threshold-tail-widths``); then the mean over digits and seeds::
 
-    python benchmarks/semantic_toy.py --data /tmp/digits --seeds 0 1 2 --out runs/semantic_toy.jsonl
+    python benchmarks/semantic_toy.py --data ../digits_toy --seeds 0 1 2 --out runs/semantic_toy.jsonl
 
 ``--random-weights`` with a small ``--image-size`` is a smoke run (the test).
 """
@@ -106,12 +106,12 @@ def nearest_neighbour_scores(vectors: np.ndarray, train: np.ndarray, test: np.nd
     return bank.score(torch.from_numpy(vectors[test][:, None]))[1].numpy()
 
 
-def run(split: ToySplit, features: FeatureSet, settings: dict) -> dict[str, float]:
+def run(split: ToySplit, features: FeatureSet, vectors: np.ndarray, settings: dict) -> dict[str, float]:
+    """``vectors``: ``features``' global vectors stacked ``[N, G]`` (the nearest neighbours' input)."""
     paths = features.paths
     model = FunAD(level="image", progress=False, cache_dir=False, seed=split.seed, **settings)
     model.fit_features(features.subset([paths[i] for i in split.train]))
     test = features.subset([paths[i] for i in split.test]).method_features("image")
-    vectors = np.stack([np.asarray(vector, dtype=np.float32) for vector in features.globals_])
     scores = {"funad": model.scorer_.score(test.take(range(len(test))))[1].numpy(),
               "nearest_neighbour": nearest_neighbour_scores(vectors, split.train, split.test),
               "nearest_neighbour_clean": nearest_neighbour_scores(vectors, split.train_normal, split.test)}
@@ -155,13 +155,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if features.failures:
         raise ValueError(f"unreadable digit images: {sorted(map(str, features.failures))[:3]}")
     settings["pretrained"] = not args.random_weights
+    vectors = np.stack([np.asarray(vector, dtype=np.float32) for vector in features.globals_])
     records = []
     for digit in args.digits:
         for seed in args.seeds:
             split = toy_split(targets, digit, seed, args.contamination)
             record = {"digit": digit, "seed": seed, "contamination": args.contamination,
                       "train_images": len(split.train), "contaminants": len(split.contaminants),
-                      "test_images": len(split.test)} | run(split, features, settings)
+                      "test_images": len(split.test)} | run(split, features, vectors, settings)
             records.append(record)
             with args.out.open("a") as out:
                 out.write(json.dumps(record) + "\n")

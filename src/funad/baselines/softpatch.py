@@ -153,15 +153,20 @@ class SoftPatch(PatchScorer):
         return weighted
 
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.score(patches)[0]
+        """The maps' patch scores: the search as it is (only image scores are searched again, in :meth:`score`)."""
+        return torch.from_numpy(self._searched(patches)[0]).to(patches.device)
 
     def score(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        queries = patches.reshape(-1, patches.shape[-1])
-        distances, nearest = self.bank_.search(queries)
-        patch_scores = self._weighted_nearest(distances[:, 0], nearest[:, 0]).reshape(patches.shape[:-1])
-        image_scores = self._searched_exactly(queries, patch_scores, distances[:, 0].reshape(patches.shape[:-1]))
+        patch_scores, distances = self._searched(patches)
+        image_scores = self._searched_exactly(patches.reshape(-1, patches.shape[-1]), patch_scores, distances)
         return (torch.from_numpy(patch_scores).to(patches.device),
                 torch.from_numpy(image_scores.max(axis=1)).to(patches.device))
+
+    def _searched(self, patches: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``[B, K]`` weighted patch scores and the distances to the nearest entries found (the bank's index)."""
+        distances, nearest = self.bank_.search(patches.reshape(-1, patches.shape[-1]))
+        shape = patches.shape[:-1]
+        return self._weighted_nearest(distances[:, 0], nearest[:, 0]).reshape(shape), distances[:, 0].reshape(shape)
 
     def score_training_images(self, features: MethodFeatures) -> np.ndarray:
         def patch_scores(image: int) -> np.ndarray:
