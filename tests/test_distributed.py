@@ -23,8 +23,12 @@ RANK_LINE = re.compile(r"rank=(\d+) world_size=(\d+) images=(\d+)")
 
 def _torchrun(args: list[str], **popen) -> subprocess.Popen:
     """``torchrun --standalone --nproc-per-node 2 -m funad ARGS`` (torchrun is torch's ``torch.distributed.run``)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "funad", *args]
+    return _torchrun_program(["-m", "funad", *args], **popen)
+
+
+def _torchrun_program(program: list[str], **popen) -> subprocess.Popen:
+    """``torchrun --standalone --nproc-per-node 2 PROGRAM`` (a script, or ``-m`` and a module, with its arguments)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *program]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -138,3 +142,30 @@ def test_predict_shares_the_images_among_the_ranks(predicted, killed_then_resume
     expected = FunAD.load(killed_then_resumed[2], progress=False).score(test_images)
     np.testing.assert_allclose([float(row["score"]) for row in rows], expected, rtol=1e-5)
     assert sorted(path.name for path in out.iterdir()) == ["heatmaps", "prediction.json", "regions.csv", "scores.csv"]
+
+
+LEFT_GROUP = """
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from funad.utils.distributed import process_group
+
+with process_group(timedelta(minutes=1)):
+    import torchvision  # imports torch._dynamo, as timm does: once with a group alive, it kept the group
+names = [Path(f"/proc/self/task/{task}/comm").read_text().strip() for task in os.listdir("/proc/self/task")]
+Path(sys.argv[1], "rank" + os.environ["RANK"]).write_text(" ".join(name for name in names if "gloo" in name))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads the threads' names from /proc")
+def test_leaving_the_group_stops_its_threads(tmp_path):
+    """A group kept past destroy_process_group left gloo threads running into interpreter shutdown, where one
+    aborted the rank now and then ("terminate called without an active exception")."""
+    script = tmp_path / "leave.py"
+    script.write_text(LEFT_GROUP)
+    run = _torchrun_program([str(script), str(tmp_path)])
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, output
+    assert {rank: (tmp_path / f"rank{rank}").read_text() for rank in (0, 1)} == {0: "", 1: ""}  # gloo threads left

@@ -181,6 +181,12 @@ def process_group(timeout: timedelta) -> Iterator[None]:
     if missing:
         raise RuntimeError(f"started as a distributed process but {', '.join(missing)} is not set: "
                            "launch with torchrun")
+    # torch._dynamo (timm and torchvision import it) keeps alive a group that exists when it is first
+    # imported, past destroy_process_group: the group's gloo threads then outlived the interpreter, and
+    # one that released a finished collective during its shutdown aborted the rank now and then
+    # ("terminate called without an active exception"). Imported before the group, it holds none.
+    import torch._dynamo
+
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
