@@ -194,9 +194,8 @@ def process_group(timeout: timedelta) -> Iterator[None]:
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
     try:
         yield
-        # The ranks leave the group together: one tearing it down while another was still in it
-        # (rank 0 fitting the scorer or joining predict's parts) aborted now and then at exit
-        # (gloo: "terminate called without an active exception"). After an error no rank waits.
+        # The ranks leave the group together, so that none tears it down while another is still in it
+        # (rank 0 fitting the scorer or joining predict's parts). After an error no rank waits.
         dist.barrier()
     finally:
         dist.destroy_process_group()
