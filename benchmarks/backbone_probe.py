@@ -35,13 +35,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from funad.utils.masks import read_mask
+from funad.utils.masks import mvtec_mask_path, read_mask
 
 MAP_SIZE = 256
 SIGMA = 4.0
 DEFAULT_CANDIDATES = [
     "efficientnet_lite0",
-    "imgfocus_dinov2_vits14",  # default: block 6, final LayerNorm, patch token only, no pooling
+    "imgfocus_dinov2_vits14",  # default: mean of blocks 4, 6 and 8, final LayerNorm, patch token only, no pooling
     "onnx:layers=6,norm=1,cls=1,k=1",  # + CLS, as the paper does for ViTs
     "onnx:layers=4,norm=1,cls=0,k=1",
     "onnx:layers=5-8,combine=mean,norm=1,cls=0,k=1",
@@ -76,7 +76,7 @@ def load_category(root: Path) -> tuple[Split, Split]:
                 masks.append(np.zeros((MAP_SIZE, MAP_SIZE), dtype=bool))
             else:
                 labels.append(1)
-                mask_path = root / "ground_truth" / defect / f"{path.stem}_mask.png"
+                mask_path = mvtec_mask_path(root / "ground_truth", defect, path)
                 mask = Image.fromarray(read_mask(mask_path)).resize((MAP_SIZE, MAP_SIZE), Image.NEAREST)
                 masks.append(np.asarray(mask))
     return Split(train, np.zeros(len(train), dtype=int), None), Split(paths, np.array(labels), np.stack(masks))

@@ -92,10 +92,9 @@ import numpy as np
 import torch
 
 from funad.baselines import PatchCore, SoftPatch
-from funad.benchmark.datasets import Dataset, load_dataset
+from funad.benchmark.datasets import Dataset, load_dataset, parse_dataset
 from funad.benchmark.protocol import SETTINGS, Split, make_split
 from funad.benchmark.runner import _Evaluator  # funad benchmark's evaluation, so the numbers compare
-from funad.cli.benchmark import parse_dataset
 from funad.cli.fit import add_config_options, config_overrides
 from funad.config import FunADConfig
 from funad.features.backbones.base import local_average
@@ -265,7 +264,8 @@ class Extractor:
         backbone = OnnxDinov2Backbone(packaged_model_path(), layers=EXTRACTED_BLOCKS, combine="concat",
                                       image_size=config.image_size)
         backbone.preprocessing = dataclasses.replace(backbone.preprocessing, keep_aspect=config.aspect == "keep")
-        cache = FeatureCache(self.cache_root, backbone.describe(), f"pretrained:{DINO}") if self.cache_root else None
+        weights_id = FunAD(**self.settings, backbone=DINO).weights_id()  # as funad's own DINOv2 features are filed
+        cache = FeatureCache(self.cache_root, backbone.describe(), weights_id) if self.cache_root else None
         device = resolve_device(config.device)
         return extract_features(place_backbone(backbone, device), paths, cache=cache,
                                 batch_size=config.batch_size_extract, num_workers=config.num_workers, device=device,

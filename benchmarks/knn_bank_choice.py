@@ -12,12 +12,12 @@ Labels are read only to evaluate.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from funad import FunAD
+from funad.benchmark.protocol import load_split
 from funad.data.images import image_size
 from funad.inference.scorers.knn import NearestNeighbourScorer
 from funad.inference.scoring import score_images
@@ -37,30 +37,29 @@ CHOICES = {  # name: (image rule, patch fraction, sampling)
 def bank_images(model: FunAD, rule) -> np.ndarray:
     if rule == "judged":
         return np.flatnonzero(model.judged_normal_)
-    return np.argsort(model.train_scores_, kind="stable")[:int(rule * len(model.train_scores_))]
+    return FunAD(knn_normal_share=rule).trusted_images(model.train_scores_)  # the lowest-scoring share, as funad's
 
 
 def evaluate(split_file: Path) -> dict[str, tuple[float, float, int]]:
-    split = json.loads(split_file.read_text())
-    train = [Path(item["path"]) for item in split["train"]]
-    moved = np.array([item["moved"] for item in split["train"]])
-    model = FunAD(progress=False, seed=split["seed"])
-    train_features = model.extract(train)
-    test_features = model.extract([Path(item["path"]) for item in split["test"]])
+    split = load_split(split_file)
+    moved = np.array(split.moved)
+    model = FunAD(progress=False, seed=split.seed)
+    train_features = model.extract(split.train)
+    test_features = model.extract([sample.path for sample in split.test])
     model.fit_features(train_features)
-    labels = np.array([item["label"] for item in split["test"]])
+    labels = np.array([sample.label for sample in split.test])
     size = model.backbone.preprocessing.image_size
     test = test_features.method_features("patch")
     results = {}
     for name, (rule, fraction, sampling) in CHOICES.items():
         images = bank_images(model, rule)
-        scorer = NearestNeighbourScorer(fraction, split["seed"], sampling).fit(
+        scorer = NearestNeighbourScorer(fraction, split.seed, sampling).fit(
             train_features.method_features("patch"), images)
         scored = score_images(scorer, test.take(range(len(test))), test_features.grid, size, model.config.map_sigma)
         pixels = PixelMetrics()
-        for row, item in enumerate(split["test"]):
-            mask = read_mask(item["mask"]) if item["mask"] else None
-            pixels.update(scored.anomaly_map(row, *image_size(Path(item["path"]))), mask)
+        for row, sample in enumerate(split.test):
+            mask = read_mask(sample.mask) if sample.mask else None
+            pixels.update(scored.anomaly_map(row, *image_size(sample.path)), mask)
         results[name] = (image_auroc(labels, scored.scores.numpy()), pixels.pixel_auroc(), int(moved[images].sum()))
     return results
 

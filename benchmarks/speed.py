@@ -59,6 +59,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from funad.benchmark.datasets import load_mvtec
+from funad.benchmark.protocol import make_split
 from funad.cli.fit import add_config_options, config_overrides
 from funad.config import FunADConfig
 from funad.features.cache import FeatureCache
@@ -89,15 +91,11 @@ def cpu_seconds() -> float:
 
 
 def split_paths(folder: Path, seed: int) -> tuple[list[Path], list[Path]]:
-    """(training images: train/good + 10 % anomalies from the test set, the other test images)."""
-    normals = sorted((folder / "train" / "good").glob("*.png"))
-    anomalous = sorted(p for p in (folder / "test").glob("*/*.png") if p.parent.name != "good")
-    rng = np.random.default_rng(seed)
-    chosen = set(rng.choice(len(anomalous), size=int(0.1 * len(normals)), replace=False).tolist())
-    contamination = [p for i, p in enumerate(anomalous) if i in chosen]
-    held_out = sorted((folder / "test" / "good").glob("*.png"))
-    held_out += [p for i, p in enumerate(anomalous) if i not in chosen]
-    return normals + contamination, held_out
+    """(training images: train/good + 10 % anomalies from the test set, the other test images), as the
+    contaminated-data protocol splits the category; the held-out normals first, as they were measured."""
+    split = make_split(load_mvtec(folder), 0.1, seed)
+    held_out = sorted(split.test_set("no-overlap"), key=lambda sample: sample.label)
+    return split.train, [sample.path for sample in held_out]
 
 
 def benchmark_fit(model: FunAD, paths: list[Path]) -> tuple[FunAD, MethodFeatures, float]:

@@ -36,9 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from funad import FunAD
-from funad.benchmark.datasets import load_dataset
+from funad.benchmark.datasets import load_dataset, parse_dataset
 from funad.benchmark.protocol import SETTINGS, make_split
-from funad.cli.benchmark import parse_dataset
 from funad.cli.fit import add_config_options, config_overrides
 from funad.features.cache import default_cache_dir
 from funad.method.threshold import estimate_threshold

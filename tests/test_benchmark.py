@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from funad.benchmark.datasets import load_dataset
+from funad.benchmark.datasets import load_dataset, parse_dataset
 from funad.benchmark.protocol import load_split, make_split
 from funad.cli import main
-from funad.cli.benchmark import parse_dataset
 from funad.data.augment import write_synthetic_anomalies
 
 from conftest import TINY

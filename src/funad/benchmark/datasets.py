@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from funad.data.images import IMAGE_EXTENSIONS, discover_images
+from funad.utils.masks import mvtec_mask_path
 
 #: In the generic layout one normal image in this many (sorted by name) is held out for testing,
 #: so the test set has normals and the split needs no randomness of its own.
@@ -72,7 +73,7 @@ def load_mvtec(root: Path, category: str | None = None) -> Dataset:
             if type_dir.name == "good":
                 test.append(Sample(path, 0))
                 continue
-            mask = folder / "ground_truth" / type_dir.name / f"{path.stem}_mask.png"
+            mask = mvtec_mask_path(folder / "ground_truth", type_dir.name, path)
             test.append(Sample(path, 1, mask if mask.is_file() else None, type_dir.name))
     _check_nonempty(folder, train, test)
     return Dataset(category or folder.name, "mvtec", train, test)
@@ -159,6 +160,15 @@ def _check_nonempty(where: Path, train: list[Path], test: list[Sample]) -> None:
     if not any(s.label for s in test) or all(s.label for s in test):
         raise ValueError(f"{where}: the test set needs both normal and anomalous images "
                          f"({sum(s.label for s in test)} anomalous of {len(test)})")
+
+
+def parse_dataset(text: str) -> tuple[Path, str | None]:
+    """``ROOT`` or ``ROOT:CATEGORY``, as a command line names a dataset. A colon followed by a path
+    (``C:\\data``) or inside an existing folder's name belongs to the root."""
+    root, colon, category = text.rpartition(":")
+    if not colon or not root or not category or "/" in category or "\\" in category or Path(text).is_dir():
+        return Path(text), None
+    return Path(root), category
 
 
 def load_dataset(root: Path, category: str | None = None) -> Dataset:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from funad.benchmark.datasets import Dataset, Sample
+from funad.utils.files import write_text_atomically
 
 SETTINGS = ("no-overlap", "overlap")
 SPLIT_FORMAT_VERSION = 1
@@ -58,7 +59,7 @@ class Split:
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / self.file_name()
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=1))
         return path
 
 

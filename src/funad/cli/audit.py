@@ -34,27 +34,24 @@ def add_train_root_option(parser: argparse.ArgumentParser) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> None:
-    import numpy as np
-
     from funad.cli.loading import load_model_directory
     from funad.reports.heatmaps import save_overlay
     from funad.reports.prediction_folder import output_file, output_names
-    from funad.reports.training_images import locate_training_images
+    from funad.reports.training_images import locate_training_images, rank_training_images
 
     model = load_model_directory(args.model, args.device)
     model.progress = not args.quiet
     threshold = model.threshold_ if args.threshold is None else args.threshold
     scores = model.train_predict_scores_
-    suspected = model.label(scores, threshold)
-    order = np.argsort(-scores, kind="stable")
+    order, suspected = rank_training_images(scores, threshold)
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / AUDIT, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "score", "suspected"])
-        for index in order:
-            writer.writerow([str(model.train_paths_[index]), f"{scores[index]:.6g}", bool(suspected[index])])
+        for rank, index in enumerate(order):
+            writer.writerow([str(model.train_paths_[index]), f"{scores[index]:.6g}", rank < suspected])
 
-    suspects = [int(i) for i in order if suspected[i]]
+    suspects = order[:suspected]
     present = list(locate_training_images(model.train_paths_, model.train_digests_, suspects,
                                           args.train_root).values())
     names = dict(zip(present, output_names(present)))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from funad.cli.fit import add_config_options, config_overrides
+from funad.utils.files import write_text_atomically
 
 if TYPE_CHECKING:
     from funad.benchmark.datasets import Dataset
@@ -62,15 +63,6 @@ class _Job:
     source: dict[str, Any]
 
 
-def parse_dataset(text: str) -> tuple[Path, str | None]:
-    """``ROOT`` or ``ROOT:CATEGORY``. A colon followed by a path (``C:\\data``) or inside an existing
-    folder's name belongs to the root."""
-    root, colon, category = text.rpartition(":")
-    if not colon or not root or not category or "/" in category or "\\" in category or Path(text).is_dir():
-        return Path(text), None
-    return Path(root), category
-
-
 def _contaminated_job(name: str, dataset: Dataset, args: argparse.Namespace, **source: str) -> _Job:
     """Every (ratio, seed) split of ``dataset``; ``source`` says where it was read from."""
     from funad.benchmark.protocol import make_split
@@ -119,6 +111,8 @@ def _split_jobs(paths: list[Path]) -> list[_Job]:
 
 def _jobs(args: argparse.Namespace) -> list[_Job]:
     """Every dataset, read and split before any is benchmarked, so a mistake in the last fails at once."""
+    from funad.benchmark.datasets import parse_dataset
+
     if args.split:
         jobs = _split_jobs(args.split)
     elif args.normal_dir or args.abnormal_dir:
@@ -195,7 +189,7 @@ def _write_results(path: Path, header: dict, outcome: dict, complete: bool) -> l
                "num_images_extracted": outcome["num_images"], "aspect": outcome["aspect"], "runs": outcome["runs"],
                "summary": summary}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1))
+    write_text_atomically(path, json.dumps(results, indent=1))  # rewritten after each split: never half a file
     return summary
 
 
@@ -208,6 +202,7 @@ def _write_summary(out: Path, runs_by_dataset: dict[str, list[dict]], folders: d
     table = format_table(summary)
     results = {name: str(folder / "results.json") for name, folder in folders.items()}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({"complete": complete, "results": results, **summary}, indent=1))
-    (out / "summary.md").write_text(table + "\n")
+    write_text_atomically(out / "summary.json", json.dumps({"complete": complete, "results": results, **summary},
+                                                           indent=1))
+    write_text_atomically(out / "summary.md", table + "\n")
     return table

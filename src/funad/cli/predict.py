@@ -95,11 +95,11 @@ class _ImageOutputs:
 
     def __call__(self, path: Path, prediction: Prediction) -> ImageRows:
         from funad.reports.heatmaps import save_overlay
-        from funad.reports.prediction_folder import label_name, output_file, write_map
+        from funad.reports.prediction_folder import output_file, score_row, write_map
         from funad.reports.prediction_writer import ImageRows
 
         if prediction.anomaly_map is None:  # unreadable: a row that says why, no map
-            return ImageRows([str(path), "nan", "", f"{self.threshold:.9g}", "", "", prediction.error])
+            return ImageRows(score_row(path, prediction.score, self.threshold, None, error=prediction.error))
         is_anomalous = bool(self.model.label(prediction.score, self.threshold))
         mask, region_rows = None, []
         if is_anomalous:
@@ -114,8 +114,8 @@ class _ImageOutputs:
             assert prediction.image is not None, "predict keeps the decoded images when heatmaps are written"
             heatmap_name = output_file("heatmaps", self.names[path], self.heatmap_suffix).as_posix()
             save_overlay(prediction.image, prediction.anomaly_map, self.out / heatmap_name, self.colour_range, mask)
-        return ImageRows([str(path), f"{prediction.score:.6g}", label_name(is_anomalous), f"{self.threshold:.9g}",
-                          heatmap_name, map_name, ""], region_rows, is_anomalous)
+        return ImageRows(score_row(path, prediction.score, self.threshold, is_anomalous, heatmap_name, map_name),
+                         region_rows, is_anomalous)
 
 
 def run_predict(args: argparse.Namespace) -> None:

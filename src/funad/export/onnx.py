@@ -26,21 +26,19 @@ from onnx import compose, helper
 from torch import nn
 
 from funad._version import __version__
+from funad.export.metadata import PIXEL_THRESHOLD_KEY, THRESHOLD_KEY
 from funad.features.backbones import Backbone
 from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone
 from funad.inference.maps import patch_scores_to_maps
 from funad.inference.scorers.knn import CORROBORATION_NEIGHBOURS, NearestNeighbourScorer
 from funad.inference.scorers.local_net import LocalNetScorer
+from funad.utils.files import write_atomically
 
 if TYPE_CHECKING:
     from funad.model import FunAD
 
 INPUT = "image"
 OUTPUTS = ("score", "anomaly_map", "label")
-#: Metadata keys; ``threshold`` is the label-free image threshold the ``label`` output applies,
-#: ``pixel_threshold`` the one that outlines defect regions in an anomalous image's map.
-THRESHOLD_KEY = "threshold"
-PIXEL_THRESHOLD_KEY = "pixel_threshold"
 #: Scorers the graph carries (PatchCore, fitted by FunAD without reweighting, as the knn it extends).
 EXPORTABLE_SCORERS = ("knn", "local_net", "patchcore")
 
@@ -185,7 +183,8 @@ def export_onnx(model: FunAD, path: str | Path) -> Path:
     onnx.checker.check_model(graph)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(graph, str(path))
+    # The format named: onnx would otherwise infer it from the name of write_atomically's temporary file.
+    write_atomically(path, lambda handle: onnx.save(graph, handle, format="protobuf"))
     return path
 
 

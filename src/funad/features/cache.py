@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from funad.utils.files import file_digest, write_atomically
+from funad.utils.files import file_digest, write_atomically, write_text_atomically
 
 FEATURE_FORMAT_VERSION = 1
 
@@ -82,8 +82,8 @@ class FeatureCache:
             if recorded.get("backbone") != description:
                 raise RuntimeError(f"feature cache {self.folder} was written by another backbone: {recorded}")
         else:
-            meta.write_text(json.dumps({"backbone": description, "weights": weights_id,
-                                        "format": FEATURE_FORMAT_VERSION}, indent=2))
+            write_text_atomically(meta, json.dumps({"backbone": description, "weights": weights_id,
+                                                    "format": FEATURE_FORMAT_VERSION}, indent=2))
 
     @staticmethod
     def key(path: str | Path, view: str | None = None) -> str:

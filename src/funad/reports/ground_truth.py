@@ -15,15 +15,11 @@ import numpy as np
 
 from funad.metrics import PixelMetrics, image_auroc, threshold_metrics
 from funad.reports.prediction_folder import PredictionFolder
-from funad.utils.masks import read_mask
+from funad.utils.masks import mvtec_mask_path, read_mask
 
 logger = logging.getLogger(__name__)
 
 NORMAL_FOLDER = "good"
-
-
-def mask_path(ground_truth: Path, image_path: Path) -> Path:
-    return ground_truth / image_path.parent.name / f"{image_path.stem}_mask.png"
 
 
 def evaluate(folder: PredictionFolder, ground_truth: Path) -> dict[str, float]:
@@ -42,7 +38,7 @@ def evaluate(folder: PredictionFolder, ground_truth: Path) -> dict[str, float]:
         predicted.append(image.anomalous)
         mask = None
         if anomalous:
-            path = mask_path(ground_truth, image.path)
+            path = mvtec_mask_path(ground_truth, image.path.parent.name, image.path)
             if not path.is_file():
                 logger.warning("no mask %s for %s: left out of the pixel metrics", path, image.path)
                 continue

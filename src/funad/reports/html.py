@@ -94,7 +94,7 @@ def _training_section(folder: PredictionFolder, train_root: Path | None) -> tupl
     ``train_root``: where the training folder is now, if it has moved since `funad fit`.
     """
     from funad.persistence import ModelFormatError, load_model
-    from funad.reports.training_images import locate_training_images
+    from funad.reports.training_images import locate_training_images, rank_training_images
 
     if folder.model_dir is None:
         return "<p>No model directory recorded (prediction.json missing): training audit not shown.</p>", None
@@ -104,8 +104,8 @@ def _training_section(folder: PredictionFolder, train_root: Path | None) -> tupl
     except ModelFormatError as error:
         logger.warning("report: training audit left out: %s", error)
         return f"<p class=\"missing\">Training audit unavailable: {html.escape(str(error))}</p>", None
-    order = np.argsort(-scores, kind="stable")
-    suspected = [i for i in order if scores[i] > folder.threshold]
+    order, count = rank_training_images(scores, folder.threshold)
+    suspected = order[:count]
     located = locate_training_images(paths, fitted.train_digests, suspected, train_root)
     rows = "".join(
         f'<tr><td>{rank}</td>{_image_cell(located[i], "training image") if i in located else _missing_cell(paths[i])}'

@@ -29,14 +29,13 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
-from funad.utils.files import common_folder, write_atomically
+from funad.utils.files import common_folder, write_atomically, write_text_atomically
 
 SCORES = "scores.csv"
 DESCRIPTION = "prediction.json"
 COLUMNS = ["path", "score", "label", "threshold", "heatmap", "map", "error"]
 REGIONS = "regions.csv"
 REGION_COLUMNS = ["path", "region", "x", "y", "width", "height", "area", "peak"]
-MAP_FORMATS = ("npy", "png", "none")
 _PNG_LEVELS = 65535
 #: Columns every prediction folder has (older ones lack "error").
 _REQUIRED = COLUMNS[:-1]
@@ -105,6 +104,14 @@ def label_name(anomalous: bool) -> str:
     return "anomalous" if anomalous else "normal"
 
 
+def score_row(path: Path, score: float, threshold: float, anomalous: bool | None, heatmap: str = "",
+              anomaly_map: str = "", error: str | None = None) -> list[str]:
+    """``path``'s scores.csv row (:data:`COLUMNS`); an image that could not be read has a NaN ``score``,
+    no label (``anomalous`` None) and why in ``error``. ``heatmap``, ``anomaly_map``: relative to the folder."""
+    label = "" if anomalous is None else label_name(anomalous)
+    return [str(path), f"{score:.6g}", label, f"{threshold:.9g}", heatmap, anomaly_map, error or ""]
+
+
 def prediction_description(model_dir: Path, model_digest: str, threshold: float, threshold_source: str,
                            **details: Any) -> dict[str, Any]:
     """What prediction.json records: the model (directory and content digest), the thresholds, and
@@ -115,7 +122,7 @@ def prediction_description(model_dir: Path, model_digest: str, threshold: float,
 
 
 def write_description(directory: Path, description: dict[str, Any]) -> None:
-    (directory / DESCRIPTION).write_text(json.dumps(description, indent=2))
+    write_text_atomically(directory / DESCRIPTION, json.dumps(description, indent=2))
 
 
 def resume_folder(directory: Path, description: dict[str, Any]) -> set[str]:

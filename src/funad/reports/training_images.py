@@ -12,9 +12,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from funad.utils.files import common_folder, file_digest
 
 logger = logging.getLogger(__name__)
+
+
+def rank_training_images(scores: np.ndarray, threshold: float) -> tuple[list[int], int]:
+    """The training images' indices, highest score first (ties in training order), and how many of them,
+    from the first, are suspected: scored above ``threshold``, as ``FunAD.label`` labels anomalous."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable").tolist()  # NaN scores last: never suspected
+    return order, int(np.count_nonzero(scores > threshold))
 
 
 def locate_training_images(paths: list[Path], digests: list[str], wanted: list[int],

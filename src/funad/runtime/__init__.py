@@ -22,6 +22,7 @@ from PIL import Image
 
 from funad.data.images import ImageLoadError, load_image
 from funad.data.preprocessing import normalised_array
+from funad.export.metadata import PIXEL_THRESHOLD_KEY, THRESHOLD_KEY
 from funad.inference.prediction import MapSize, Prediction, map_shape
 from funad.utils.letterbox import content_box
 
@@ -59,13 +60,14 @@ class OnnxModel:
         self.session = onnxruntime.InferenceSession(str(path), sess_options=options,
                                                     providers=["CPUExecutionProvider"])
         metadata = self.session.get_modelmeta().custom_metadata_map
-        missing = [key for key in ("threshold", "image_size", "mean", "std") if key not in metadata]
+        missing = [key for key in (THRESHOLD_KEY, "image_size", "mean", "std") if key not in metadata]
         if missing:
             raise ValueError(f"{self.path} is not a model written by `funad export` (its metadata lacks "
                              f"{', '.join(missing)})")
-        self.threshold_ = float(metadata["threshold"])
+        self.threshold_ = float(metadata[THRESHOLD_KEY])
         # Exports before funad recorded it have no pixel threshold: their images get no defect regions.
-        self.pixel_threshold_ = float(metadata["pixel_threshold"]) if "pixel_threshold" in metadata else math.inf
+        self.pixel_threshold_ = (float(metadata[PIXEL_THRESHOLD_KEY]) if PIXEL_THRESHOLD_KEY in metadata
+                                 else math.inf)
         self.map_range: tuple[float, float] | None = (tuple(json.loads(metadata["map_range"]))
                                                       if "map_range" in metadata else None)
         self.image_size = int(metadata["image_size"])

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from funad.data.images import IMAGE_EXTENSIONS, discover_images
-from funad.reports.prediction_folder import COLUMNS, SCORES, label_name, output_file, output_names, write_map
+from funad.reports.prediction_folder import COLUMNS, SCORES, output_file, output_names, score_row, write_map
 from funad.runtime import OnnxModel
 
 logger = logging.getLogger("funad.runtime")
@@ -37,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, paths: list[Path]) -> None:
     model = OnnxModel(args.model)
     names = dict(zip(paths, output_names(paths)))
-    threshold = f"{model.threshold_:.9g}"
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(args.out / SCORES, "w", newline="") as scores_file:
@@ -47,14 +46,14 @@ def run(args: argparse.Namespace, paths: list[Path]) -> None:
             path = prediction.path
             assert path is not None  # predicted from files
             if prediction.anomaly_map is None:  # a row that says why, as funad predict writes
-                writer.writerow([str(path), "nan", "", threshold, "", "", prediction.error])
+                writer.writerow(score_row(path, prediction.score, model.threshold_, None, error=prediction.error))
                 continue
             map_name = ""
             if args.maps != "none":
                 map_name = output_file("maps", names[path], ".npy").as_posix()
                 write_map(args.out / map_name, prediction.anomaly_map, (0.0, 1.0))  # the range scales PNG maps only
-            writer.writerow([str(path), f"{prediction.score:.6g}", label_name(bool(model.label(prediction.score))),
-                             threshold, "", map_name, ""])
+            writer.writerow(score_row(path, prediction.score, model.threshold_, bool(model.label(prediction.score)),
+                                      anomaly_map=map_name))
     logger.info("scored %d images in %.1f s; results in %s", len(paths), time.perf_counter() - started, args.out)
 
 

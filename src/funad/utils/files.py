@@ -47,6 +47,11 @@ def write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
+def write_text_atomically(target: Path, text: str) -> None:
+    """``text`` as UTF-8 into ``target``, through :func:`write_atomically`."""
+    write_atomically(target, lambda handle: handle.write(text.encode()))
+
+
 def write_directory_atomically(directory: Path, write: Callable[[Path], object]) -> Path:
     """``write`` a folder's files into a temporary sibling folder, then swap it in for ``directory``.
 

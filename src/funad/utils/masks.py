@@ -18,3 +18,8 @@ def read_mask(path: str | Path) -> np.ndarray:
             return np.asarray(image.convert("L")) > 0
     except OSError as error:
         raise ValueError(f"{path}: cannot read the ground-truth mask ({error})") from error
+
+
+def mvtec_mask_path(ground_truth: Path, defect_type: str, image: Path) -> Path:
+    """Where MVTec AD keeps the mask of the test image ``test/<defect_type>/<name>``: in ``ground_truth``."""
+    return ground_truth / defect_type / f"{image.stem}_mask.png"
