@@ -4,7 +4,8 @@ Built from the paper's description on this package's cached patch features:
 
 * memory bank = a greedy k-center coreset of every training patch (10 % by default), selected
   in a Johnson-Lindenstrauss random projection to 128 dimensions (the paper's speed-up);
-* patch score = Euclidean distance to the nearest bank entry (faiss, exact search);
+* patch score = Euclidean distance to the nearest bank entry (faiss; a bank above 4 096 entries is
+  searched with an IVF index, each image's highest patches again exhaustively);
 * image score = the largest patch score, optionally reweighted as in the paper's eq. 7.
 
 This is the "knn" scorer's bank on every training image, plus the reweighting. Deviations: the

@@ -103,7 +103,6 @@ def perlin_mask(
     min_area_fraction: float = 0.005,
     max_area_fraction: float = 0.25,
     *,
-    rotate: bool = True,
     max_scale_exponent: int = MAX_PERLIN_SCALE_EXPONENT,
 ) -> np.ndarray:
     """DRAEM-style anomaly mask: thresholded Perlin noise of random scale 2**k per axis
@@ -113,7 +112,7 @@ def perlin_mask(
     rectangles do, which is why DRAEM (and FUN-AD*) use them.  A draw whose area fraction
     falls outside ``[min_area_fraction, max_area_fraction]`` is redrawn, at most
     :data:`PERLIN_MASK_ATTEMPTS` times; after that an ellipse within the bounds is returned so
-    that the caller always gets a usable mask.  With ``rotate`` the noise is rotated by a random
+    that the caller always gets a usable mask.  The noise is rotated by a random
     angle in [-90, 90] degrees before thresholding, so blobs are not aligned with the axes.
     A lower ``max_scale_exponent`` keeps only the coarser scales: fewer, larger blobs instead of
     speckle spread over the whole image.
@@ -128,8 +127,7 @@ def perlin_mask(
     for _ in range(PERLIN_MASK_ATTEMPTS):
         scale = tuple(2 ** rng.integers(0, max_scale_exponent + 1, size=2))
         noise = perlin_noise(shape, scale, rng)
-        if rotate:
-            noise = ndimage.rotate(noise, rng.uniform(-90.0, 90.0), reshape=False, order=1, mode="reflect")
+        noise = ndimage.rotate(noise, rng.uniform(-90.0, 90.0), reshape=False, order=1, mode="reflect")
         mask = noise > threshold
         if min_area_fraction <= _area_fraction(mask) <= max_area_fraction:
             return mask

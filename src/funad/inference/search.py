@@ -96,12 +96,12 @@ class IVFIndex(FlatIndex):
         return distances, indices
 
 
-def nearest_index(keys: torch.Tensor | np.ndarray, *, approximate_min_keys: int | None = APPROXIMATE_MIN_KEYS,
-                  seed: int = 0) -> FlatIndex:
+def nearest_index(keys: torch.Tensor | np.ndarray, *,
+                  approximate_min_keys: int | None = APPROXIMATE_MIN_KEYS) -> FlatIndex:
     """An exact index of ``keys``, or an :class:`IVFIndex` when there are more than ``approximate_min_keys``.
 
     ``approximate_min_keys=None`` keeps search exact at any size.
     """
     if approximate_min_keys is not None and len(keys) > approximate_min_keys:
-        return IVFIndex(keys, seed=seed)
+        return IVFIndex(keys)
     return FlatIndex(keys)

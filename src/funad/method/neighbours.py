@@ -14,12 +14,6 @@ from funad.inference.search import FlatIndex
 BLOCK_ELEMENTS = 1 << 24
 
 
-def squared_distances(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """``||q - k||^2`` for every pair, ``[Q, M]``, clamped at 0 against rounding."""
-    product = queries @ keys.T
-    return (queries.pow(2).sum(1, keepdim=True) - 2 * product + keys.pow(2).sum(1)[None]).clamp_min_(0)
-
-
 def _faiss_search(queries: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest keys of each query by exhaustive search: squared distances and indices."""
     distances, indices = FlatIndex(keys).search(queries, k)

@@ -57,9 +57,15 @@ class ThresholdEstimate:
     method: str  # "mixture" or "robust tail"
 
 
-def robust_tail_threshold(scores: np.ndarray, widths: float = THRESHOLD_TAIL_WIDTHS) -> float:
+def median_and_deviation(scores: np.ndarray) -> tuple[float, float]:
+    """The median and the median absolute deviation of ``scores``: a contaminated set's centre and spread,
+    which its tail of anomalies barely moves."""
     median = float(np.median(scores))
-    mad = float(np.median(np.abs(scores - median)))
+    return median, float(np.median(np.abs(scores - median)))
+
+
+def robust_tail_threshold(scores: np.ndarray, widths: float = THRESHOLD_TAIL_WIDTHS) -> float:
+    median, mad = median_and_deviation(scores)
     return median + widths * _MAD_TO_STD * mad
 
 

@@ -408,7 +408,6 @@ class OnnxDinov2Backbone(Backbone):
         concat_cls: bool = DEFAULT_CONCAT_CLS,
         local_kernel: int = DEFAULT_LOCAL_KERNEL,
         image_size: int | None = None,
-        intra_op_threads: int | None = None,
     ):
         super().__init__()
         _import_onnxruntime()  # fail early, with the install hint
@@ -446,7 +445,6 @@ class OnnxDinov2Backbone(Backbone):
         self.apply_norm = apply_norm
         self.concat_cls = concat_cls
         self.local_kernel = int(local_kernel)
-        self.num_blocks = count
         self.patch_size = info.patch_size
         self.embed_dim = info.embed_dim
         self.graph_info = info
@@ -466,7 +464,6 @@ class OnnxDinov2Backbone(Backbone):
             model_path, {"outputs": self.block_output_names, "free_spatial_size": free_size},
             lambda: truncate_graph(read_graph(), self.block_output_names,
                                    free_spatial_size=free_size).SerializeToString())
-        self._intra_op_threads = intra_op_threads
         self._sessions: dict[str, object] = {}
 
     def set_precision(self, precision: str) -> None:
@@ -488,11 +485,8 @@ class OnnxDinov2Backbone(Backbone):
         if session is None:
             options = self._ort.SessionOptions()
             options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            threads = self._intra_op_threads
-            if threads is None and provider == "CPUExecutionProvider":
-                threads = torch.get_num_threads()
-            if threads:
-                options.intra_op_num_threads = int(threads)
+            if provider == "CPUExecutionProvider":
+                options.intra_op_num_threads = torch.get_num_threads()
             options.log_severity_level = 3
             # Idle intra-op threads sleep instead of spinning: between two runs the same cores decode
             # images, search the bank and draw maps, and spinning threads took them (funad predict of

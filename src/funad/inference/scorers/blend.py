@@ -20,6 +20,7 @@ from funad.features.containers import MethodFeatures
 from funad.inference.scorers.base import PatchScorer, ScorerState, register_scorer
 from funad.inference.scorers.knn import NearestNeighbourScorer
 from funad.inference.scorers.local_net import LocalNetScorer
+from funad.method.threshold import median_and_deviation
 
 if TYPE_CHECKING:
     from funad.config import FunADConfig
@@ -98,8 +99,7 @@ class BlendScorer(PatchScorer):
 
 
 def robust_standardisation(scores: np.ndarray) -> tuple[float, float]:
-    """The median and the median absolute deviation of ``scores`` (a contaminated set's: both ignore its tail);
-    the deviation is floored so that identical scores cannot divide by zero."""
-    centre = float(np.median(scores))
-    spread = float(np.median(np.abs(scores - centre)))
+    """:func:`~funad.method.threshold.median_and_deviation`, the deviation floored so that identical scores
+    cannot divide by zero."""
+    centre, spread = median_and_deviation(scores)
     return centre, max(spread, 1e-12 * max(abs(centre), 1.0))
