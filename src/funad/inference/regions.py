@@ -1,9 +1,12 @@
 """Defect regions without labels: a pixel threshold read from the training images, then connected regions.
 
 The pixel threshold is a high quantile of the patch scores of training images the model labels
-normal and whose patches the scorer did not learn from (a nearest-neighbour bank scores its own
-patches about 0, which would pull the quantile down). A pixel of an anomalous image's map above
-it belongs to the defect mask; the mask's 8-connected components are the regions.
+normal: those the scorer did not learn from where at least three remain (``FunAD.pixel_reference_images``).
+The default bank learns from every image, so there the reference images are scored with their own
+entries in the bank. Leaving those out, as a new image is scored, was measured and not kept: the
+masks' pixel F1 rose on MVTec bottle (0.722 to 0.728) and fell on magnetic tile (0.183 to 0.163;
+README, "Defect regions, label-free"). A pixel of an anomalous image's map above the threshold
+belongs to the defect mask; the mask's 8-connected components are the regions.
 """
 
 from __future__ import annotations
