@@ -94,7 +94,7 @@ import torch
 from funad.baselines import PatchCore, SoftPatch
 from funad.benchmark.datasets import Dataset, load_dataset, parse_dataset
 from funad.benchmark.protocol import SETTINGS, Split, make_split
-from funad.benchmark.runner import _Evaluator  # funad benchmark's evaluation, so the numbers compare
+from funad.benchmark.runner import Evaluator  # funad benchmark's evaluation, so the numbers compare
 from funad.cli.fit import add_config_options, config_overrides
 from funad.config import FunADConfig
 from funad.features.backbones.base import local_average
@@ -420,7 +420,7 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
         pool_cap = pool_cap_for(args.pool_cap, args.scale_pool_cap, features.grid)
         for split in splits:
             # The full split's test sets, whatever share of its training images is kept.
-            evaluator = _Evaluator(split, SETTINGS, features, model, dataset.has_masks)
+            evaluator = Evaluator(split, SETTINGS, features, model, dataset.has_masks)
             kept = subsample(split, args.train_images)
             train = dataclasses.replace(features.subset(kept.train),
                                         views={view: found.subset(kept.train).patches
@@ -448,7 +448,7 @@ def split_facts(split: Split) -> dict[str, Any]:
             "num_moved": int(sum(split.moved))}
 
 
-def probe_one(fitter: Fitter, training: Training, evaluator: _Evaluator) -> dict[str, Any]:
+def probe_one(fitter: Fitter, training: Training, evaluator: Evaluator) -> dict[str, Any]:
     started = time.perf_counter()
     fitted = fitter(training)
     fit_seconds = time.perf_counter() - started

@@ -59,7 +59,7 @@ from PIL import Image
 
 from funad.benchmark.datasets import Dataset, Sample
 from funad.benchmark.protocol import SETTINGS, Split
-from funad.benchmark.runner import _Evaluator  # funad benchmark's evaluation, so the numbers compare
+from funad.benchmark.runner import Evaluator  # funad benchmark's evaluation, so the numbers compare
 from funad.cli.fit import add_config_options
 from funad.data.augment import _LazyImages
 from funad.data.synthetic import add_defect, load_demo_textures, synthesize_anomalies
@@ -198,7 +198,7 @@ def fit_candidates(features: FeatureSet, seed: int) -> tuple[NearestNeighbourSco
     return scorer, time.perf_counter() - started
 
 
-def evaluate_candidates(base: NearestNeighbourScorer, evaluator: _Evaluator, quantiles: Sequence[float],
+def evaluate_candidates(base: NearestNeighbourScorer, evaluator: Evaluator, quantiles: Sequence[float],
                         facts: dict[str, Any], fit_seconds: float, records: Records) -> None:
     for q in quantiles:
         metrics, predict_seconds = evaluator.evaluate(base.with_corroboration_quantile(q))
@@ -233,13 +233,13 @@ def run_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpars
         common = {"dataset": dataset.name, "root": str(root), "variant": variant, **split_facts(split)}
         if not records.has_all(dataset.name, variant, split.seed, "test", args.quantiles):
             base, seconds = fit_candidates(features.subset(split.train), split.seed)
-            evaluator = _Evaluator(split, SETTINGS, features, model, dataset.has_masks)
+            evaluator = Evaluator(split, SETTINGS, features, model, dataset.has_masks)
             evaluate_candidates(base, evaluator, args.quantiles, {**common, "kind": "test"}, seconds, records)
-        # The proxy's test set: held-out originals and their defective copies. _Evaluator reads a
+        # The proxy's test set: held-out originals and their defective copies. Evaluator reads a
         # split's "overlap" test set as the whole of its test list; it is reported as "proxy".
         proxy_split = Split(dataset.name, split.ratio, split.seed, proxy.fit, [False] * len(proxy.fit),
                             proxy.samples())
-        evaluator = _Evaluator(proxy_split, ("overlap",), features, model, args.proxy_pixels)
+        evaluator = Evaluator(proxy_split, ("overlap",), features, model, args.proxy_pixels)
         for name, fit_paths in (("no-overlap", proxy.fit), ("overlap", proxy.fit + proxy.copies)):
             kind = proxy_kind(name, args.defects)
             if records.has_all(dataset.name, variant, split.seed, kind, args.quantiles):
@@ -254,7 +254,7 @@ def run_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpars
 class Renamed:
     """The proxy evaluator's metrics under "proxy" (its one setting is the whole proxy set, not "overlap")."""
 
-    def __init__(self, evaluator: _Evaluator):
+    def __init__(self, evaluator: Evaluator):
         self.evaluator = evaluator
 
     def evaluate(self, scorer: NearestNeighbourScorer) -> tuple[dict[str, dict[str, float]], float]:

@@ -131,7 +131,7 @@ def test_funad_star_trains_with_synthetic_images_but_reports_only_real_ones(demo
 
 
 def test_the_label_metrics_are_those_of_each_setting_s_images_at_the_threshold(demo_data):
-    from funad.benchmark.runner import _Evaluator
+    from funad.benchmark.runner import Evaluator
     from funad.metrics import threshold_metrics
     from funad.model import FunAD
 
@@ -142,7 +142,7 @@ def test_the_label_metrics_are_those_of_each_setting_s_images_at_the_threshold(d
     split = make_split(load_dataset(demo_data.root), 0.1, 0)
     model = FunAD(cache_dir=False, progress=False, **TINY)
     features = model.extract(split.train + [sample.path for sample in split.test])
-    evaluator = _Evaluator(split, ("no-overlap", "overlap"), features, model, pixels=False)
+    evaluator = Evaluator(split, ("no-overlap", "overlap"), features, model, pixels=False)
     row = {path: index for index, path in enumerate(features.paths)}
     image_scores = features.method_features("patch").take(range(len(features))).float().mean(dim=(1, 2)).numpy()
     threshold = float(np.median(image_scores))

@@ -61,7 +61,7 @@ def _ground_truth(sample: Sample) -> np.ndarray:
     return read_mask(sample.mask)
 
 
-class _Evaluator:
+class Evaluator:
     """Scores a split's test images with one method and computes every metric for each setting."""
 
     def __init__(self, split: Split, settings: tuple[str, ...], features: FeatureSet,
@@ -163,7 +163,7 @@ def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
         raise ValueError(f"{len(features.failures)} benchmark images could not be read (first: {path}: {reason})")
     runs = []
     for split in splits:
-        evaluator = _Evaluator(split, options.settings, features, extractor, pixels)
+        evaluator = Evaluator(split, options.settings, features, extractor, pixels)
         train = features.subset(split.train)
         for method in options.methods:
             logger.info("%s: ratio %g, seed %d: fitting %s", split.category, split.ratio, split.seed, method)
