@@ -26,7 +26,7 @@ from funad.inference.regions import Region, defect_regions, training_pixel_thres
 from funad.inference.scorers.registry import create_scorer, training_views
 from funad.inference.scoring import score_images
 from funad.method.checkpoint import TrainingCheckpoint, broadcast_state, training_identity
-from funad.method.threshold import estimate_threshold
+from funad.method.threshold import above_threshold, estimate_threshold
 from funad.method.trainer import Trainer, TrainingState, make_state
 from funad.persistence import MANIFEST, ModelFormatError, load_model, save_model
 from funad.utils import distributed
@@ -323,7 +323,7 @@ class FunAD:
     def label(self, scores: float | Sequence[float] | np.ndarray, threshold: float | None = None) -> np.ndarray:
         """True where a score is anomalous: above ``threshold`` (default: the label-free ``threshold_``)."""
         fitted = self._fitted()
-        return np.asarray(scores, dtype=np.float64) > (fitted.threshold if threshold is None else threshold)
+        return above_threshold(scores, fitted.threshold if threshold is None else threshold)
 
     def defect_regions(self, anomaly_map: np.ndarray,
                        pixel_threshold: float | None = None) -> tuple[np.ndarray, list[Region]]:

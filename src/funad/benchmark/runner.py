@@ -28,6 +28,7 @@ from funad.data.images import image_size
 from funad.features.containers import FeatureSet
 from funad.inference.scorers.base import PatchScorer
 from funad.inference.scoring import score_images
+from funad.method.threshold import above_threshold
 from funad.metrics import PixelMetrics, f1_max, image_auroc, threshold_metrics
 from funad.model import FunAD
 from funad.utils.masks import read_mask
@@ -106,7 +107,7 @@ class Evaluator:
             scores = [image_scores[s.path] for s in test]
             results[setting] = {"image_auroc": image_auroc(labels, scores), "image_f1_max": f1_max(labels, scores)[0]}
             if threshold is not None:
-                labelled = threshold_metrics(labels, np.asarray(scores) > threshold)
+                labelled = threshold_metrics(labels, above_threshold(scores, threshold))
                 results[setting].update(label_recall=labelled["recall"],
                                         label_false_alarm_rate=labelled["false_alarm_rate"])
             if self.pixels:

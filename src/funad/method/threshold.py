@@ -57,6 +57,13 @@ class ThresholdEstimate:
     method: str  # "mixture" or "robust tail"
 
 
+def above_threshold(scores: ArrayLike, threshold: float) -> np.ndarray:
+    """The labels' rule, wherever scores are labelled (fit, predict, the ONNX runtime, audits, benchmarks):
+    anomalous where a score is above ``threshold``, compared in float64 so that a float32 score equal to the
+    saved threshold is not pushed across it."""
+    return np.asarray(scores, dtype=np.float64) > threshold
+
+
 def median_and_deviation(scores: np.ndarray) -> tuple[float, float]:
     """The median and the median absolute deviation of ``scores``: a contaminated set's centre and spread,
     which its tail of anomalies barely moves."""
@@ -86,7 +93,7 @@ def estimate_threshold(scores: ArrayLike, judged_normal: ArrayLike | None = None
     if mixture is not None:
         return mixture
     threshold = robust_tail_threshold(scores, tail_widths)
-    return ThresholdEstimate(threshold, float(np.mean(scores > threshold)), "robust tail")
+    return ThresholdEstimate(threshold, float(np.mean(above_threshold(scores, threshold))), "robust tail")
 
 
 def _mixture_threshold(scores: np.ndarray, judged_normal: ArrayLike | None) -> ThresholdEstimate | None:
@@ -114,7 +121,7 @@ def _mixture_threshold(scores: np.ndarray, judged_normal: ArrayLike | None) -> T
     posterior = pair.predict_proba(grid)[:, upper]
     crossing = grid[int(np.argmax(posterior >= 0.5)), 0]
     threshold = float(crossing * spread + centre)
-    return ThresholdEstimate(threshold, float(np.mean(scores > threshold)), "mixture")
+    return ThresholdEstimate(threshold, float(np.mean(above_threshold(scores, threshold))), "mixture")
 
 
 def _initial_means(standardised: np.ndarray, judged_normal: ArrayLike | None) -> np.ndarray | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from funad.method.threshold import above_threshold
 from funad.utils.files import common_folder, file_digest
 
 logger = logging.getLogger(__name__)
@@ -22,9 +23,8 @@ logger = logging.getLogger(__name__)
 def rank_training_images(scores: np.ndarray, threshold: float) -> tuple[list[int], int]:
     """The training images' indices, highest score first (ties in training order), and how many of them,
     from the first, are suspected: scored above ``threshold``, as ``FunAD.label`` labels anomalous."""
-    scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-scores, kind="stable").tolist()  # NaN scores last: never suspected
-    return order, int(np.count_nonzero(scores > threshold))
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable").tolist()  # NaN last: never suspected
+    return order, int(np.count_nonzero(above_threshold(scores, threshold)))
 
 
 def locate_training_images(paths: list[Path], digests: list[str], wanted: list[int],

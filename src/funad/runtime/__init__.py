@@ -24,6 +24,7 @@ from funad.data.images import ImageLoadError, load_image
 from funad.data.preprocessing import normalised_array
 from funad.export.metadata import PIXEL_THRESHOLD_KEY, THRESHOLD_KEY
 from funad.inference.prediction import MapSize, Prediction, map_shape
+from funad.method.threshold import above_threshold
 from funad.utils.letterbox import content_box
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class OnnxModel:
 
     def label(self, scores: float | Sequence[float] | np.ndarray, threshold: float | None = None) -> np.ndarray:
         """True where a score is above ``threshold`` (default: the model's label-free ``threshold_``)."""
-        return np.asarray(scores, dtype=np.float64) > (self.threshold_ if threshold is None else threshold)
+        return above_threshold(scores, self.threshold_ if threshold is None else threshold)
 
     def defect_regions(self, anomaly_map: np.ndarray,
                        pixel_threshold: float | None = None) -> tuple[np.ndarray, list[Region]]:
