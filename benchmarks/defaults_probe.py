@@ -240,9 +240,10 @@ class Extractor:
         return self._models[backbone]
 
     def with_aspect_of(self, paths: Sequence[Path]) -> Extractor:
-        """This extractor for a dataset whose training images are ``paths``: ``aspect="auto"`` chosen as funad
-        chooses it (:meth:`FunAD.choose_aspect`), so that every scorer of the dataset reads the same features."""
-        settings = {**self.settings, "aspect": FunAD(**self.settings).choose_aspect(paths).resolved_aspect()}
+        """This extractor for a dataset whose training images are ``paths``: ``aspect`` and ``align`` "auto" chosen
+        as funad chooses them (:meth:`FunAD.choose_preprocessing`), so that every scorer of the dataset reads the
+        same features."""
+        settings = {**self.settings, **FunAD(**self.settings).choose_preprocessing(paths).resolved_preprocessing()}
         return Extractor(settings, self.cache_root, self.random_weights, self.progress)
 
     def extract(self, backbone: str, paths: list[Path], view: str | None = None) -> FeatureSet:
@@ -263,7 +264,8 @@ class Extractor:
         config = FunADConfig(**self.settings)
         backbone = OnnxDinov2Backbone(packaged_model_path(), layers=EXTRACTED_BLOCKS, combine="concat",
                                       image_size=config.image_size)
-        backbone.preprocessing = dataclasses.replace(backbone.preprocessing, keep_aspect=config.aspect == "keep")
+        backbone.preprocessing = dataclasses.replace(backbone.preprocessing, keep_aspect=config.aspect == "keep",
+                                                     align_object=config.align == "object")
         weights_id = FunAD(**self.settings, backbone=DINO).weights_id()  # as funad's own DINOv2 features are filed
         cache = FeatureCache(self.cache_root, backbone.describe(), weights_id) if self.cache_root else None
         device = resolve_device(config.device)

@@ -63,10 +63,10 @@ def measure(text: str, seeds: Sequence[int], contamination: float, widths: Seque
     records = []
     for seed in seeds:
         split = make_split(dataset, contamination, seed)
-        extractor.choose_aspect(split.train)
+        extractor.choose_preprocessing(split.train)
         features = extractor.extract(list(dict.fromkeys(split.train + [s.path for s in split.test])))
         model = FunAD(progress=False, pretrained=not random_weights, cache_dir=extractor.cache_dir,
-                      **settings | {"seed": seed, "aspect": extractor.resolved_aspect()})
+                      **settings | {"seed": seed, **extractor.resolved_preprocessing()})
         model.fit_features(features.subset(split.train))
         test = features.subset([sample.path for sample in split.test]).method_features(model.config.level)
         scores = np.concatenate([model.scorer_.score(test.take(range(start, min(start + 32, len(test)))))[1].numpy()

@@ -39,7 +39,7 @@ THRESHOLD_TAIL_WIDTHS = 2.0
 #: Settings added after a saved configuration was written, with the value that reproduces it (a model
 #: saved before corroboration views were fitted without them).
 SETTINGS_BEFORE_THEIR_KEYS: dict[str, Any] = {"knn_corroboration_views": "none", "knn_map_corroboration_images": 1,
-                                              "knn_corroborated_share": 1.0, "aspect": "stretch",
+                                              "knn_corroborated_share": 1.0, "aspect": "stretch", "align": "none",
                                               "threshold_tail_widths": 3.0}
 
 
@@ -78,6 +78,13 @@ class FunADConfig:
                                                                  "cut off its map), stretch, or auto: keep when the "
                                                                  "training images' width / height ratios differ, "
                                                                  "stretch when they share one")
+    # Measured on MVTec screw, bottle and magnetic tile (README, "Object alignment").
+    align: Literal["auto", "object", "none"] = setting("auto", "turn each photo before extraction: object (the "
+                                                               "object that stands out from the border's colour "
+                                                               "laid along the horizontal axis, heavier end left, "
+                                                               "centred; maps turned back), none, or auto: object "
+                                                               "when the training photos show one elongated object "
+                                                               "clear of the border (funad.utils.pose)")
     # int8 measured against fp32 on the three dev sets (docs/speed.md, "Precision").
     precision: Literal["fp32", "bf16", "int8"] = setting("fp32", "numeric precision of the backbone: fp32; int8 "
                                                                  "(ONNX backbone: a dynamically quantized graph, "

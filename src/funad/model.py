@@ -9,13 +9,22 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from funad.config import FunADConfig
-from funad.data.images import ImageInput, SkippedImage, check_images, discover_images, gather_images, image_size
+from funad.data.images import (
+    ImageInput,
+    ImageLoadError,
+    SkippedImage,
+    check_images,
+    discover_images,
+    gather_images,
+    image_size,
+    load_image,
+)
 from funad.features.backbones import Backbone, create_backbone
 from funad.features.cache import FeatureCache, default_cache_dir
 from funad.features.containers import FeatureSet
@@ -32,6 +41,7 @@ from funad.persistence import MANIFEST, ModelFormatError, load_model, save_model
 from funad.utils import distributed
 from funad.utils.files import file_digest
 from funad.utils.letterbox import cells_shown, content_box, shapes_differ
+from funad.utils.pose import POSE_SAMPLE, ObjectPose, estimate_pose, objects_elongated
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +100,8 @@ class FunAD:
                 torch.manual_seed(self.config.seed)
                 backbone = create_backbone(self.config.backbone, weights=self.config.weights,
                                            pretrained=self.pretrained, image_size=self.config.image_size,
-                                           precision=self.config.precision, keep_aspect=self.keeps_aspect())
+                                           precision=self.config.precision, keep_aspect=self.keeps_aspect(),
+                                           align_object=self.aligns_objects())
             self._backbone = place_backbone(backbone, self.device)
         return self._backbone
 
@@ -105,18 +116,30 @@ class FunAD:
             return bool(getattr(self, "keep_aspect_", False))
         return self.config.aspect == "keep"
 
-    def resolved_aspect(self) -> Literal["keep", "stretch"]:
-        """The ``aspect`` setting with "auto" resolved (:meth:`keeps_aspect`): what a fit on the same features sets."""
-        return "keep" if self.keeps_aspect() else "stretch"
+    def aligns_objects(self) -> bool:
+        """Whether photos are turned to their object's canonical pose: ``align`` "object", or "auto" as
+        :meth:`choose_preprocessing` chose (not turned before it has)."""
+        if self.config.align == "auto":
+            return bool(getattr(self, "align_object_", False))
+        return self.config.align == "object"
 
-    def choose_aspect(self, paths: Sequence[Path]) -> FunAD:
-        """With ``aspect="auto"``, choose ``keep_aspect_`` from the training images' shapes
-        (:func:`funad.utils.letterbox.shapes_differ`). Before any extraction: the features depend on it."""
+    def resolved_preprocessing(self) -> dict[str, str]:
+        """The ``aspect`` and ``align`` settings with "auto" resolved: what a fit on the same features sets."""
+        return {"aspect": "keep" if self.keeps_aspect() else "stretch",
+                "align": "object" if self.aligns_objects() else "none"}
+
+    def choose_preprocessing(self, paths: Sequence[Path]) -> FunAD:
+        """Where ``aspect`` or ``align`` is "auto", choose ``keep_aspect_`` from the training images' shapes
+        (:func:`funad.utils.letterbox.shapes_differ`) and ``align_object_`` from their objects
+        (:func:`funad.utils.pose.objects_elongated`, on at most :data:`POSE_SAMPLE` of them). Before any
+        extraction: the features depend on both."""
+        chosen = (self.keeps_aspect(), self.aligns_objects())
         if self.config.aspect == "auto":
-            keep = shapes_differ((width, height) for height, width in map(image_size, paths))
-            if self._backbone is not None and keep != self.keeps_aspect():
-                self._backbone = None  # built before the choice: rebuilt with it
-            self.keep_aspect_ = keep
+            self.keep_aspect_ = shapes_differ((width, height) for height, width in map(image_size, paths))
+        if self.config.align == "auto":
+            self.align_object_ = objects_elongated(_sample_poses(paths))
+        if self._backbone is not None and chosen != (self.keeps_aspect(), self.aligns_objects()):
+            self._backbone = None  # built before the choice: rebuilt with it
         return self
 
     def weights_id(self) -> str | None:
@@ -180,7 +203,7 @@ class FunAD:
         """
         paths = discover_images(images)
         usable, skipped = check_images(paths, strict=strict)
-        self.choose_aspect(usable)
+        self.choose_preprocessing(usable)
         features, num_synthetic = self.extract_training_set(usable)
         self.skipped_ = skipped + [SkippedImage(path, reason) for path, reason in features.failures.items()]
         if len(features) < MIN_TRAINING_IMAGES:
@@ -308,7 +331,7 @@ class FunAD:
                     yield Prediction(paths[index], math.nan, None, batch.errors[row])
                 else:
                     anomaly_map = scored.anomaly_map(row, *map_shape(map_size, batch.sizes[row], input_size),
-                                                     batch.sizes[row])
+                                                     batch.sizes[row], batch.poses[row])
                     yield Prediction(paths[index], float(scored.scores[row]), anomaly_map, image=batch.images[row])
 
     def _patches_shown(self, paths: Sequence[Path]) -> np.ndarray | None:
@@ -355,8 +378,8 @@ class FunAD:
 
     # ----------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
-        # The aspect "auto" chose is saved as what was fitted: the model reloads with its features' preprocessing.
-        config = self.config.to_dict() | {"aspect": self.resolved_aspect()}
+        # What "auto" chose is saved as what was fitted: the model reloads with its features' preprocessing.
+        config = self.config.to_dict() | self.resolved_preprocessing()
         estimator = {"config": config, "pretrained": self.pretrained,
                      "backbone": self.backbone.describe(), "weights_id": self.weights_id()}
         return save_model(Path(directory), self._fitted(), estimator)
@@ -394,3 +417,13 @@ def pixel_reference_images(trusted: np.ndarray, labelled_normal: np.ndarray) -> 
 
 def _roots(images: str | Path | Iterable[str | Path]) -> list[Path]:
     return [Path(images)] if isinstance(images, (str, Path)) else [Path(p) for p in images][:3]
+
+
+def _sample_poses(paths: Sequence[Path]) -> Iterator[ObjectPose | None]:
+    """The object poses of at most :data:`~funad.utils.pose.POSE_SAMPLE` of ``paths``, evenly spread; an image that
+    does not decode is passed over (extraction reports it)."""
+    for index in np.unique(np.linspace(0, len(paths) - 1, min(len(paths), POSE_SAMPLE)).astype(int)):
+        try:
+            yield estimate_pose(load_image(paths[index]))
+        except ImageLoadError:
+            continue

@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from funad.baselines import PatchCore, SoftPatch
 from funad.benchmark.datasets import Sample
 from funad.benchmark.protocol import Split
-from funad.data.images import image_size
+from funad.data.images import image_size, load_image
 from funad.features.containers import FeatureSet
 from funad.inference.scorers.base import PatchScorer
 from funad.inference.scoring import score_images
@@ -32,6 +33,7 @@ from funad.method.threshold import above_threshold
 from funad.metrics import PixelMetrics, f1_max, image_auroc, threshold_metrics
 from funad.model import FunAD
 from funad.utils.masks import read_mask
+from funad.utils.pose import estimate_pose
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +75,16 @@ class Evaluator:
         self.features = features.subset([sample.path for sample in self.samples])
         self.grid, self.size = features.grid, model.backbone.preprocessing.image_size
         self.keep_aspect = model.backbone.preprocessing.keep_aspect
+        self.align_object = model.backbone.preprocessing.align_object
         self.sigma = model.config.map_sigma
         self.pixels = pixels
+
+    def _turned_from(self, sample: Sample) -> dict[str, Any]:
+        """``ScoredImages.anomaly_map``'s ``pose`` and ``image_shape`` for a test image turned before extraction."""
+        if not self.align_object:
+            return {}
+        image = load_image(sample.path)
+        return {"pose": estimate_pose(image), "image_shape": (image.height, image.width)}
 
     def evaluate(self, scorer: PatchScorer,
                  threshold: float | None = None) -> tuple[dict[str, dict[str, float]], float]:
@@ -97,7 +107,7 @@ class Evaluator:
                 if not self.pixels or (sample.label and sample.mask is None):
                     continue
                 truth = _ground_truth(sample)
-                anomaly_map = scored.anomaly_map(row, *truth.shape)
+                anomaly_map = scored.anomaly_map(row, *truth.shape, **self._turned_from(sample))
                 for setting, paths in members.items():
                     if sample.path in paths:
                         pixel_metrics[setting].update(anomaly_map, truth)
@@ -151,10 +161,10 @@ def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
         raise ValueError("the benchmark evaluates anomaly maps: it needs level 'patch'")
     extractor = FunAD(cache_dir=options.cache_dir, progress=options.progress, **options.funad_config)
     train_paths = list(dict.fromkeys(p for s in splits for p in s.train))
-    # aspect "auto" chooses once, from every split's training images, so that all fits share the features.
-    extractor.choose_aspect(train_paths)
+    # aspect and align "auto" choose once, from every split's training images, so that all fits share the features.
+    extractor.choose_preprocessing(train_paths)
     options = dataclasses.replace(options, funad_config={**options.funad_config,
-                                                         "aspect": extractor.resolved_aspect()})
+                                                         **extractor.resolved_preprocessing()})
     paths = list(dict.fromkeys(train_paths + [t.path for s in splits for t in s.test]))
     started = time.perf_counter()
     features = extractor.extract(paths, description="benchmark features")
@@ -178,7 +188,10 @@ def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
                              "num_train": len(split.train), "num_moved": int(sum(split.moved)),
                              "num_test": len(split.test_set(setting))})
         if on_split_done is not None:
-            on_split_done({"runs": runs, "extract_seconds": extract_seconds, "num_images": len(paths),
-                           "aspect": options.funad_config["aspect"]})
-    return {"runs": runs, "extract_seconds": extract_seconds, "num_images": len(paths),
-            "aspect": options.funad_config["aspect"]}
+            on_split_done(_outcome(runs, extract_seconds, len(paths), options))
+    return _outcome(runs, extract_seconds, len(paths), options)
+
+
+def _outcome(runs: list[dict], extract_seconds: float, num_images: int, options: BenchmarkOptions) -> dict:
+    return {"runs": runs, "extract_seconds": extract_seconds, "num_images": num_images,
+            "aspect": options.funad_config["aspect"], "align": options.funad_config["align"]}

@@ -186,7 +186,8 @@ def _write_results(path: Path, header: dict, outcome: dict, complete: bool) -> l
 
     summary = summarise(outcome["runs"])
     results = {**header, "complete": complete, "extract_seconds": outcome["extract_seconds"],
-               "num_images_extracted": outcome["num_images"], "aspect": outcome["aspect"], "runs": outcome["runs"],
+               "num_images_extracted": outcome["num_images"], "aspect": outcome["aspect"], "align": outcome["align"],
+               "runs": outcome["runs"],
                "summary": summary}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path, json.dumps(results, indent=1))  # rewritten after each split: never half a file

@@ -1,7 +1,8 @@
 """A fitted model as one ONNX graph: backbone, scorer, map and label, with its calibration in the metadata.
 
 The graph's input ``image`` is float32 ``[B, 3, S, S]``: the image already resized to the backbone
-size S (letterboxed where the metadata's ``keep_aspect`` is true) and normalised with the metadata's ``mean`` /
+size S (letterboxed where the metadata's ``keep_aspect`` is true, turned to its object's canonical pose first
+where ``align_object`` is) and normalised with the metadata's ``mean`` /
 ``std`` (:func:`funad.data.preprocessing.normalised_array`), so a runtime needs no torch and preprocessing stays
 the one funad uses. Outputs: ``score`` ``[B]``
 (float32, the highest patch score), ``anomaly_map`` ``[B, S, S]`` (float32, bilinear then Gaussian,
@@ -172,8 +173,10 @@ def export_onnx(model: FunAD, path: str | Path) -> Path:
         "mean": json.dumps(list(backbone.preprocessing.mean)),
         "std": json.dumps(list(backbone.preprocessing.std)),
         "keep_aspect": json.dumps(backbone.preprocessing.keep_aspect),
+        "align_object": json.dumps(backbone.preprocessing.align_object),
         "input": "float32 [B, 3, image_size, image_size]: resized (bilinear) RGB in 0..1, minus mean, over std; "
-                 "keep_aspect: letterboxed, the margins the image's mean colour (funad.data.preprocessing)",
+                 "keep_aspect: letterboxed, the margins the image's mean colour (funad.data.preprocessing); "
+                 "align_object: the photo first turned to its object's pose, the map turned back (funad.utils.pose)",
         "funad_version": __version__,
         "scorer": fitted.scorer.name,
         "backbone": backbone.name,

@@ -21,6 +21,7 @@ from funad.features.backbones.base import Backbone, Preprocessing
 from funad.features.cache import FeatureCache
 from funad.features.containers import FeatureBatch, FeatureSet, PatchArray
 from funad.utils import distributed
+from funad.utils.pose import ObjectPose, estimate_pose
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def preprocess(image: Image.Image, preprocessing: Preprocessing, view: str | None = None) -> torch.Tensor:
-    """The backbone input of ``image``; in pose ``view`` (:data:`funad.data.preprocessing.VIEWS`) if given."""
+def photo_pose(image: Image.Image, preprocessing: Preprocessing) -> ObjectPose | None:
+    """The pose ``preprocessing`` turns ``image`` from (None: not turned)."""
+    return estimate_pose(image) if preprocessing.align_object else None
+
+
+def preprocess(image: Image.Image, preprocessing: Preprocessing, view: str | None = None,
+               pose: ObjectPose | None = None) -> torch.Tensor:
+    """The backbone input of ``image``; in pose ``view`` (:data:`funad.data.preprocessing.VIEWS`) if given.
+    ``pose``: :func:`photo_pose`'s, when the caller has it already."""
     array = normalised_array(image, preprocessing.image_size, preprocessing.mean, preprocessing.std,
-                             preprocessing.keep_aspect)
+                             preprocessing.keep_aspect, pose or photo_pose(image, preprocessing))
     return torch.from_numpy(array if view is None else view_of(array, view))
 
 
@@ -63,16 +71,17 @@ class _ImageDataset(Dataset):
             image = load_image(source) if isinstance(source, Path) else source
         except ImageLoadError as error:
             size = self.preprocessing.image_size
-            return index, torch.zeros(3, size, size), error.reason, 0, 0, None
-        return (index, preprocess(image, self.preprocessing, self.view), "", image.height, image.width,
-                image if self.keep_images else None)
+            return index, torch.zeros(3, size, size), error.reason, 0, 0, None, None
+        pose = photo_pose(image, self.preprocessing)
+        return (index, preprocess(image, self.preprocessing, self.view, pose), "", image.height, image.width,
+                image if self.keep_images else None, pose)
 
 
 def _collate(items: list[tuple]) -> tuple:
-    """A batch of :class:`_ImageDataset` items: tensors stacked, errors and images as lists."""
-    indices, inputs, errors, heights, widths, images = zip(*items)
+    """A batch of :class:`_ImageDataset` items: tensors stacked, errors, images and poses as lists."""
+    indices, inputs, errors, heights, widths, images, poses = zip(*items)
     return (torch.tensor(indices), torch.stack(inputs), list(errors), torch.tensor(heights), torch.tensor(widths),
-            list(images))
+            list(images), list(poses))
 
 
 def place_backbone(backbone: Backbone, device: torch.device) -> Backbone:
@@ -87,6 +96,7 @@ class ImageBatch:
     sizes: list[tuple[int, int]]  # original (height, width)
     errors: list[str]  # "" where the image loaded
     images: list[Image.Image | None]  # the decoded images, with ``keep_images``; else None
+    poses: list[ObjectPose | None]  # the poses the images were turned from (Preprocessing.align_object)
 
 
 def iterate_features(backbone: Backbone, sources: Sequence[ImageSource], *, batch_size: int, num_workers: int,
@@ -104,10 +114,11 @@ def iterate_features(backbone: Backbone, sources: Sequence[ImageSource], *, batc
                         collate_fn=_collate, pin_memory=device.type == "cuda", generator=torch.Generator())
     layout = backbone.memory_format
     with tqdm(total=len(sources), desc=description, unit="img", disable=not progress) as bar:
-        for indices, inputs, errors, heights, widths, images in loader:
+        for indices, inputs, errors, heights, widths, images, poses in loader:
             with torch.inference_mode():
                 features = backbone(inputs.to(device, non_blocking=True, memory_format=layout))
-            yield ImageBatch(indices.tolist(), features, list(zip(heights.tolist(), widths.tolist())), errors, images)
+            yield ImageBatch(indices.tolist(), features, list(zip(heights.tolist(), widths.tolist())), errors, images,
+                             poses)
             bar.update(len(indices))
 
 

@@ -26,6 +26,7 @@ from funad.export.metadata import PIXEL_THRESHOLD_KEY, THRESHOLD_KEY
 from funad.inference.prediction import MapSize, Prediction, map_shape
 from funad.method.threshold import above_threshold
 from funad.utils.letterbox import content_box
+from funad.utils.pose import ObjectPose, estimate_pose, map_to_photo
 
 if TYPE_CHECKING:
     from funad.inference.regions import Region
@@ -41,6 +42,7 @@ class OnnxResult:
     scores: np.ndarray  # float32 [B]
     maps: np.ndarray  # float32 [B, S, S] at the model's input size
     labels: np.ndarray  # bool [B]: score above the model's threshold
+    poses: list[ObjectPose | None]  # the poses the images were turned from (metadata align_object)
 
 
 class OnnxModel:
@@ -75,15 +77,17 @@ class OnnxModel:
         self.mean = json.loads(metadata["mean"])
         self.std = json.loads(metadata["std"])
         self.keep_aspect = bool(json.loads(metadata.get("keep_aspect", "false")))  # exports before it: stretched
+        self.align_object = bool(json.loads(metadata.get("align_object", "false")))  # exports before it: not turned
         self.input_name = self.session.get_inputs()[0].name
         self.progress = False  # the same attribute as FunAD's; nothing here draws a progress bar
 
     def run(self, images: Sequence[Image.Image]) -> OnnxResult:
         """Score a batch of 8-bit RGB images (as :func:`funad.data.images.load_image` returns them)."""
-        batch = np.stack([normalised_array(image, self.image_size, self.mean, self.std, self.keep_aspect)
-                          for image in images])
+        poses = [estimate_pose(image) if self.align_object else None for image in images]
+        batch = np.stack([normalised_array(image, self.image_size, self.mean, self.std, self.keep_aspect, pose)
+                          for image, pose in zip(images, poses)])
         scores, maps, labels = self.session.run(["score", "anomaly_map", "label"], {self.input_name: batch})
-        return OnnxResult(scores, maps, labels.astype(bool))
+        return OnnxResult(scores, maps, labels.astype(bool), poses)
 
     def predict(self, paths: Iterable[str | Path], map_size: MapSize = "original",
                 batch_size: int = BATCH_SIZE, *, keep_images: bool = False) -> Iterator[Prediction]:
@@ -112,8 +116,9 @@ class OnnxModel:
                 top, height_in, left, width_in = content_box(image.width, image.height, self.image_size,
                                                              self.keep_aspect)
                 covering = result.maps[row][top:top + height_in, left:left + width_in]  # a letterbox's margins cut off
-                yield Prediction(path, float(result.scores[row]), resize_bilinear(covering, height, width),
-                                 image=image if keep_images else None)
+                anomaly_map = map_to_photo(resize_bilinear(covering, height, width), result.poses[row],
+                                           (image.width, image.height))
+                yield Prediction(path, float(result.scores[row]), anomaly_map, image=image if keep_images else None)
 
     def label(self, scores: float | Sequence[float] | np.ndarray, threshold: float | None = None) -> np.ndarray:
         """True where a score is above ``threshold`` (default: the model's label-free ``threshold_``)."""

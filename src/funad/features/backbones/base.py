@@ -35,21 +35,25 @@ class Preprocessing:
 
     The whole image is resized (no centre crop) so that the anomaly map covers every pixel;
     ``keep_aspect``: without distortion, letterboxed (:func:`funad.utils.letterbox.content_box`).
+    ``align_object``: the photo first turned to its object's canonical pose (:mod:`funad.utils.pose`).
     """
 
     image_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     keep_aspect: bool = False
+    align_object: bool = False
 
     def to_dict(self) -> dict:
         described = {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
-        # Only when set, so that feature caches and saved models from before the setting keep their keys.
-        return described | {"keep_aspect": True} if self.keep_aspect else described
+        # Only when set, so that feature caches and saved models from before the settings keep their keys.
+        flags = {name: True for name in ("keep_aspect", "align_object") if getattr(self, name)}
+        return described | flags
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
-        return cls(int(data["image_size"]), tuple(data["mean"]), tuple(data["std"]), bool(data.get("keep_aspect")))
+        return cls(int(data["image_size"]), tuple(data["mean"]), tuple(data["std"]), bool(data.get("keep_aspect")),
+                   bool(data.get("align_object")))
 
 
 class Backbone(nn.Module):

@@ -28,16 +28,19 @@ def create_backbone(
     image_size: int | None = None,
     precision: str = "fp32",
     keep_aspect: bool = False,
+    align_object: bool = False,
 ) -> Backbone:
     """Build a frozen backbone in eval mode.
 
     ``weights``: a local state-dict file (safetensors, or a torch file read with
     ``weights_only=True``). ``pretrained=False`` gives random weights (tests, smoke runs).
     ``precision``: "fp32", or "int8" where the backbone implements it (:meth:`Backbone.set_precision`).
-    ``keep_aspect``: images are letterboxed into the input (:class:`Preprocessing`), not stretched.
+    ``keep_aspect``: images are letterboxed into the input (:class:`Preprocessing`), not stretched;
+    ``align_object``: photos are turned to their object's canonical pose first.
     """
     backbone = BACKBONES[name](weights=weights, pretrained=pretrained, image_size=image_size)
-    backbone.preprocessing = dataclasses.replace(backbone.preprocessing, keep_aspect=keep_aspect)
+    backbone.preprocessing = dataclasses.replace(backbone.preprocessing, keep_aspect=keep_aspect,
+                                                 align_object=align_object)
     backbone.set_precision(precision)
     backbone.eval()
     for parameter in backbone.parameters():
