@@ -432,6 +432,7 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
                 append_record(args.out, {"dataset": dataset.name, "root": str(root), "variant": variant,
                                          "scorer": scorer, "image_size": model.backbone.preprocessing.image_size,
                                          "keep_aspect": model.backbone.preprocessing.keep_aspect,
+                                         "align_object": model.backbone.preprocessing.align_object,
                                          "grid": list(features.grid),
                                          "pool_cap": None if scorer in UNCAPPED else pool_cap, **split_facts(kept),
                                          **probe_one(SCORERS[scorer], training, evaluator)})
@@ -473,10 +474,10 @@ def append_record(out: Path, record: dict[str, Any]) -> None:
 
 
 def setting_key(record: dict[str, Any]) -> tuple:
-    """What a record measured, but for the seed: records written before sizes, caps and aspect were named say None
-    (those images were stretched)."""
+    """What a record measured, but for the seed: records written before sizes, caps, aspect and alignment were named
+    say None (those images were stretched, not turned)."""
     return (record["dataset"], record["variant"], record["scorer"], record.get("image_size"),
-            record.get("keep_aspect", False), record.get("pool_cap"))
+            record.get("keep_aspect", False), record.get("align_object", False), record.get("pool_cap"))
 
 
 def latest_records(path: Path) -> list[dict[str, Any]]:
@@ -500,17 +501,17 @@ def mean_cell(values: Sequence[float | None], scale: float, digits: int) -> str:
 
 
 def summary_table(records: list[dict[str, Any]]) -> str:
-    """Markdown: one row per (dataset, variant, scorer, input size, aspect, pool cap), AUROCs in percent, means over
-    seeds."""
+    """Markdown: one row per (dataset, variant, scorer, input size, aspect, alignment, pool cap), AUROCs in percent,
+    means over seeds."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
         groups.setdefault(setting_key(record), []).append(record)
-    header = ["dataset", "variant", "scorer", "px", "aspect", "pool cap", "seeds", *(name for name, _, _ in COLUMNS),
-              "Local-Net train AUROC", "fit s", "predict s"]
+    header = ["dataset", "variant", "scorer", "px", "aspect", "aligned", "pool cap", "seeds",
+              *(name for name, _, _ in COLUMNS), "Local-Net train AUROC", "fit s", "predict s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (dataset, variant, scorer, size, keep_aspect, cap), members in groups.items():
+    for (dataset, variant, scorer, size, keep_aspect, align_object, cap), members in groups.items():
         cells = [dataset, variant, scorer, "-" if size is None else str(size), "kept" if keep_aspect else "stretched",
-                 "-" if cap is None else str(cap), str(len(members))]
+                 "yes" if align_object else "no", "-" if cap is None else str(cap), str(len(members))]
         cells += [mean_cell([r[setting].get(metric) for r in members], 100, 2) for _, setting, metric in COLUMNS]
         cells.append(mean_cell([r["local_net_train_auroc"] for r in members], 100, 2))
         cells += [mean_cell([r[key] for r in members], 1, 1) for key in ("fit_seconds", "predict_seconds")]

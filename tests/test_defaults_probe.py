@@ -54,14 +54,15 @@ def test_probe_writes_a_record_per_variant_scorer_and_seed_and_summarises_them(p
         for setting in ("no-overlap", "overlap"):
             assert 0.0 <= record[setting]["image_auroc"] <= 1.0 and 0.0 <= record[setting]["pixel_auroc"] <= 1.0
         trains_local_net = record["scorer"] in ("knn_trusted_half", "knn_share90", "funad", "local_net", "blend")
-        assert record["image_size"] == 56
+        assert record["image_size"] == 56 and record["align_object"] is False  # textures: auto does not turn
         assert record["pool_cap"] == (None if record["scorer"] == "knn_trusted_half" else 60_000)
         assert (record["local_net_train_auroc"] is not None) == trains_local_net
 
     assert probe.main(["--summary", str(out)]) == 0
     table = capsys.readouterr().out.strip().splitlines()
     assert len(table) == 2 + len(records) - 1  # m468 with patchcore was run twice: the rerun replaces it
-    assert table[0].startswith("| dataset | variant | scorer | px | aspect | pool cap | seeds | no-overlap image |")
+    assert table[0].startswith("| dataset | variant | scorer | px | aspect | aligned | pool cap | seeds | no-overlap "
+                               "image |")
 
 
 def test_summary_is_the_mean_over_seeds_with_dashes_for_what_is_missing(probe, tmp_path, capsys):
@@ -74,26 +75,28 @@ def test_summary_is_the_mean_over_seeds_with_dashes_for_what_is_missing(probe, t
     out.write_text("".join(json.dumps(record(seed, value)) + "\n" for seed, value in ((0, 0.9), (1, 0.8))))
     assert probe.main(["--summary", str(out)]) == 0
     row = capsys.readouterr().out.strip().splitlines()[2]
-    # Records written before sizes, aspect and caps were named: dashes, and the images were stretched.
-    assert row == "| tile | b6 | patchcore | - | stretched | - | 2 | 85.00 | - | 85.00 | - | - | 2.0 | 1.0 |"
+    # Records written before sizes, aspect, alignment and caps were named: dashes, the images stretched, not turned.
+    assert row == "| tile | b6 | patchcore | - | stretched | no | - | 2 | 85.00 | - | 85.00 | - | - | 2.0 | 1.0 |"
 
 
-def test_summary_keeps_each_input_size_aspect_and_pool_cap_apart(probe, tmp_path, capsys):
-    def record(size, keep_aspect, cap, image_auroc):
+def test_summary_keeps_each_input_size_aspect_alignment_and_pool_cap_apart(probe, tmp_path, capsys):
+    def record(size, keep_aspect, align_object, cap, image_auroc):
         metrics = {"image_auroc": image_auroc}
         return {"dataset": "tile", "variant": "m468", "scorer": "patchcore", "seed": 0, "image_size": size,
-                "keep_aspect": keep_aspect, "pool_cap": cap, "no-overlap": metrics, "overlap": metrics,
-                "local_net_train_auroc": None, "fit_seconds": 2.0, "predict_seconds": 1.0}
+                "keep_aspect": keep_aspect, "align_object": align_object, "pool_cap": cap, "no-overlap": metrics,
+                "overlap": metrics, "local_net_train_auroc": None, "fit_seconds": 2.0, "predict_seconds": 1.0}
 
     out = tmp_path / "probe.jsonl"
-    rows = [(224, False, 60000, 0.9), (224, True, 60000, 0.85), (322, False, 60000, 0.8),
-            (322, False, 123984, 0.7), (322, False, 123984, 0.75)]  # the last one reruns
+    rows = [(224, False, False, 60000, 0.9), (224, True, False, 60000, 0.85), (224, False, True, 60000, 0.95),
+            (322, False, False, 60000, 0.8), (322, False, False, 123984, 0.7),
+            (322, False, False, 123984, 0.75)]  # the last one reruns
     out.write_text("".join(json.dumps(record(*row)) + "\n" for row in rows))
     assert probe.main(["--summary", str(out)]) == 0
     table = capsys.readouterr().out.strip().splitlines()[2:]
-    assert [line.split(" | ")[3:8] for line in table] == [
-        ["224", "stretched", "60000", "1", "90.00"], ["224", "kept", "60000", "1", "85.00"],
-        ["322", "stretched", "60000", "1", "80.00"], ["322", "stretched", "123984", "1", "75.00"]]
+    assert [line.split(" | ")[3:9] for line in table] == [
+        ["224", "stretched", "no", "60000", "1", "90.00"], ["224", "kept", "no", "60000", "1", "85.00"],
+        ["224", "stretched", "yes", "60000", "1", "95.00"], ["322", "stretched", "no", "60000", "1", "80.00"],
+        ["322", "stretched", "no", "123984", "1", "75.00"]]
 
 
 def test_scaled_pool_cap_keeps_the_share_of_a_16x16_grid(probe):
