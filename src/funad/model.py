@@ -110,7 +110,7 @@ class FunAD:
         return resolve_device(self.config.device)
 
     def keeps_aspect(self) -> bool:
-        """Whether images are letterboxed: ``aspect`` "keep", or "auto" as :meth:`choose_aspect` chose (stretched
+        """Whether images are letterboxed: ``aspect`` "keep", or "auto" as :meth:`choose_preprocessing` chose (stretched
         before it has)."""
         if self.config.aspect == "auto":
             return bool(getattr(self, "keep_aspect_", False))

@@ -24,6 +24,9 @@ from PIL import Image
 #: Poses are read from a copy of the photo whose longer side is at most this (pixels): enough for
 #: an axis, and the cost no longer grows with the photo.
 POSE_THUMBNAIL = 256
+#: Identifies how poses are estimated: features turned by another version are extracted again (the feature
+#: cache's key), so raise it whenever :func:`estimate_pose` changes what it returns.
+POSE_VERSION = 1
 #: ``align="auto"`` reads the poses of at most this many training photos, evenly spread over them.
 POSE_SAMPLE = 64
 #: Share of the object's length, at each end, whose pixels decide which end is heavier.

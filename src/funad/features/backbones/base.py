@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from funad.utils.pose import POSE_VERSION
 from funad.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,10 @@ class Preprocessing:
 
     def to_dict(self) -> dict:
         described = {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
-        # Only when set, so that feature caches and saved models from before the settings keep their keys.
-        flags = {name: True for name in ("keep_aspect", "align_object") if getattr(self, name)}
-        return described | flags
+        # Only when set, so that feature caches and saved models from before the settings keep their keys; turned
+        # features are keyed by the version of the pose estimate that turned them.
+        flags = {"keep_aspect": True} if self.keep_aspect else {}
+        return described | flags | ({"align_object": POSE_VERSION} if self.align_object else {})
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
