@@ -129,7 +129,7 @@ def test_default_onnx_dinov2_backbone_composes_with_the_head(demo_data, tmp_path
     graph = composed_with_onnx_backbone(backbone, head)
     path = tmp_path / "dinov2.onnx"
     onnx.save(graph, str(path))
-    images = torch.stack([preprocess(load_image(p), backbone.preprocessing) for p in demo_data.test_paths[:2]])
+    images = torch.stack([preprocess(load_image(p), backbone.preprocessing)[0] for p in demo_data.test_paths[:2]])
     with torch.no_grad():
         scores, maps, _ = head(backbone(images).patches)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

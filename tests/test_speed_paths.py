@@ -142,7 +142,7 @@ def test_channels_last_extraction_equals_the_plain_forward_pass(tmp_path):
         paths.append(tmp_path / f"{index}.png")
         Image.fromarray(rng.integers(0, 255, (80, 72, 3), dtype=np.uint8)).save(paths[-1])
     with torch.inference_mode():
-        expected = backbone(torch.stack([preprocess(load_image(p), backbone.preprocessing)
+        expected = backbone(torch.stack([preprocess(load_image(p), backbone.preprocessing)[0]
                                          for p in paths])).patches
 
     # Extraction uses the backbone as given; placing it (channels-last weights) is the caller's explicit step.

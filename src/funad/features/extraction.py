@@ -34,18 +34,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def photo_pose(image: Image.Image, preprocessing: Preprocessing) -> ObjectPose | None:
-    """The pose ``preprocessing`` turns ``image`` from (None: not turned)."""
-    return estimate_pose(image) if preprocessing.align_object else None
-
-
-def preprocess(image: Image.Image, preprocessing: Preprocessing, view: str | None = None,
-               pose: ObjectPose | None = None) -> torch.Tensor:
-    """The backbone input of ``image``; in pose ``view`` (:data:`funad.data.preprocessing.VIEWS`) if given.
-    ``pose``: :func:`photo_pose`'s, when the caller has it already."""
+def preprocess(image: Image.Image, preprocessing: Preprocessing,
+               view: str | None = None) -> tuple[torch.Tensor, ObjectPose | None]:
+    """The backbone input of ``image``, in pose ``view`` (:data:`funad.data.preprocessing.VIEWS`) if given, and the
+    object pose it was turned from (None: not turned; ``Preprocessing.align_object``), which its map is turned by."""
+    pose = estimate_pose(image) if preprocessing.align_object else None
     array = normalised_array(image, preprocessing.image_size, preprocessing.mean, preprocessing.std,
-                             preprocessing.keep_aspect, pose or photo_pose(image, preprocessing))
-    return torch.from_numpy(array if view is None else view_of(array, view))
+                             preprocessing.keep_aspect, pose)
+    return torch.from_numpy(array if view is None else view_of(array, view)), pose
 
 
 class _ImageDataset(Dataset):
@@ -72,9 +68,8 @@ class _ImageDataset(Dataset):
         except ImageLoadError as error:
             size = self.preprocessing.image_size
             return index, torch.zeros(3, size, size), error.reason, 0, 0, None, None
-        pose = photo_pose(image, self.preprocessing)
-        return (index, preprocess(image, self.preprocessing, self.view, pose), "", image.height, image.width,
-                image if self.keep_images else None, pose)
+        array, pose = preprocess(image, self.preprocessing, self.view)
+        return index, array, "", image.height, image.width, image if self.keep_images else None, pose
 
 
 def _collate(items: list[tuple]) -> tuple:
