@@ -18,7 +18,8 @@ from funad.features.backbones import create_backbone
 from funad.features.extraction import preprocess
 from funad.inference.scorers.local_net import LocalNetScorer
 from funad.method.local_net import LocalNet
-from funad.runtime import OnnxModel, resize_bilinear
+from funad.runtime import OnnxModel
+from funad.utils.resize import resize_bilinear
 
 from conftest import fit_save_and_export
 

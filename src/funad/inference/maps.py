@@ -16,6 +16,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from funad.utils.resize import interpolation_matrix
+
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
     radius = max(1, int(math.ceil(4 * sigma)))
@@ -40,14 +42,13 @@ def axis_operator(cells: int, input_size: int, sigma: float, size: int, start: i
 
     ``start``, ``length``: the stretch of the input the image fills (a letterboxed image's,
     :func:`funad.utils.letterbox.content_box`), cut out after the smoothing; all of it if None.
-    Built by running the three steps on each cell alone (an identity matrix's rows), so it is
-    those steps exactly. Shared between calls: read it, never write into it.
+    The bilinear steps are :func:`funad.utils.resize.interpolation_matrix`, the runtime's rule; the
+    smoothing is run on each cell's column of the upsampling. Shared between calls: read it, never write into it.
     """
-    cell_alone = torch.eye(cells)[:, None]  # [cells, 1, cells]
-    upsampled = F.interpolate(cell_alone, size=input_size, mode="linear", align_corners=False)
-    smoothed = _blurred(upsampled, sigma)[..., start:start + (input_size if length is None else length)]
-    resized = F.interpolate(smoothed, size=size, mode="linear", align_corners=False)
-    return resized[:, 0].T.contiguous()
+    length = input_size if length is None else length
+    upsampled = torch.from_numpy(interpolation_matrix(cells, input_size).T)[:, None]  # [cells, 1, input_size]
+    smoothed = _blurred(upsampled, sigma)[:, 0, start:start + length]
+    return torch.from_numpy(interpolation_matrix(length, size)) @ smoothed.T
 
 
 def patch_scores_to_maps(scores: torch.Tensor, grid: tuple[int, int], input_size: int, sigma: float,

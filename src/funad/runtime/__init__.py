@@ -3,7 +3,7 @@
 Nothing here imports torch (nor funad's training stack), so a deployment installs only those
 three packages besides funad. Images are read and preprocessed by the same code as
 ``funad predict`` (:mod:`funad.data.images`, :mod:`funad.data.preprocessing`); maps are resized to
-each image's size with the same bilinear rule (half-pixel centres, no antialiasing) as torch's.
+each image's size with the same bilinear rule as ``funad predict``'s (:mod:`funad.utils.resize`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from funad.inference.prediction import MapSize, Prediction, map_shape
 from funad.method.threshold import above_threshold
 from funad.utils.letterbox import content_box
 from funad.utils.pose import ObjectPose, estimate_pose, map_to_photo
+from funad.utils.resize import resize_bilinear
 
 if TYPE_CHECKING:
     from funad.inference.regions import Region
@@ -136,23 +137,3 @@ class OnnxModel:
         if self.map_range is None:
             raise ValueError(f"{self.path} records no heatmap colour range: export it again with this funad")
         return self.map_range
-
-
-def resize_bilinear(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    """float32 ``[height, width]`` from ``[h, w]``, as torch's ``interpolate(mode="bilinear", align_corners=False)``."""
-    rows = _interpolation_matrix(array.shape[0], height)
-    columns = _interpolation_matrix(array.shape[1], width)
-    return (rows @ array.astype(np.float32) @ columns.T).astype(np.float32)
-
-
-def _interpolation_matrix(size: int, new_size: int) -> np.ndarray:
-    """``[new_size, size]`` weights: each output sample's two nearest inputs, at half-pixel centres, edges clamped."""
-    source = np.maximum((np.arange(new_size) + 0.5) * (size / new_size) - 0.5, 0.0)
-    lower = np.minimum(np.floor(source).astype(np.int64), size - 1)
-    upper = np.minimum(lower + 1, size - 1)
-    fraction = (source - lower).astype(np.float32)
-    weights = np.zeros((new_size, size), dtype=np.float32)
-    outputs = np.arange(new_size)
-    np.add.at(weights, (outputs, lower), 1 - fraction)
-    np.add.at(weights, (outputs, upper), fraction)
-    return weights
