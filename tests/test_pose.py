@@ -2,6 +2,7 @@
 back onto the photo, the label-free ``auto`` rule, and the same turn in funad, a reloaded model and the ONNX runtime."""
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -149,3 +150,43 @@ def test_the_exported_graph_and_a_reloaded_model_align_alike(aligning, screws):
     reloaded = next(FunAD.load(folder / "model").predict(screws / "spot.png"))
     assert reloaded.score == expected.score
     np.testing.assert_array_equal(reloaded.anomaly_map, expected.anomaly_map)
+
+
+def test_the_benchmark_scores_turned_photos_pixels_on_the_maps_predict_draws(aligning, screws, tmp_path, monkeypatch):
+    """The benchmark's pixel metrics read the maps turned back onto each photo, as ``predict`` gives them."""
+    from funad.benchmark import runner
+    from funad.benchmark.datasets import load_dataset
+    from funad.benchmark.protocol import make_split
+    from funad.metrics import PixelMetrics
+
+    model, _ = aligning
+    root = tmp_path / "screws"
+    shutil.copytree(screws / "train", root / "train" / "good")
+    (root / "test" / "good").mkdir(parents=True)
+    for index, degrees in enumerate((20, 140)):
+        screw_photo(degrees, seed=50 + index).save(root / "test" / "good" / f"{index}.png")
+    (root / "test" / "spot").mkdir()
+    (root / "ground_truth" / "spot").mkdir(parents=True)
+    for index, degrees in enumerate((75, 250)):
+        photo = screw_photo(degrees, seed=60 + index, spot=True)
+        photo.save(root / "test" / "spot" / f"{index}.png")
+        x, y = 60 + 22 * math.cos(math.radians(degrees)), 50 + 22 * math.sin(math.radians(degrees))  # the spot
+        mask = Image.new("L", photo.size, 0)
+        ImageDraw.Draw(mask).ellipse([x - 4, y - 4, x + 4, y + 4], fill=255)
+        mask.save(root / "ground_truth" / "spot" / f"{index}_mask.png")
+    split = make_split(load_dataset(root), 0.0, 0)
+    tested = split.test_set("overlap")
+    features = model.extract([sample.path for sample in tested])
+    scored_maps = []
+
+    class Recording(PixelMetrics):
+        def update(self, anomaly_map, mask):
+            scored_maps.append(anomaly_map)
+            super().update(anomaly_map, mask)
+
+    monkeypatch.setattr(runner, "PixelMetrics", Recording)
+    runner.Evaluator(split, ("overlap",), features, model, pixels=True).evaluate(model.scorer_)
+    predicted = [prediction.anomaly_map for prediction in model.predict([sample.path for sample in tested])]
+    assert len(scored_maps) == len(predicted) == 4
+    for scored, expected in zip(scored_maps, predicted):  # the benchmark reads fp16 cached features: 1e-3 apart
+        np.testing.assert_allclose(scored, expected, rtol=2e-3)

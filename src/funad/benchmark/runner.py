@@ -76,15 +76,19 @@ class Evaluator:
         self.grid, self.size = features.grid, model.backbone.preprocessing.image_size
         self.keep_aspect = model.backbone.preprocessing.keep_aspect
         self.align_object = model.backbone.preprocessing.align_object
+        self._turns: dict[Path, dict[str, Any]] = {}
         self.sigma = model.config.map_sigma
         self.pixels = pixels
 
     def _turned_from(self, sample: Sample) -> dict[str, Any]:
-        """``ScoredImages.anomaly_map``'s ``pose`` and ``image_shape`` for a test image turned before extraction."""
+        """``ScoredImages.anomaly_map``'s ``pose`` and ``image_shape`` for a test image turned before extraction,
+        read once per image however many methods the split evaluates."""
         if not self.align_object:
             return {}
-        image = load_image(sample.path)
-        return {"pose": estimate_pose(image), "image_shape": (image.height, image.width)}
+        if sample.path not in self._turns:
+            image = load_image(sample.path)
+            self._turns[sample.path] = {"pose": estimate_pose(image), "image_shape": (image.height, image.width)}
+        return self._turns[sample.path]
 
     def evaluate(self, scorer: PatchScorer,
                  threshold: float | None = None) -> tuple[dict[str, dict[str, float]], float]:
