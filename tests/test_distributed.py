@@ -47,6 +47,16 @@ def _assert_sharded(output: str, images: int, extractions: int = EXTRACTIONS_PER
     assert sum(int(count) for _, _, count in lines) == images * extractions  # shared, not repeated on every rank
 
 
+@pytest.mark.parametrize(("allowed", "workers"), [(2, 0), (5, 3), (64, 4)])
+def test_loader_workers_follow_the_cores_this_process_may_use(monkeypatch, allowed, workers):
+    """A Slurm allocation or taskset of few cores on a large machine: workers are sized by the allowed cores."""
+    from funad.config import default_num_workers
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(allowed)), raising=False)
+    assert default_num_workers() == workers
+
+
 def test_blocks_cover_every_item_once():
     for count in (0, 1, 7, 20):
         for parts in (1, 2, 3, 8):

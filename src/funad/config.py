@@ -8,9 +8,10 @@ schedule whose accuracy was measured against the paper's schedule (README, "Defa
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from funad.utils.distributed import available_cores
 
 #: Coresets are chosen from a uniform pool of at most this many patches (funad's knn bank and the
 #: baselines alike), so that their cost, (coreset size) x (pool size), stops growing with the number
@@ -49,7 +50,7 @@ def default_num_workers() -> int:
     Image decoding in workers competes with the backbone, which already uses every core: on 2
     cores no workers ran fastest (docs/speed.md); with more cores a few workers overlap decoding.
     """
-    return min(4, max(0, (os.cpu_count() or 1) - 2))
+    return min(4, max(0, available_cores() - 2))
 
 
 def setting(default: Any, help: str) -> Any:

@@ -148,17 +148,17 @@ def use_every_core() -> None:
     """On rank 0 once the other ranks have finished: the stages it runs alone take the machine's cores."""
     import torch
 
-    torch.set_num_threads(_cores())
+    torch.set_num_threads(available_cores())
 
 
-def _cores() -> int:
+def available_cores() -> int:
     """The cores this process may run on (a Slurm allocation's, not the whole machine's)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def threads_per_process() -> int:
     """This machine's cores divided among the processes torchrun started on it."""
-    return max(1, _cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 @contextmanager
