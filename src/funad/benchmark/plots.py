@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: the benchmark runs on machines without a display
 import matplotlib.pyplot as plt
 
-from funad.benchmark.runner import METHODS
+from funad.benchmark.options import METHODS
 
 _LINE_STYLES = {"no-overlap": "-", "overlap": "--"}
 

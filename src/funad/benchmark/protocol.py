@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from funad.benchmark.datasets import Dataset, Sample
+from funad.benchmark.options import SETTINGS
 from funad.utils.files import write_text_atomically
 
-SETTINGS = ("no-overlap", "overlap")
 SPLIT_FORMAT_VERSION = 1
 
 

@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from funad.baselines import PatchCore, SoftPatch
 from funad.benchmark.datasets import Sample
+from funad.benchmark.options import METHODS, BenchmarkOptions
 from funad.benchmark.protocol import Split
 from funad.data.images import image_size, load_image
 from funad.features.containers import FeatureSet
@@ -37,24 +37,10 @@ from funad.utils.pose import estimate_pose
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("funad", "funad*", "patchcore", "softpatch")
 #: ``label_recall`` / ``label_false_alarm_rate``: the shares of anomalous / good test images that funad's label-free
 #: threshold labels anomalous (the labels ``funad predict`` writes); the peers have no threshold.
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "label_recall", "label_false_alarm_rate")
 SCORING_BATCH = 16
-
-
-@dataclass
-class BenchmarkOptions:
-    methods: tuple[str, ...] = METHODS
-    settings: tuple[str, ...] = ("no-overlap", "overlap")
-    funad_config: dict = field(default_factory=dict)  # FunADConfig fields for funad and funad*
-    funad_star_ratio: float = 0.05  # FUN-AD*'s synthetic_ratio
-    coreset_fraction: float = 0.1  # PatchCore's and SoftPatch's
-    softpatch_noise: float = 0.15
-    patchcore_reweight: bool = False
-    cache_dir: Path | bool | None = None
-    progress: bool = False
 
 
 def _ground_truth(sample: Sample) -> np.ndarray:
@@ -137,7 +123,7 @@ def _fit_method(method: str, split: Split, train: FeatureSet,
     if method in ("funad", "funad*"):
         config = {**options.funad_config, "seed": seed}
         if method == "funad*":
-            config["synthetic_ratio"] = options.funad_star_ratio
+            config["synthetic_ratio"] = options.peers.funad_star_ratio
         model = FunAD(cache_dir=options.cache_dir, progress=options.progress, **config)
         if model.config.synthetic_ratio > 0:
             features, num_synthetic = model.extract_training_set(train.paths)
@@ -145,12 +131,11 @@ def _fit_method(method: str, split: Split, train: FeatureSet,
         else:
             model.fit_features(train)
         return model.scorer_, model.threshold_
-    method_features = train.method_features("patch")
+    patches, peers = train.method_features("patch"), options.peers
     if method == "patchcore":
-        return PatchCore(options.coreset_fraction, reweight=options.patchcore_reweight, seed=seed).fit(
-            method_features), None
+        return PatchCore(peers.coreset_fraction, reweight=peers.patchcore_reweight, seed=seed).fit(patches), None
     if method == "softpatch":
-        return SoftPatch(options.softpatch_noise, options.coreset_fraction, seed=seed).fit(method_features), None
+        return SoftPatch(peers.softpatch_noise, peers.coreset_fraction, seed=seed).fit(patches), None
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 

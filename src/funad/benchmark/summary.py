@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from funad.benchmark.runner import METHODS, METRICS
+from funad.benchmark.options import METHODS
+from funad.benchmark.runner import METRICS
 
 MEAN_OVER_DATASETS = "mean over datasets"
 LABEL_NOTE = ("\n\nlabel_recall / label_false_alarm_rate: the shares of anomalous / good test images that funad's "

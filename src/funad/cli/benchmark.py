@@ -7,10 +7,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from funad.benchmark.options import METHODS, SETTINGS, BenchmarkOptions, PeerSettings
+from funad.cli.dataclass_options import add_dataclass_options, dataclass_overrides
 from funad.cli.fit import add_config_options, config_overrides
 from funad.utils.files import write_text_atomically
 
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_SETTINGS = {"both": ("no-overlap", "overlap"), "no-overlap": ("no-overlap",), "overlap": ("overlap",)}
+_SETTINGS = {"both": SETTINGS, **{setting: (setting,) for setting in SETTINGS}}
 
 
 def register(subparsers) -> None:
@@ -41,11 +43,9 @@ def register(subparsers) -> None:
     ratios.add_argument("--split", type=Path, nargs="+", help="reuse split files written by an earlier run")
     parser.add_argument("--setting", choices=tuple(_SETTINGS), default="both")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--methods", nargs="+", default=None, help="default: funad funad* patchcore softpatch")
-    parser.add_argument("--funad-star-ratio", type=float, default=0.05, help="FUN-AD*'s synthetic anomaly ratio")
-    parser.add_argument("--coreset-fraction", type=float, default=0.1, help="PatchCore/SoftPatch coreset share")
-    parser.add_argument("--softpatch-noise", type=float, default=0.15, help="SoftPatch's dropped share per position")
-    parser.add_argument("--patchcore-reweight", action="store_true", help="PatchCore's image-score reweighting")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, metavar="METHOD",
+                        help=f"of {' '.join(METHODS)} (default: all)")
+    add_dataclass_options(parser, PeerSettings)
     parser.add_argument("--out", required=True, type=Path, help="results folder")
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default ~/.cache/funad/features)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
@@ -135,26 +135,21 @@ def _jobs(args: argparse.Namespace) -> list[_Job]:
 
 def run_benchmark_command(args: argparse.Namespace) -> None:
     from funad.benchmark.plots import plot_sweep
-    from funad.benchmark.runner import METHODS, BenchmarkOptions, run_benchmark
+    from funad.benchmark.runner import run_benchmark
     from funad.utils.versions import package_versions
 
-    methods = tuple(args.methods or METHODS)
-    unknown = set(methods) - set(METHODS)
-    if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    methods = tuple(dict.fromkeys(args.methods))
     if hasattr(args, "seed"):
         raise ValueError("funad benchmark seeds each run with its split's seed: use --seeds, not --seed")
     jobs = _jobs(args)
     options = BenchmarkOptions(methods=methods, settings=_SETTINGS[args.setting], funad_config=config_overrides(args),
-                               funad_star_ratio=args.funad_star_ratio, coreset_fraction=args.coreset_fraction,
-                               softpatch_noise=args.softpatch_noise, patchcore_reweight=args.patchcore_reweight,
+                               peers=PeerSettings(**dataclass_overrides(args, PeerSettings)),
                                cache_dir=False if args.no_cache else args.cache_dir, progress=not args.quiet)
     header = {
         "arguments": {name: value if isinstance(value, (int, float, bool, type(None))) else str(value)
                       for name, value in vars(args).items() if name != "run"},
         "options": {"methods": list(methods), "settings": list(options.settings), "funad_config": options.funad_config,
-                    "funad_star_ratio": options.funad_star_ratio, "coreset_fraction": options.coreset_fraction,
-                    "softpatch_noise": options.softpatch_noise, "patchcore_reweight": options.patchcore_reweight},
+                    **asdict(options.peers)},
         "versions": package_versions(),
     }
     # One dataset keeps the single-run layout (OUT/results.json); several get a folder each.
