@@ -95,7 +95,7 @@ def test_the_exported_graph_and_a_reloaded_model_letterbox_alike(letterboxing, w
     wide = wide_and_boxed[0]
     expected = next(model.predict(wide))
     runtime = OnnxModel(folder / "model.onnx")
-    assert runtime.keep_aspect
+    assert runtime.preprocessing.keep_aspect
     exported = next(runtime.predict([wide]))
     assert exported.score == pytest.approx(expected.score, rel=1e-4)
     np.testing.assert_allclose(exported.anomaly_map, expected.anomaly_map, atol=1e-3)

@@ -143,7 +143,7 @@ def test_the_exported_graph_and_a_reloaded_model_align_alike(aligning, screws):
     model, folder = aligning
     expected = next(model.predict(screws / "spot.png"))
     runtime = OnnxModel(folder / "model.onnx")
-    assert runtime.align_object
+    assert runtime.preprocessing.align_object
     exported = next(runtime.predict([screws / "spot.png"]))
     assert exported.score == pytest.approx(expected.score, rel=1e-4)
     np.testing.assert_allclose(exported.anomaly_map, expected.anomaly_map, atol=1e-3)

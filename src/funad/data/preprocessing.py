@@ -3,12 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from funad.utils.letterbox import content_box
-from funad.utils.pose import ObjectPose, aligned_photo
+from funad.utils.pose import POSE_VERSION, ObjectPose, aligned_photo, estimate_pose
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a backbone input: the whole image resized to a square, then normalised.
+
+    The whole image is resized (no centre crop) so that the anomaly map covers every pixel;
+    ``keep_aspect``: without distortion, letterboxed (:func:`funad.utils.letterbox.content_box`).
+    ``align_object``: the photo first turned to its object's canonical pose (:mod:`funad.utils.pose`).
+    """
+
+    image_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    keep_aspect: bool = False
+    align_object: bool = False
+
+    def to_dict(self) -> dict:
+        described = {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
+        # Only when set, so that feature caches and saved models from before the settings keep their keys; turned
+        # features are keyed by the version of the pose estimate that turned them.
+        flags = {"keep_aspect": True} if self.keep_aspect else {}
+        return described | flags | ({"align_object": POSE_VERSION} if self.align_object else {})
+
+
+def backbone_input(image: Image.Image, preprocessing: Preprocessing) -> tuple[np.ndarray, ObjectPose | None]:
+    """float32 ``[3, S, S]``: ``image`` as the backbone takes it, and the object pose it was turned from (None: not
+    turned), by which its map is turned back (:func:`funad.utils.pose.map_to_photo`)."""
+    pose = estimate_pose(image) if preprocessing.align_object else None
+    return normalised_array(image, preprocessing.image_size, preprocessing.mean, preprocessing.std,
+                            preprocessing.keep_aspect, pose), pose
 
 
 def normalised_array(image: Image.Image, size: int, mean: Sequence[float], std: Sequence[float],

@@ -27,7 +27,7 @@ from onnx import compose, helper
 from torch import nn
 
 from funad._version import __version__
-from funad.export.metadata import PIXEL_THRESHOLD_KEY, THRESHOLD_KEY
+from funad.export.metadata import PIXEL_THRESHOLD_KEY, THRESHOLD_KEY, preprocessing_metadata
 from funad.features.backbones import Backbone
 from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone
 from funad.inference.maps import patch_scores_to_maps
@@ -169,11 +169,7 @@ def export_onnx(model: FunAD, path: str | Path) -> Path:
     helper.set_model_props(graph, {
         THRESHOLD_KEY: repr(float(fitted.threshold)),
         PIXEL_THRESHOLD_KEY: repr(float(fitted.pixel_threshold)),
-        "image_size": str(size),
-        "mean": json.dumps(list(backbone.preprocessing.mean)),
-        "std": json.dumps(list(backbone.preprocessing.std)),
-        "keep_aspect": json.dumps(backbone.preprocessing.keep_aspect),
-        "align_object": json.dumps(backbone.preprocessing.align_object),
+        **preprocessing_metadata(backbone.preprocessing),
         "input": "float32 [B, 3, image_size, image_size]: resized (bilinear) RGB in 0..1, minus mean, over std; "
                  "keep_aspect: letterboxed, the margins the image's mean colour (funad.data.preprocessing); "
                  "align_object: the photo first turned to its object's pose, the map turned back (funad.utils.pose)",

@@ -16,12 +16,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from funad.data.images import ImageLoadError, ImageSource, load_image
-from funad.data.preprocessing import normalised_array, view_of
-from funad.features.backbones.base import Backbone, Preprocessing
+from funad.data.preprocessing import Preprocessing, backbone_input, view_of
+from funad.features.backbones.base import Backbone
 from funad.features.cache import FeatureCache
 from funad.features.containers import FeatureBatch, FeatureSet, PatchArray
 from funad.utils import distributed
-from funad.utils.pose import ObjectPose, estimate_pose
+from funad.utils.pose import ObjectPose
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +38,7 @@ def preprocess(image: Image.Image, preprocessing: Preprocessing,
                view: str | None = None) -> tuple[torch.Tensor, ObjectPose | None]:
     """The backbone input of ``image``, in pose ``view`` (:data:`funad.data.preprocessing.VIEWS`) if given, and the
     object pose it was turned from (None: not turned; ``Preprocessing.align_object``), which its map is turned by."""
-    pose = estimate_pose(image) if preprocessing.align_object else None
-    array = normalised_array(image, preprocessing.image_size, preprocessing.mean, preprocessing.std,
-                             preprocessing.keep_aspect, pose)
+    array, pose = backbone_input(image, preprocessing)
     return torch.from_numpy(array if view is None else view_of(array, view)), pose
 
 

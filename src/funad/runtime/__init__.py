@@ -21,12 +21,12 @@ import onnxruntime
 from PIL import Image
 
 from funad.data.images import ImageLoadError, load_image
-from funad.data.preprocessing import normalised_array
-from funad.export.metadata import PIXEL_THRESHOLD_KEY, THRESHOLD_KEY
+from funad.data.preprocessing import backbone_input
+from funad.export.metadata import PIXEL_THRESHOLD_KEY, PREPROCESSING_KEYS, THRESHOLD_KEY, preprocessing_from_metadata
 from funad.inference.prediction import MapSize, Prediction, map_shape
 from funad.method.threshold import above_threshold
 from funad.utils.letterbox import content_box
-from funad.utils.pose import ObjectPose, estimate_pose, map_to_photo
+from funad.utils.pose import ObjectPose, map_to_photo
 from funad.utils.resize import resize_bilinear
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class OnnxModel:
         self.session = onnxruntime.InferenceSession(str(path), sess_options=options,
                                                     providers=["CPUExecutionProvider"])
         metadata = self.session.get_modelmeta().custom_metadata_map
-        missing = [key for key in (THRESHOLD_KEY, "image_size", "mean", "std") if key not in metadata]
+        missing = [key for key in (THRESHOLD_KEY, *PREPROCESSING_KEYS[:3]) if key not in metadata]
         if missing:
             raise ValueError(f"{self.path} is not a model written by `funad export` (its metadata lacks "
                              f"{', '.join(missing)})")
@@ -74,21 +74,16 @@ class OnnxModel:
                                  else math.inf)
         self.map_range: tuple[float, float] | None = (tuple(json.loads(metadata["map_range"]))
                                                       if "map_range" in metadata else None)
-        self.image_size = int(metadata["image_size"])
-        self.mean = json.loads(metadata["mean"])
-        self.std = json.loads(metadata["std"])
-        self.keep_aspect = bool(json.loads(metadata.get("keep_aspect", "false")))  # exports before it: stretched
-        self.align_object = bool(json.loads(metadata.get("align_object", "false")))  # exports before it: not turned
+        self.preprocessing = preprocessing_from_metadata(metadata)
         self.input_name = self.session.get_inputs()[0].name
         self.progress = False  # the same attribute as FunAD's; nothing here draws a progress bar
 
     def run(self, images: Sequence[Image.Image]) -> OnnxResult:
         """Score a batch of 8-bit RGB images (as :func:`funad.data.images.load_image` returns them)."""
-        poses = [estimate_pose(image) if self.align_object else None for image in images]
-        batch = np.stack([normalised_array(image, self.image_size, self.mean, self.std, self.keep_aspect, pose)
-                          for image, pose in zip(images, poses)])
+        inputs, poses = zip(*(backbone_input(image, self.preprocessing) for image in images))
+        batch = np.stack(inputs)
         scores, maps, labels = self.session.run(["score", "anomaly_map", "label"], {self.input_name: batch})
-        return OnnxResult(scores, maps, labels.astype(bool), poses)
+        return OnnxResult(scores, maps, labels.astype(bool), list(poses))
 
     def predict(self, paths: Iterable[str | Path], map_size: MapSize = "original",
                 batch_size: int = BATCH_SIZE, *, keep_images: bool = False) -> Iterator[Prediction]:
@@ -113,9 +108,10 @@ class OnnxModel:
                     continue
                 row = rows[path]
                 image = images[path]
-                height, width = map_shape(map_size, (image.height, image.width), self.image_size)
-                top, height_in, left, width_in = content_box(image.width, image.height, self.image_size,
-                                                             self.keep_aspect)
+                size = self.preprocessing.image_size
+                height, width = map_shape(map_size, (image.height, image.width), size)
+                top, height_in, left, width_in = content_box(image.width, image.height, size,
+                                                             self.preprocessing.keep_aspect)
                 covering = result.maps[row][top:top + height_in, left:left + width_in]  # a letterbox's margins cut off
                 anomaly_map = map_to_photo(resize_bilinear(covering, height, width), result.poses[row],
                                            (image.width, image.height))

@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,42 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from funad.utils.pose import POSE_VERSION
+from funad.data.preprocessing import Preprocessing
 from funad.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes a backbone input: the whole image resized to a square, then normalised.
-
-    The whole image is resized (no centre crop) so that the anomaly map covers every pixel;
-    ``keep_aspect``: without distortion, letterboxed (:func:`funad.utils.letterbox.content_box`).
-    ``align_object``: the photo first turned to its object's canonical pose (:mod:`funad.utils.pose`).
-    """
-
-    image_size: int
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    keep_aspect: bool = False
-    align_object: bool = False
-
-    def to_dict(self) -> dict:
-        described = {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}
-        # Only when set, so that feature caches and saved models from before the settings keep their keys; turned
-        # features are keyed by the version of the pose estimate that turned them.
-        flags = {"keep_aspect": True} if self.keep_aspect else {}
-        return described | flags | ({"align_object": POSE_VERSION} if self.align_object else {})
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Preprocessing:
-        return cls(int(data["image_size"]), tuple(data["mean"]), tuple(data["std"]), bool(data.get("keep_aspect")),
-                   bool(data.get("align_object")))
-
 
 class Backbone(nn.Module):
     """Base class: subclasses set the attributes below and implement

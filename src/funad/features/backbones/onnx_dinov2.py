@@ -47,14 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from funad.features.backbones.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Backbone,
-    Preprocessing,
-    local_average,
-    register_backbone,
-)
+from funad.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from funad.features.backbones.base import Backbone, local_average, register_backbone
 from funad.features.cache import default_graph_cache_dir
 from funad.features.containers import FeatureBatch
 from funad.utils.files import write_atomically
