@@ -11,6 +11,7 @@ import argparse
 import csv
 from pathlib import Path
 
+from funad.cli.loading import add_device_option
 from funad.cli.predict import add_heatmap_format_option
 
 AUDIT = "audit.csv"
@@ -21,7 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument("model", type=Path, help="model directory written by `funad fit`")
     parser.add_argument("--out", required=True, type=Path, help="folder for audit.csv and heatmaps/")
     parser.add_argument("--threshold", type=float, default=None, help="default: the model's label-free threshold")
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda")
+    add_device_option(parser)
     add_heatmap_format_option(parser)
     add_train_root_option(parser)
     parser.set_defaults(run=run_audit)

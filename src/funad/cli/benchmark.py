@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from funad.benchmark.options import METHODS, SETTINGS, BenchmarkOptions, PeerSettings
 from funad.cli.dataclass_options import add_dataclass_options, dataclass_overrides
-from funad.cli.fit import add_config_options, config_overrides
+from funad.cli.fit import add_cache_options, add_config_options, cache_dir_of, config_overrides
 from funad.utils.files import write_text_atomically
 
 if TYPE_CHECKING:
@@ -47,8 +47,7 @@ def register(subparsers) -> None:
                         help=f"of {' '.join(METHODS)} (default: all)")
     add_dataclass_options(parser, PeerSettings)
     parser.add_argument("--out", required=True, type=Path, help="results folder")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default ~/.cache/funad/features)")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    add_cache_options(parser)
     add_config_options(parser)
     parser.set_defaults(run=run_benchmark_command)
 
@@ -144,7 +143,7 @@ def run_benchmark_command(args: argparse.Namespace) -> None:
     jobs = _jobs(args)
     options = BenchmarkOptions(methods=methods, settings=_SETTINGS[args.setting], funad_config=config_overrides(args),
                                peers=PeerSettings(**dataclass_overrides(args, PeerSettings)),
-                               cache_dir=False if args.no_cache else args.cache_dir, progress=not args.quiet)
+                               cache_dir=cache_dir_of(args), progress=not args.quiet)
     header = {
         "arguments": {name: value if isinstance(value, (int, float, bool, type(None))) else str(value)
                       for name, value in vars(args).items() if name != "run"},

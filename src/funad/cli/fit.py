@@ -7,6 +7,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Literal
 
 from funad.cli.dataclass_options import add_dataclass_options, dataclass_overrides
 from funad.cli.distributed import add_distributed_options, distributed_run
@@ -34,13 +35,23 @@ def config_overrides(args: argparse.Namespace) -> dict:
     return dataclass_overrides(args, FunADConfig)
 
 
+def add_cache_options(parser: argparse.ArgumentParser) -> None:
+    """Where the commands that extract features keep them (:func:`cache_dir_of` reads the choice)."""
+    parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default ~/.cache/funad/features)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+
+
+def cache_dir_of(args: argparse.Namespace) -> Path | Literal[False] | None:
+    """``FunAD``'s ``cache_dir``: False without a cache, None for the default folder."""
+    return False if args.no_cache else args.cache_dir
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("fit", help="train on an unlabelled folder of images")
     parser.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", required=True, type=Path, help="model directory to write")
     parser.add_argument("--strict", action="store_true", help="fail on the first unreadable image instead of skipping")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default ~/.cache/funad/features)")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    add_cache_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace the model directory --out if it exists")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its checkpoint in OUT.partial/ (same command otherwise)")
@@ -79,8 +90,8 @@ def _fit(args: argparse.Namespace) -> None:
 
     if args.out.exists() and not args.overwrite:
         raise ValueError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
-    cache_dir = False if args.no_cache else args.cache_dir
-    model = FunAD(cache_dir=cache_dir, progress=not args.quiet and distributed.is_main(), **config_overrides(args))
+    model = FunAD(cache_dir=cache_dir_of(args), progress=not args.quiet and distributed.is_main(),
+                  **config_overrides(args))
     started = time.perf_counter()
     work = run_folder(args.out.resolve())
     checkpoint = TrainingCheckpoint(work / "checkpoint", resume=args.resume)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,3 +22,9 @@ def load_model_directory(directory: Path, device: str | None) -> FunAD:
         from funad.model import FunAD
 
         return FunAD.load(directory, **({"device": device} if device else {}))
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of the commands that load a fitted model (``funad fit``'s comes from its configuration)."""
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the device the model was saved "
+                                                       "for, as fitted)")

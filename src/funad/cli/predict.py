@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from funad.cli.distributed import add_distributed_options, distributed_run
+from funad.cli.loading import add_device_option
 
 if TYPE_CHECKING:
     from funad.inference.prediction import Prediction
@@ -41,7 +42,7 @@ def register(subparsers) -> None:
                                                   "start; CPU only)")
     parser.add_argument("images", nargs="+", help="image files and/or folders")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda")
+    add_device_option(parser)
     parser.add_argument("--threshold", type=float, default=None,
                         help="label images with a score above VALUE anomalous "
                              "(default: the model's label-free threshold)")

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from funad.cli.loading import add_device_option
+
 logger = logging.getLogger(__name__)
 
 
@@ -16,7 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda")
+    add_device_option(parser)
     parser.add_argument("--max-upload-mb", type=float, default=50, help="largest image file accepted (default 50)")
     parser.add_argument("--max-connections", type=int, default=100,
                         help="open connections beyond this get 503 at once instead of queueing (default 100)")
