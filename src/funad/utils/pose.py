@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from funad.utils.resize import resize_bilinear
+
 #: Poses are read from a copy of the photo whose longer side is at most this (pixels): enough for
 #: an axis, and the cost no longer grows with the photo.
 POSE_THUMBNAIL = 256
@@ -131,15 +133,14 @@ def map_to_photo(anomaly_map: np.ndarray, pose: ObjectPose | None, photo_size: t
     if pose is None:
         return anomaly_map
     height, width = anomaly_map.shape
-    drawn = Image.fromarray(anomaly_map.astype(np.float32))
+    drawn = anomaly_map.astype(np.float32)
     if abs(width * photo_size[1] - height * photo_size[0]) > max(photo_size):  # not the photo's shape (not rounding)
-        drawn = drawn.resize(photo_size, Image.Resampling.BILINEAR)  # turned in the photo's proportions
-    scale = drawn.width / photo_size[0]
-    turned = _turned(drawn, -pose.angle, (drawn.width / 2, drawn.height / 2),
-                     (pose.centre[0] * scale, pose.centre[1] * scale), float(anomaly_map.min()))
-    if turned.size != (width, height):
-        turned = turned.resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(turned, dtype=np.float32)
+        drawn = resize_bilinear(drawn, photo_size[1], photo_size[0])  # turned in the photo's proportions
+    scale = drawn.shape[1] / photo_size[0]
+    turned = np.asarray(_turned(Image.fromarray(drawn), -pose.angle, (drawn.shape[1] / 2, drawn.shape[0] / 2),
+                                (pose.centre[0] * scale, pose.centre[1] * scale), float(anomaly_map.min())),
+                        dtype=np.float32)
+    return turned if turned.shape == (height, width) else resize_bilinear(turned, height, width)
 
 
 def objects_elongated(poses: Iterable[ObjectPose | None]) -> bool:
