@@ -127,7 +127,7 @@ def test_manifest_that_is_not_json_is_refused(fitted_dir, tmp_path):
     copy = tmp_path / "broken"
     shutil.copytree(fitted_dir, copy)
     (copy / "model.json").write_text("{truncated")
-    with pytest.raises(ModelFormatError, match="model.json: not valid JSON"):
+    with pytest.raises(ModelFormatError, match="model.json: unreadable model"):
         FunAD.load(copy)
 
 

@@ -17,7 +17,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from funad.fitted_state import FittedState
-from funad.utils.files import file_digest, write_atomically, write_directory_atomically
+from funad.utils.files import (
+    file_digest,
+    read_versioned_json,
+    write_atomically,
+    write_directory_atomically,
+    write_text_atomically,
+)
 from funad.utils.versions import package_versions
 
 # 3: absolute training paths with their content hashes, and the pixel threshold of defect regions.
@@ -51,7 +57,7 @@ def save_model(directory: Path, state: FittedState, estimator: dict[str, Any]) -
             "tensor_shapes": {name: list(value.shape) for name, value in tensors.items()},
             "versions": package_versions(),
         }
-        write_atomically(staging / MANIFEST, lambda handle: handle.write(json.dumps(manifest, indent=2).encode()))
+        write_text_atomically(staging / MANIFEST, json.dumps(manifest, indent=2))
 
     return write_directory_atomically(directory, write)
 
@@ -62,18 +68,10 @@ def model_digest(directory: Path) -> str:
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
-    manifest_path = directory / MANIFEST
-    if not manifest_path.is_file() or not (directory / TENSORS).is_file():
+    if not (directory / MANIFEST).is_file() or not (directory / TENSORS).is_file():
         raise ModelFormatError(f"{directory} is not a funad model directory (needs {MANIFEST} and {TENSORS})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ModelFormatError(f"{manifest_path}: not valid JSON ({error})") from error
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if version != FORMAT_VERSION:
-        raise ModelFormatError(f"{manifest_path}: model format version {version!r}, but this funad reads format "
-                               f"version {FORMAT_VERSION} only; fit the model again with this funad")
-    return manifest
+    return read_versioned_json(directory / MANIFEST, FORMAT_VERSION, ModelFormatError, kind="model",
+                               advice="fit the model again with this funad")
 
 
 def load_model(directory: Path) -> SavedModel:

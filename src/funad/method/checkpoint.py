@@ -31,7 +31,7 @@ from funad.config import FunADConfig
 from funad.features.containers import FeatureSet
 from funad.method.trainer import EpochRecord, TrainingState
 from funad.utils import distributed
-from funad.utils.files import file_digest, write_atomically
+from funad.utils.files import file_digest, read_versioned_json, write_atomically, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -110,18 +110,8 @@ class TrainingCheckpoint:
         return state
 
     def _read_manifest(self) -> dict[str, Any]:
-        path = self.folder / MANIFEST
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise CheckpointError(f"{path}: unreadable checkpoint ({error}); delete {self.folder} to start over") \
-                from error
-        version = manifest.get("format_version") if isinstance(manifest, dict) else None
-        if version != CHECKPOINT_FORMAT_VERSION:
-            raise CheckpointError(f"{path}: checkpoint format {version!r}, this funad reads "
-                                  f"{CHECKPOINT_FORMAT_VERSION}; delete {self.folder} to start over")
-        manifest_dict: dict[str, Any] = manifest
-        return manifest_dict
+        return read_versioned_json(self.folder / MANIFEST, CHECKPOINT_FORMAT_VERSION, CheckpointError,
+                                   kind="checkpoint", advice=f"delete {self.folder} to start over")
 
     def _restore(self, state: TrainingState, manifest: dict[str, Any]) -> None:
         tensor_path = self.folder / str(manifest.get("tensors"))
@@ -158,7 +148,7 @@ class TrainingCheckpoint:
             "tensors": name,
             "tensors_sha256": file_digest(self.folder / name),
         }
-        write_atomically(self.folder / MANIFEST, lambda handle: handle.write(json.dumps(manifest).encode()))
+        write_text_atomically(self.folder / MANIFEST, json.dumps(manifest))
         for leftover in self.folder.iterdir():  # older epochs and temporaries of a killed save
             if leftover.name not in (MANIFEST, name):
                 leftover.unlink()

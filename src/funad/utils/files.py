@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
@@ -50,6 +51,25 @@ def write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
 def write_text_atomically(target: Path, text: str) -> None:
     """``text`` as UTF-8 into ``target``, through :func:`write_atomically`."""
     write_atomically(target, lambda handle: handle.write(text.encode()))
+
+
+def read_versioned_json(path: Path, version: int, error: type[ValueError], *, kind: str,
+                        advice: str) -> dict[str, Any]:
+    """The JSON object in ``path`` when its ``format_version`` is ``version``.
+
+    Anything else (unreadable, not JSON, another version) raises ``error`` naming the file, what is
+    wrong with it, and ``advice`` on what to do.
+    """
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as problem:
+        raise error(f"{path}: unreadable {kind} ({problem}); {advice}") from problem
+    found = value.get("format_version") if isinstance(value, dict) else None
+    if found != version:
+        raise error(f"{path}: {kind} format version {found!r}, but this funad reads {kind} format version "
+                    f"{version} only; {advice}")
+    manifest: dict[str, Any] = value
+    return manifest
 
 
 def write_directory_atomically(directory: Path, write: Callable[[Path], object]) -> Path:
