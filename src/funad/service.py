@@ -26,11 +26,10 @@ from funad.model import FunAD
 from funad.reports.heatmaps import heatmap_picture
 from funad.reports.prediction_folder import label_name
 
-DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 _MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and headers around the file's bytes
 
 
-def create_app(model: FunAD, model_dir: Path, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:
+def create_app(model: FunAD, model_dir: Path, max_upload_bytes: int) -> FastAPI:
     app = FastAPI(title="funad", version=__version__)
     model_lock = threading.Lock()
     too_large = f"upload too large: the limit is {max_upload_bytes:,} bytes (funad serve --max-upload-mb)"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from funad.data.images import IMAGE_EXTENSIONS, discover_images
-from funad.utils.masks import mvtec_mask_path
+from funad.utils.masks import MVTEC_NORMAL_FOLDER, mvtec_mask_path
 
 #: In the generic layout one normal image in this many (sorted by name) is held out for testing,
 #: so the test set has normals and the split needs no randomness of its own.
@@ -28,7 +28,7 @@ class Sample:
     path: Path
     label: int  # 1 = anomalous
     mask: Path | None = None  # ground truth; None for normals and for layouts without masks
-    defect_type: str = "good"
+    defect_type: str = MVTEC_NORMAL_FOLDER
 
 
 @dataclass
@@ -65,12 +65,14 @@ def load_mvtec(root: Path, category: str | None = None) -> Dataset:
     if folder is None:
         raise FileNotFoundError(f"{root}: no MVTec AD category folder with train/ and test/ "
                                 f"(looked in {root}{' and ' + str(Path(root) / category) if category else ''})")
-    train_dir = folder / "train" / "good" if (folder / "train" / "good").is_dir() else folder / "train"
+    train_dir = folder / "train" / MVTEC_NORMAL_FOLDER
+    if not train_dir.is_dir():
+        train_dir = folder / "train"
     train = _images(train_dir)
     test: list[Sample] = []
     for type_dir in sorted(p for p in (folder / "test").iterdir() if p.is_dir()):
         for path in _images(type_dir):
-            if type_dir.name == "good":
+            if type_dir.name == MVTEC_NORMAL_FOLDER:
                 test.append(Sample(path, 0))
                 continue
             mask = mvtec_mask_path(folder / "ground_truth", type_dir.name, path)

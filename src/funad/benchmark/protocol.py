@@ -17,6 +17,7 @@ import numpy as np
 from funad.benchmark.datasets import Dataset, Sample
 from funad.benchmark.options import SETTINGS
 from funad.utils.files import write_text_atomically
+from funad.utils.masks import MVTEC_NORMAL_FOLDER
 
 SPLIT_FORMAT_VERSION = 1
 
@@ -87,7 +88,7 @@ def load_split(path: Path) -> Split:
         train = [Path(item["path"]) for item in data["train"]]
         moved = [bool(item["moved"]) for item in data["train"]]
         test = [Sample(Path(item["path"]), int(item["label"]), Path(item["mask"]) if item["mask"] else None,
-                       item.get("defect_type", "good")) for item in data["test"]]
+                       item.get("defect_type", MVTEC_NORMAL_FOLDER)) for item in data["test"]]
         split = Split(data["category"], float(data["ratio"]), int(data["seed"]), train, moved, test)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path}: not a readable split file ({type(error).__name__}: {error})") from error

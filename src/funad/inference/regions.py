@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from funad.utils.masks import EIGHT_CONNECTED
+
 if TYPE_CHECKING:  # torch only where a fit reads the threshold: regions of a map need numpy and scipy alone
     from funad.features.containers import MethodFeatures
     from funad.inference.scorers.base import PatchScorer
@@ -27,7 +29,6 @@ PIXEL_QUANTILE = 0.999
 #: down, while scoring every reference image would cost as much as predicting the training set.
 PIXEL_REFERENCE_MAX_IMAGES = 1000
 _BATCH = 32  # images scored at a time while reading the threshold
-_CONNECTIVITY = np.ones((3, 3), dtype=bool)  # diagonal neighbours join a region
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def find_regions(anomaly_map: np.ndarray, mask: np.ndarray) -> list[Region]:
     """The connected regions of ``mask`` with their boxes, areas and peak map values, largest first."""
     from scipy import ndimage  # here, not at the top: 0.24 s of every `funad predict`'s start, for anomalous images
 
-    labels, _ = ndimage.label(mask, structure=_CONNECTIVITY)
+    labels, _ = ndimage.label(mask, structure=EIGHT_CONNECTED)
     regions = [_region(anomaly_map, labels[box] == label, box)
                for label, box in enumerate(ndimage.find_objects(labels), start=1)]
     return sorted(regions, key=lambda region: -region.area)
@@ -104,5 +105,5 @@ def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
     """bool ``[H, W]``: the pixels of ``mask`` within ``width`` pixels of its border."""
     from scipy import ndimage
 
-    inner = ndimage.binary_erosion(mask, structure=_CONNECTIVITY, iterations=width, border_value=0)
+    inner = ndimage.binary_erosion(mask, structure=EIGHT_CONNECTED, iterations=width, border_value=0)
     return np.asarray(mask & ~inner)

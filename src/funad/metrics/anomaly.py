@@ -12,8 +12,7 @@ from numpy.typing import ArrayLike
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-# Ground-truth regions are 8-connected components, as in the MVTec AD evaluation code.
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+from funad.utils.masks import EIGHT_CONNECTED
 
 
 def _paired(labels: ArrayLike, values: ArrayLike, values_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +153,7 @@ class PixelMetrics:
         bins = self._bin_indices(scores)
         self._normal += np.bincount(bins[~anomalous], minlength=self.num_bins)
         self._anomalous += np.bincount(bins[anomalous], minlength=self.num_bins)
-        regions, num_regions = ndimage.label(anomalous, structure=_EIGHT_CONNECTED)
+        regions, num_regions = ndimage.label(anomalous, structure=EIGHT_CONNECTED)
         if num_regions:
             region_sizes = np.bincount(regions.ravel())
             weights = 1.0 / region_sizes[regions[anomalous]]

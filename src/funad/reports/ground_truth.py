@@ -15,12 +15,9 @@ import numpy as np
 
 from funad.metrics import PixelMetrics, image_auroc, threshold_metrics
 from funad.reports.prediction_folder import PredictionFolder
-from funad.utils.masks import mvtec_mask_path, read_mask
+from funad.utils.masks import MVTEC_NORMAL_FOLDER, mvtec_mask_path, read_mask
 
 logger = logging.getLogger(__name__)
-
-NORMAL_FOLDER = "good"
-
 
 def evaluate(folder: PredictionFolder, ground_truth: Path) -> dict[str, float]:
     """Image AUROC, precision/recall/F1 of the labels, and pixel AUROC where masks exist.
@@ -32,7 +29,7 @@ def evaluate(folder: PredictionFolder, ground_truth: Path) -> dict[str, float]:
     truth, scores, predicted = array("b"), array("d"), array("b")
     pixels, masks_found = PixelMetrics(), 0
     for image in folder.images():
-        anomalous = image.path.parent.name != NORMAL_FOLDER
+        anomalous = image.path.parent.name != MVTEC_NORMAL_FOLDER
         truth.append(anomalous)
         scores.append(image.score)
         predicted.append(image.anomalous)
@@ -54,7 +51,7 @@ def evaluate(folder: PredictionFolder, ground_truth: Path) -> dict[str, float]:
         results["image AUROC"] = image_auroc(labels, np.asarray(scores))
     else:
         logger.warning("image AUROC needs normal ('%s' folder) and anomalous test images; only one kind found",
-                       NORMAL_FOLDER)
+                       MVTEC_NORMAL_FOLDER)
     results.update({f"{name} at the threshold": value
                     for name, value in threshold_metrics(labels, np.asarray(predicted, dtype=int)).items()})
     if masks_found:

@@ -7,6 +7,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+#: MVTec AD's folder of normal images, under ``train/`` and ``test/``.
+MVTEC_NORMAL_FOLDER = "good"
+#: Regions are 8-connected components (diagonal neighbours join), as in the MVTec AD evaluation code.
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
 
 def read_mask(path: str | Path) -> np.ndarray:
     """Boolean ``[height, width]``: True where the mask is non-zero.
