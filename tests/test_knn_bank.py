@@ -264,3 +264,11 @@ def test_map_corroboration_needs_corroboration():
         NearestNeighbourScorer(map_corroboration_images=2)
     with pytest.raises(ValueError, match="map_corroboration_images"):
         NearestNeighbourScorer(corroborated=True, map_corroboration_images=0)
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_a_bank_share_outside_0_1_is_refused_before_training(fraction):
+    from funad.config import FunADConfig
+
+    with pytest.raises(ValueError, match=r"knn_patch_fraction must lie in \(0, 1\]"):
+        FunADConfig(knn_patch_fraction=fraction)

@@ -190,3 +190,17 @@ def test_the_benchmark_scores_turned_photos_pixels_on_the_maps_predict_draws(ali
     assert len(scored_maps) == len(predicted) == 4
     for scored, expected in zip(scored_maps, predicted):  # the benchmark reads fp16 cached features: 1e-3 apart
         np.testing.assert_allclose(scored, expected, rtol=2e-3)
+
+
+def test_an_export_turned_by_another_pose_estimate_is_refused(aligning):
+    from funad.export.metadata import preprocessing_from_metadata, preprocessing_metadata
+    from funad.utils.pose import POSE_VERSION
+
+    model, folder = aligning
+    metadata = preprocessing_metadata(OnnxModel(folder / "model.onnx").preprocessing)
+    assert metadata["pose_version"] == str(POSE_VERSION)
+    assert preprocessing_from_metadata(metadata, "model.onnx").align_object
+    with pytest.raises(ValueError, match=rf"model.onnx: exported with version {POSE_VERSION + 1} of the pose"):
+        preprocessing_from_metadata({**metadata, "pose_version": str(POSE_VERSION + 1)}, "model.onnx")
+    older = {key: value for key, value in metadata.items() if key != "pose_version"}  # turned by version 1
+    assert preprocessing_from_metadata(older, "model.onnx").align_object

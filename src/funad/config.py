@@ -198,11 +198,13 @@ class FunADConfig:
     def __post_init__(self) -> None:
         first, second = self.head_hidden  # a list from JSON or the command line
         self.head_hidden = (first, second)
-        for name in ("tau_m", "tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction", "knn_patch_fraction",
+        for name in ("tau_m", "tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction",
                      "knn_normal_share", "synthetic_ratio", "knn_corroboration_quantile", "knn_corroborated_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if not 0.0 < self.knn_patch_fraction <= 1.0:  # checked here too: the scorer is built only after training
+            raise ValueError(f"knn_patch_fraction must lie in (0, 1], got {self.knn_patch_fraction}")
         if self.tau_a < self.tau_n:
             raise ValueError(f"tau_a ({self.tau_a}) must not be below tau_n ({self.tau_n})")
         for name, allowed in _literal_choices(type(self)).items():

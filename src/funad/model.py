@@ -267,7 +267,7 @@ class FunAD:
         # Each scorer scores the synthetic anomalies too (one pass over the features); they are dropped here.
         train_predict_scores = scorer.score_training_images(method_features)[:real]
         estimate = estimate_threshold(train_predict_scores, judged_normal, self.config.threshold_tail_widths)
-        reference = pixel_reference_images(trusted, train_predict_scores <= estimate.threshold)
+        reference = pixel_reference_images(trusted, ~above_threshold(train_predict_scores, estimate.threshold))
         pixel_threshold = training_pixel_threshold(scorer, method_features, reference, seed=self.config.seed,
                                                    shown=self._patches_shown(features.paths[:real]))
         # Absolute paths: `funad audit` and the report find the images from any working folder.

@@ -74,7 +74,7 @@ class OnnxModel:
                                  else math.inf)
         self.map_range: tuple[float, float] | None = (tuple(json.loads(metadata["map_range"]))
                                                       if "map_range" in metadata else None)
-        self.preprocessing = preprocessing_from_metadata(metadata)
+        self.preprocessing = preprocessing_from_metadata(metadata, str(self.path))
         self.input_name = self.session.get_inputs()[0].name
         self.progress = False  # the same attribute as FunAD's; nothing here draws a progress bar
 
