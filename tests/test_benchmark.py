@@ -108,6 +108,10 @@ def test_split_file_round_trip(demo_data, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(FileNotFoundError, match="gone.png"):
         load_split(path)
+    data["format"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"not a readable split file .*split format 99"):
+        load_split(path)
 
 
 # --------------------------------------------------------------------------- FUN-AD*

@@ -116,17 +116,17 @@ def _cache_files(folder: Path) -> list[str]:
 
 def test_later_backbones_read_the_analysis_and_truncated_graph_from_the_cache(model_path, images, tmp_path,
                                                                              monkeypatch):
-    import funad.features.backbones.onnx_dinov2 as onnx_dinov2
+    import onnx
 
     monkeypatch.setenv("FUNAD_CACHE_DIR", str(tmp_path))
     first = OnnxDinov2Backbone(model_path)
     files = _cache_files(tmp_path)
     assert sorted(name.split(".", 1)[1] for name in files) == ["onnx", "vit.json"]  # no temporary file left behind
 
-    def no_parsing():
-        raise AssertionError("the ONNX file was parsed again")
+    def no_parsing(path):
+        raise AssertionError(f"the ONNX file {path} was parsed again")
 
-    monkeypatch.setattr(onnx_dinov2, "_import_onnx", no_parsing)
+    monkeypatch.setattr(onnx, "load", no_parsing)
     second = OnnxDinov2Backbone(model_path)
     assert second.truncated_model_bytes == first.truncated_model_bytes
     assert (second.block_output_names, second.patch_size, second.embed_dim, second.grid) == \

@@ -139,3 +139,13 @@ def test_default_onnx_dinov2_backbone_composes_with_the_head(demo_data, tmp_path
           f"max map difference {np.max(np.abs(onnx_maps - maps.numpy())):.2g}")
     assert np.allclose(onnx_scores, scores.numpy(), rtol=SCORE_TOLERANCE)
     assert np.max(np.abs(onnx_maps - maps.numpy())) < MAP_TOLERANCE
+
+
+def test_exporting_an_unfitted_model_says_so(tmp_path):
+    from funad.export.onnx import export_onnx
+    from funad.model import FunAD
+
+    from conftest import TINY
+
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        export_onnx(FunAD(pretrained=False, progress=False, **TINY), tmp_path / "model.onnx")

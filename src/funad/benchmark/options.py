@@ -11,6 +11,9 @@ from funad.config import setting
 METHODS = ("funad", "funad*", "patchcore", "softpatch")
 #: The protocol's two test sets (:meth:`funad.benchmark.protocol.Split.test_set`).
 SETTINGS = ("no-overlap", "overlap")
+#: ``label_recall`` / ``label_false_alarm_rate``: the shares of anomalous / good test images that funad's label-free
+#: threshold labels anomalous (the labels ``funad predict`` writes); the peers have no threshold.
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "label_recall", "label_false_alarm_rate")
 
 
 @dataclass

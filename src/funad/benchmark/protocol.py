@@ -85,6 +85,8 @@ def load_split(path: Path) -> Split:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
+        if data.get("format") != SPLIT_FORMAT_VERSION:
+            raise ValueError(f"split format {data.get('format')!r}, this funad reads {SPLIT_FORMAT_VERSION}")
         train = [Path(item["path"]) for item in data["train"]]
         moved = [bool(item["moved"]) for item in data["train"]]
         test = [Sample(Path(item["path"]), int(item["label"]), Path(item["mask"]) if item["mask"] else None,

@@ -37,9 +37,6 @@ from funad.utils.pose import estimate_pose
 
 logger = logging.getLogger(__name__)
 
-#: ``label_recall`` / ``label_false_alarm_rate``: the shares of anomalous / good test images that funad's label-free
-#: threshold labels anomalous (the labels ``funad predict`` writes); the peers have no threshold.
-METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_f1_max", "label_recall", "label_false_alarm_rate")
 SCORING_BATCH = 16
 
 

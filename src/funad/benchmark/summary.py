@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from funad.benchmark.options import METHODS
-from funad.benchmark.runner import METRICS
+from funad.benchmark.options import METHODS, METRICS
 
 MEAN_OVER_DATASETS = "mean over datasets"
 LABEL_NOTE = ("\n\nlabel_recall / label_false_alarm_rate: the shares of anomalous / good test images that funad's "

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from funad.utils.masks import MVTEC_NORMAL_FOLDER, mvtec_mask_path
+
 #: Largest DRAEM Perlin scale exponent: scales are 2**k lattice cells per axis, k in 0..5.
 MAX_PERLIN_SCALE_EXPONENT = 5
 #: Perlin draws before :func:`perlin_mask` gives up and falls back to an ellipse.
@@ -399,7 +401,8 @@ def make_demo_dataset(
     rng = np.random.default_rng(seed)
     textures = load_demo_textures()
     train_dir, test_dir = root / "train", root / "test"
-    good_dir, defect_dir, mask_dir = test_dir / "good", test_dir / "defect", root / "ground_truth" / "defect"
+    good_dir, defect_dir, ground_truth = test_dir / MVTEC_NORMAL_FOLDER, test_dir / "defect", root / "ground_truth"
+    mask_dir = ground_truth / defect_dir.name
     for folder in (train_dir, good_dir, defect_dir, mask_dir):
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -422,7 +425,7 @@ def make_demo_dataset(
     for i in range(n_test_anomalous):
         image, mask = defective()
         path = _save_rgb(image, defect_dir / f"{i:03d}.png")
-        test_masks[path] = _save_mask(mask, mask_dir / f"{i:03d}_mask.png")
+        test_masks[path] = _save_mask(mask, mvtec_mask_path(ground_truth, defect_dir.name, path))
         test_paths.append(path)
 
     return DemoDataset(

