@@ -17,6 +17,7 @@ from funad.inference.scorers.base import PatchScorer, ScorerState
 from funad.inference.scorers.registry import scorer_from_state
 from funad.method.local_net import LocalNet
 from funad.method.trainer import EpochRecord
+from funad.utils.tensors import under_prefix, with_prefix
 
 _LOCAL_NET = "local_net."
 _SCORER = "scorer."
@@ -40,8 +41,7 @@ class FittedState:
     def to_saved(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Tensors (for safetensors) and JSON that :meth:`from_saved` turns back into this state."""
         scorer = self.scorer.state_dict()
-        tensors = {_LOCAL_NET + name: value for name, value in self.local_net.tensors().items()}
-        tensors |= {_SCORER + name: value.detach().cpu().contiguous() for name, value in scorer.tensors.items()}
+        tensors = with_prefix(_LOCAL_NET, self.local_net.tensors()) | with_prefix(_SCORER, scorer.tensors)
         tensors["train_scores"] = torch.from_numpy(np.asarray(self.train_scores, dtype=np.float64))
         tensors["train_predict_scores"] = torch.from_numpy(np.asarray(self.train_predict_scores, dtype=np.float64))
         tensors["judged_normal"] = torch.from_numpy(np.asarray(self.judged_normal, dtype=np.uint8))
@@ -62,13 +62,11 @@ class FittedState:
     def from_saved(cls, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> FittedState:
         """The state :meth:`to_saved` wrote; KeyError, TypeError or ValueError if it does not fit together."""
 
-        def prefixed(prefix: str) -> dict[str, torch.Tensor]:
-            return {name.removeprefix(prefix): value for name, value in tensors.items() if name.startswith(prefix)}
-
         scorer = info["scorer"]
-        local_net = LocalNet.from_state(prefixed(_LOCAL_NET), info["local_net"])
+        local_net = LocalNet.from_state(under_prefix(_LOCAL_NET, tensors), info["local_net"])
+        scorer_state = ScorerState(under_prefix(_SCORER, tensors), scorer["settings"])
         return cls(
-            scorer=scorer_from_state(scorer["name"], ScorerState(prefixed(_SCORER), scorer["settings"]), local_net),
+            scorer=scorer_from_state(scorer["name"], scorer_state, local_net),
             local_net=local_net,
             train_paths=[Path(path) for path in info["train_paths"]],
             train_digests=[str(digest) for digest in info["train_digests"]],

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,14 @@ from funad.features.containers import FeatureSet
 from funad.method.trainer import EpochRecord, TrainingState
 from funad.utils import distributed
 from funad.utils.files import file_digest, read_versioned_json, write_atomically, write_text_atomically
+from funad.utils.tensors import under_prefix, with_prefix
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT_VERSION = 1
 MANIFEST = "checkpoint.json"
+_LOCAL_NET = "local_net."
+_OPTIMIZER = "optimizer."
 
 # Settings that change speed only, never what is computed; a resumed run may change them.
 _SPEED_ONLY_SETTINGS = ("num_workers", "batch_size_extract")
@@ -165,13 +169,13 @@ def broadcast_state(state: TrainingState) -> None:
 
 def _state_parts(state: TrainingState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``state`` as CPU tensors (weights, optimizer buffers, torch generator) and JSON (the rest)."""
-    tensors = {f"local_net.{k}": v.detach().cpu().contiguous() for k, v in state.local_net.state_dict().items()}
+    tensors = with_prefix(_LOCAL_NET, state.local_net.tensors())
     optimizer_tensors, optimizer_rest = _split_optimizer_state(state.optimizer.state_dict())
     tensors.update(optimizer_tensors)
     tensors["torch_generator"] = state.generator.get_state()
     info = {
         "epoch": state.epoch,
-        "history": [vars(record) for record in state.history],
+        "history": [asdict(record) for record in state.history],
         "numpy_rng": state.rng.bit_generator.state,
         "optimizer": optimizer_rest,
     }
@@ -180,8 +184,7 @@ def _state_parts(state: TrainingState) -> tuple[dict[str, torch.Tensor], dict[st
 
 def _load_parts(state: TrainingState, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     """Set ``state`` to what :func:`_state_parts` returned."""
-    state.local_net.load_state_dict(
-        {k.removeprefix("local_net."): v for k, v in tensors.items() if k.startswith("local_net.")})
+    state.local_net.load_state_dict(under_prefix(_LOCAL_NET, tensors))  # in place: the optimizer holds the parameters
     state.optimizer.load_state_dict(_optimizer_state_from(tensors, info["optimizer"]))
     state.generator.set_state(tensors["torch_generator"])
     state.rng.bit_generator.state = info["numpy_rng"]
@@ -195,14 +198,14 @@ def _split_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, torch.
     for index, buffers in state_dict["state"].items():
         for name, value in buffers.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+                tensors[f"{_OPTIMIZER}{index}.{name}"] = value.detach().cpu().contiguous()
             else:
                 numbers[f"{index}.{name}"] = value
     return tensors, {"param_groups": state_dict["param_groups"], "numbers": numbers}
 
 
 def _optimizer_state_from(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
-    entries = [(k.removeprefix("optimizer."), v) for k, v in tensors.items() if k.startswith("optimizer.")]
+    entries = list(under_prefix(_OPTIMIZER, tensors).items())
     state: dict[int, dict[str, Any]] = {}
     for key, value in entries + list(rest["numbers"].items()):
         index, name = key.split(".", 1)

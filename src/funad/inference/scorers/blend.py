@@ -21,6 +21,7 @@ from funad.inference.scorers.base import PatchScorer, ScorerState, register_scor
 from funad.inference.scorers.knn import NearestNeighbourScorer
 from funad.inference.scorers.local_net import LocalNetScorer
 from funad.method.threshold import median_and_deviation
+from funad.utils.tensors import under_prefix, with_prefix
 
 if TYPE_CHECKING:
     from funad.config import FunADConfig
@@ -85,14 +86,13 @@ class BlendScorer(PatchScorer):
 
     def state_dict(self) -> ScorerState:
         knn = self.knn.state_dict()
-        return ScorerState({_KNN + name: value for name, value in knn.tensors.items()},
+        return ScorerState(with_prefix(_KNN, knn.tensors),
                            {"knn": knn.settings, "centres": self.centres_.tolist(), "scales": self.scales_.tolist()})
 
     @classmethod
     def from_state(cls, state: ScorerState, local_net: LocalNet) -> Self:
-        knn_tensors = {name.removeprefix(_KNN): value for name, value in state.tensors.items() if name.startswith(_KNN)}
-        scorer = cls(NearestNeighbourScorer.from_state(ScorerState(knn_tensors, state.settings["knn"]), local_net),
-                     LocalNetScorer(local_net))
+        knn = ScorerState(under_prefix(_KNN, state.tensors), state.settings["knn"])
+        scorer = cls(NearestNeighbourScorer.from_state(knn, local_net), LocalNetScorer(local_net))
         scorer.centres_ = np.array(state.settings["centres"], dtype=np.float64)
         scorer.scales_ = np.array(state.settings["scales"], dtype=np.float64)
         return scorer
