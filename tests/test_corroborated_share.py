@@ -147,12 +147,11 @@ def test_the_default_corroborates_the_highest_scoring_half():
 
 
 def test_the_onnx_module_carries_the_exempt_floors():
-    from types import SimpleNamespace
 
     from funad.export.onnx import patch_score_module
 
     scorer, _, patterns, rare = _fit(1 / 12, map_corroboration_images=3)
-    module = patch_score_module(SimpleNamespace(fitted_=SimpleNamespace(scorer=scorer)))
+    module = patch_score_module(scorer)
     queries = torch.from_numpy(np.stack([rare + 0.05, DEFECT, patterns[1]]))[None]
     map_scores, image_scores = scorer.score(queries)
     assert map_scores[0, 0] < 0.2 and map_scores[0, 1] > 5.0  # covered rare pattern, floored defect

@@ -58,7 +58,7 @@ def test_image_scores_of_an_approximately_searched_bank_are_exhaustive_search_sc
 
     queries = torch.from_numpy(np.stack(_gaussian_images(30, seed=1)))
     maps, image_scores = scorer.score(queries)
-    image_floored, _ = patch_score_module(_fitted(scorer))(queries)  # what the ONNX graph computes
+    image_floored, _ = patch_score_module(scorer)(queries)  # what the ONNX graph computes
     torch.testing.assert_close(image_scores, image_floored.amax(dim=1), rtol=1e-5, atol=1e-5)
     # The maps keep the approximate search, whose misses raise some images' highest patch score:
     # without the exhaustive second search these images would score higher than the graph scores them.
@@ -90,9 +90,3 @@ def test_an_exact_bank_scores_images_by_its_patch_scores_alone():
     assert not scorer.bank_.index.approximate
     maps, image_scores = scorer.score(torch.from_numpy(np.stack(training[:4])))
     assert torch.equal(image_scores, maps.amax(dim=1))
-
-
-def _fitted(scorer):
-    from types import SimpleNamespace
-
-    return SimpleNamespace(fitted_=SimpleNamespace(scorer=scorer))

@@ -185,7 +185,6 @@ def test_the_config_field_reaches_the_scorer_and_is_checked():
 
 
 def test_the_onnx_module_carries_the_softened_floors():
-    from types import SimpleNamespace
 
     from funad.export.onnx import patch_score_module
 
@@ -193,7 +192,7 @@ def test_the_onnx_module_carries_the_softened_floors():
     _with_defect(images)
     scorer = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, corroboration_quantile=0.5)
     scorer.fit(MethodFeatures(images))
-    module = patch_score_module(SimpleNamespace(fitted_=SimpleNamespace(scorer=scorer)))
+    module = patch_score_module(scorer)
     queries = torch.from_numpy(np.concatenate([patterns + 0.2, images[3] + 0.05]))[None]  # image 3: the defect
     expected = scorer.score_patches(queries)
     assert expected.max() > 5.0  # the defect's floor is in play

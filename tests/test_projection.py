@@ -1,6 +1,5 @@
 """The knn's principal directions: the projection itself, and a knn that compares patches along them."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -114,7 +113,7 @@ def test_the_projection_round_trips_and_older_states_load_without_one():
 def test_the_onnx_module_projects_before_the_distance():
     images = _images()
     scorer = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, components=3).fit(MethodFeatures(images))
-    module = patch_score_module(SimpleNamespace(fitted_=SimpleNamespace(scorer=scorer)))
+    module = patch_score_module(scorer)
     queries = torch.from_numpy(np.stack(images[2:5]))
     image_floored, map_floored = module(queries)
     expected_map, expected_image = scorer.score(queries)

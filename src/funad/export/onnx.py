@@ -31,6 +31,7 @@ from funad.export.metadata import PIXEL_THRESHOLD_KEY, THRESHOLD_KEY, preprocess
 from funad.features.backbones import Backbone
 from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone
 from funad.inference.maps import patch_scores_to_maps
+from funad.inference.scorers.base import PatchScorer
 from funad.inference.scorers.knn import CORROBORATION_NEIGHBOURS, NearestNeighbourScorer
 from funad.inference.scorers.local_net import LocalNetScorer
 from funad.utils.files import write_atomically
@@ -85,10 +86,9 @@ class LocalNetScore(nn.Module):
         return scores, scores
 
 
-def patch_score_module(model: FunAD) -> nn.Module:
-    """The fitted scorer as a torch module on method patches, returning the patch scores the image score is
+def patch_score_module(scorer: PatchScorer) -> nn.Module:
+    """A fitted scorer as a torch module on method patches, returning the patch scores the image score is
     the highest of and those maps are drawn from; ValueError for a scorer ONNX cannot carry."""
-    scorer = model.scorer_
     if isinstance(scorer, LocalNetScorer):
         return LocalNetScore(scorer).float().eval()
     if isinstance(scorer, NearestNeighbourScorer):
@@ -158,7 +158,7 @@ def export_onnx(model: FunAD, path: str | Path) -> Path:
         raise ValueError("ONNX export supports patch-level models (level='patch')")
     backbone = model.backbone.cpu().eval()
     size = backbone.preprocessing.image_size
-    head = Head(patch_score_module(model), backbone.grid, size, model.config.map_sigma, model.threshold_).eval()
+    head = Head(patch_score_module(model.scorer_), backbone.grid, size, model.config.map_sigma, model.threshold_).eval()
     if isinstance(backbone, OnnxDinov2Backbone):
         graph = composed_with_onnx_backbone(backbone, head)
     else:
