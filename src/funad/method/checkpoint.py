@@ -194,14 +194,12 @@ def _load_parts(state: TrainingState, tensors: dict[str, torch.Tensor], info: di
 
 def _split_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors (``optimizer.<param>.<buffer>``) for safetensors; hyperparameters and numbers for JSON."""
-    tensors, numbers = {}, {}
+    tensors: dict[str, torch.Tensor] = {}
+    numbers: dict[str, Any] = {}
     for index, buffers in state_dict["state"].items():
         for name, value in buffers.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{_OPTIMIZER}{index}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                numbers[f"{index}.{name}"] = value
-    return tensors, {"param_groups": state_dict["param_groups"], "numbers": numbers}
+            (tensors if isinstance(value, torch.Tensor) else numbers)[f"{index}.{name}"] = value
+    return with_prefix(_OPTIMIZER, tensors), {"param_groups": state_dict["param_groups"], "numbers": numbers}
 
 
 def _optimizer_state_from(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
