@@ -17,7 +17,6 @@ def probe():
     return benchmark_script("defaults_probe")
 
 
-
 def test_each_dino_variant_is_the_backbone_with_those_blocks(probe):
     backbone = OnnxDinov2Backbone(packaged_model_path(), layers=probe.EXTRACTED_BLOCKS, combine="concat",
                                   image_size=28)
@@ -190,7 +189,6 @@ def test_the_combined_variant_joins_both_backbones_on_the_dinov2_grid_each_part_
     mean_of_blocks = probe.derive_features(dino, probe.DINO_VARIANTS["m468"]).patches[0].astype(np.float32)
     np.testing.assert_allclose(first[:, :6] * np.sqrt(2) * np.linalg.norm(mean_of_blocks, axis=1, keepdims=True),
                                mean_of_blocks, atol=2e-2)
-
 
 
 def test_median_contrast_scores_an_image_by_its_highest_patch_score_minus_its_median(probe):

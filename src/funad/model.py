@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 MIN_TRAINING_IMAGES = 8
 
 
-
 def _fitted_attribute(name: str, doc: str) -> property:
     """A read-only ``<name>_`` attribute of the estimator, held by its :class:`FittedState`."""
     return property(lambda self: getattr(self._fitted(), name), doc=doc)

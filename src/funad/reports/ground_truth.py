@@ -19,6 +19,7 @@ from funad.utils.masks import MVTEC_NORMAL_FOLDER, mvtec_mask_path, read_mask
 
 logger = logging.getLogger(__name__)
 
+
 def evaluate(folder: PredictionFolder, ground_truth: Path) -> dict[str, float]:
     """Image AUROC, precision/recall/F1 of the labels, and pixel AUROC where masks exist.
 

