@@ -156,9 +156,10 @@ def export_onnx(model: FunAD, path: str | Path) -> Path:
     """Write ``model`` as one ONNX graph to ``path`` (module docstring); returns the path."""
     if model.config.level != "patch":
         raise ValueError("ONNX export supports patch-level models (level='patch')")
+    scorer = model.scorer_  # an unfitted model says so before its backbone is built
     backbone = model.backbone.cpu().eval()
     size = backbone.preprocessing.image_size
-    head = Head(patch_score_module(model.scorer_), backbone.grid, size, model.config.map_sigma, model.threshold_).eval()
+    head = Head(patch_score_module(scorer), backbone.grid, size, model.config.map_sigma, model.threshold_).eval()
     if isinstance(backbone, OnnxDinov2Backbone):
         graph = composed_with_onnx_backbone(backbone, head)
     else:
@@ -173,7 +174,7 @@ def export_onnx(model: FunAD, path: str | Path) -> Path:
                  "keep_aspect: letterboxed, the margins the image's mean colour (funad.data.preprocessing); "
                  "align_object: the photo first turned to its object's pose, the map turned back (funad.utils.pose)",
         "funad_version": __version__,
-        "scorer": model.scorer_.name,
+        "scorer": scorer.name,
         "backbone": backbone.name,
         "map_sigma": repr(float(model.config.map_sigma)),
         "map_range": json.dumps(list(model.heatmap_range())),
