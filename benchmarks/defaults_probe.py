@@ -59,10 +59,12 @@ labels: it is only reported and selects nothing.
 
 FunADConfig flags apply too: ``--epochs 2`` shortens the FUN-AD scorers' training for a smoke
 run, ``--image-size`` sets both backbones' input (a multiple of 56 suits both; the DINOv2 needs a
-multiple of 14); the README's table uses none. Records are appended to ``--out`` as each finishes,
-so a stopped run keeps its finished work and runs of one variant at a time add up; each record
-names its input size and pool cap, and ``--summary`` prints the mean over seeds, the last record of
-each (dataset, variant, scorer, input size, aspect, pool cap, seed) counting::
+multiple of 14); without it each dataset's input side is funad's own choice (224 px, larger for
+letterboxed photos: ``FunAD.choose_preprocessing``, the pool then scaled as with ``--scale-pool-cap``).
+Records are appended to ``--out`` as each finishes, so a stopped run keeps its finished work and
+runs of one variant at a time add up; each record names its input size and pool cap, and
+``--summary`` prints the mean over seeds, the last record of each (dataset, variant, scorer,
+input size, aspect, pool cap, seed) counting::
 
     python benchmarks/defaults_probe.py ../shared/data/mvtec:bottle ../shared/data/mvtec:screw \\
         ../shared/data/magnetic_tile --seeds 0 --contamination 0.1 --out runs/defaults.jsonl
@@ -419,7 +421,9 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
         posed = {view: variant_features(variant, {backbone: posed_by_backbone[backbone][view]
                                                   for backbone in backbones_of(variant)}) for view in views}
         model = extractor.model(variant)
-        pool_cap = pool_cap_for(args.pool_cap, args.scale_pool_cap, features.grid)
+        # An input side funad chose for letterboxed images scales the pool as funad's own does (FunAD.pool_cap).
+        chosen_side = args.image_size is None and extractor.settings.get("image_size") is not None
+        pool_cap = pool_cap_for(args.pool_cap, args.scale_pool_cap or chosen_side, features.grid)
         for split in splits:
             # The full split's test sets, whatever share of its training images is kept.
             evaluator = Evaluator(split, SETTINGS, features, model, dataset.has_masks)

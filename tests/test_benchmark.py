@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from funad import FunAD
 from funad.benchmark.datasets import load_dataset, parse_dataset
 from funad.benchmark.protocol import load_split, make_split
 from funad.cli import main
+from funad.config import POOL_MAX_PATCHES
 from funad.data.augment import write_synthetic_anomalies
 
 from conftest import TINY
@@ -196,18 +198,47 @@ def test_benchmark_command_writes_every_method_and_setting(demo_data, tmp_path, 
     assert json.loads((rerun / "splits" / split_file.name).read_text()) == json.loads(split_file.read_text())
 
 
-def test_benchmark_keeps_the_aspect_of_training_photos_of_different_shapes(demo_data, tmp_path, tiny_cli_flags):
+@pytest.fixture
+def photos_of_two_shapes(demo_data, tmp_path):
+    """The demo dataset with two of every three training photos cut to 4:3."""
     root = tmp_path / "shapes"
     shutil.copytree(demo_data.root, root)
     for index, path in enumerate(sorted((root / "train").rglob("*.png"))):
-        if index % 2:
-            Image.open(path).crop((0, 0, 64, 32)).save(path)
+        if index % 3:
+            Image.open(path).crop((0, 0, 64, 48)).save(path)
+    return root
+
+
+def test_benchmark_keeps_the_aspect_of_training_photos_of_different_shapes(photos_of_two_shapes, tmp_path,
+                                                                           tiny_cli_flags):
     out = tmp_path / "results"
-    assert main(["--quiet", "benchmark", str(root), "--contamination", "0.1", "--seeds", "0", "--methods",
-                 "patchcore", "--out", str(out), "--no-cache", *tiny_cli_flags]) == 0
+    assert main(["--quiet", "benchmark", str(photos_of_two_shapes), "--contamination", "0.1", "--seeds", "0",
+                 "--methods", "patchcore", "--out", str(out), "--no-cache", *tiny_cli_flags]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["aspect"] == "keep"
+    assert results["aspect"] == "keep" and results["image_size"] == 64  # the given input side
     assert all(0.0 <= run["pixel_auroc"] <= 1.0 for run in results["runs"])
+
+
+def test_benchmark_peers_pools_grow_with_an_input_enlarged_for_letterboxed_photos(photos_of_two_shapes, tmp_path,
+                                                                                 tiny_cli_flags, monkeypatch):
+    from funad.benchmark import runner
+
+    seen = []
+
+    def record_and_stop(method, split, train, options, peer_pool_cap):
+        seen.append((train.grid, options.funad_config["image_size"], options.funad_config["knn_pool_max_patches"],
+                     peer_pool_cap))
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(runner, "_fit_method", record_and_stop)
+    pairs = zip(tiny_cli_flags[::2], tiny_cli_flags[1::2], strict=True)
+    flags = [item for flag, value in pairs if flag != "--image-size" for item in (flag, value)]
+    assert main(["--quiet", "benchmark", str(photos_of_two_shapes), "--contamination", "0.1", "--seeds", "0",
+                 "--methods", "patchcore", "--out", str(tmp_path / "results"), "--no-cache", *flags]) == 1
+    own = FunAD(pretrained=False, progress=False, backbone=TINY["backbone"]).backbone
+    grid, side, funad_cap, peer_cap = seen[0]
+    assert side > own.preprocessing.image_size and grid[0] > own.grid[0]
+    assert funad_cap == peer_cap == POOL_MAX_PATCHES * grid[0] * grid[1] // (own.grid[0] * own.grid[1])
 
 
 # --------------------------------------------------------------------------- several datasets
@@ -277,10 +308,10 @@ def test_a_stopped_benchmark_keeps_the_datasets_it_finished(two_categories, tmp_
 
     fit_method = runner._fit_method
 
-    def stop_on_the_second_dataset(method, split, train, options):
+    def stop_on_the_second_dataset(method, split, train, options, peer_pool_cap):
         if split.category == "unmasked":
             raise RuntimeError("stopped")
-        return fit_method(method, split, train, options)
+        return fit_method(method, split, train, options, peer_pool_cap)
 
     monkeypatch.setattr(runner, "_fit_method", stop_on_the_second_dataset)
     out = tmp_path / "results"

@@ -9,11 +9,12 @@ import torch
 from PIL import Image
 
 from funad import FunAD
+from funad.config import POOL_MAX_PATCHES
 from funad.data.preprocessing import normalised_array
 from funad.inference.maps import patch_scores_to_maps
 from funad.inference.regions import training_pixel_threshold
 from funad.runtime import OnnxModel
-from funad.utils.letterbox import cells_shown, content_box, shapes_differ
+from funad.utils.letterbox import cells_shown, content_box, kept_aspect_side, shapes_differ
 from test_maps import step_by_step
 
 from conftest import TINY, fit_save_and_export
@@ -135,12 +136,17 @@ def test_auto_keeps_the_aspect_only_when_the_training_images_shapes_differ():
     assert not shapes_differ([])
 
 
-def test_fit_chooses_the_aspect_from_its_images_and_saves_the_choice(demo_data, tmp_path):
-    folder = tmp_path / "shapes"
+def square_and_wide_photos(demo_data, folder, count=None):
+    """The demo's training photos in ``folder``, every other one cut to 2:1 (64 x 32)."""
     folder.mkdir()
-    for index, path in enumerate(sorted(demo_data.train_dir.glob("*.png"))):
+    for index, path in enumerate(sorted(demo_data.train_dir.glob("*.png"))[:count]):
         photo = Image.open(path)
-        (photo.crop((0, 0, 64, 32)) if index % 2 else photo).save(folder / path.name)  # square and 2:1 photos
+        (photo.crop((0, 0, 64, 32)) if index % 2 else photo).save(folder / path.name)
+    return folder
+
+
+def test_fit_chooses_the_aspect_from_its_images_and_saves_the_choice(demo_data, tmp_path):
+    folder = square_and_wide_photos(demo_data, tmp_path / "shapes")
     model = FunAD(pretrained=False, progress=False, **TINY).fit(folder)
     assert model.config.aspect == "auto" and model.keep_aspect_ and model.backbone.preprocessing.keep_aspect
     model.save(tmp_path / "model")
@@ -148,6 +154,37 @@ def test_fit_chooses_the_aspect_from_its_images_and_saves_the_choice(demo_data, 
     assert loaded.config.aspect == "keep" and loaded.backbone.preprocessing.keep_aspect
     square = FunAD(pretrained=False, progress=False, **TINY).fit(demo_data.train_dir)
     assert not square.keep_aspect_ and not square.backbone.preprocessing.keep_aspect
+
+
+def test_letterboxed_photos_get_an_input_that_keeps_the_median_shorter_side():
+    assert kept_aspect_side([(300, 300)] * 5, 224, 14) == 224  # square photos: the backbone's own side
+    tile_like = [(358, 257)] * 3 + [(200, 500)]  # median longer / shorter side 1.39: 312 px, rounded up to 23 x 14
+    assert kept_aspect_side(tile_like, 224, 14) == 322
+    assert kept_aspect_side([(257, 358)] * 3, 224, 14) == 322  # tall as wide
+    assert kept_aspect_side([(1000, 100)], 224, 14) == 448  # at most twice the own side
+    assert kept_aspect_side([(225, 224)], 224, 14) == 238  # any enlargement rounds up to a whole patch
+    assert kept_aspect_side([], 224, 14) == 224
+
+
+def test_fit_enlarges_a_letterboxed_input_for_its_photos_and_saves_it(demo_data, tmp_path):
+    folder = square_and_wide_photos(demo_data, tmp_path / "shapes", count=8)
+    settings = {**TINY, "image_size": None}
+    model = FunAD(pretrained=False, progress=False, **settings).fit(folder)
+    own = FunAD(pretrained=False, progress=False, **settings).backbone  # not chosen yet: the backbone's own input
+    own_side, patch = own.preprocessing.image_size, own.preprocessing.image_size // own.grid[0]
+    side = model.backbone.preprocessing.image_size
+    assert model.keep_aspect_ and model.image_size_ == side == own_side * 3 // 2  # median of 1 and 2: 1.5
+    assert model.backbone.grid == (side // patch, side // patch)
+    scaled_cap = POOL_MAX_PATCHES * (side // patch) ** 2 // (own_side // patch) ** 2
+    assert model.scorer_.pool_max_patches == scaled_cap  # the same share of the (more) training patches
+    model.save(tmp_path / "model")
+    loaded = FunAD.load(tmp_path / "model")
+    assert loaded.config.image_size == side and loaded.config.knn_pool_max_patches == scaled_cap
+    photo = sorted(folder.glob("*.png"))[1]
+    assert loaded.score(photo) == model.score(photo)
+    given = FunAD(pretrained=False, progress=False, **TINY).choose_preprocessing(sorted(folder.glob("*.png")))
+    assert given.keep_aspect_ and given.input_side() == TINY["image_size"]  # a given image_size is kept
+    assert set(given.resolved_preprocessing()) == {"aspect", "align"}
 
 
 def test_the_pixel_threshold_reads_only_the_patches_a_letterboxed_map_shows():

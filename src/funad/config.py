@@ -71,8 +71,11 @@ class FunADConfig:
                             "frozen feature extractor, by registered name (paper: DINO ViT-B/8, dino_vitb8)")
     weights: str | None = setting(None, "local weights file (safetensors or torch state dict) for the backbone; "
                                         "none: the backbone's own weights")
-    image_size: int | None = setting(None, "square backbone input side in pixels; none: the backbone's own "
-                                           "(paper 224)")
+    # Measured on magnetic tile, screw and bottle (README, "Input resolution").
+    image_size: int | None = setting(None, "square backbone input side in pixels; none: the backbone's own (paper "
+                                           "224), enlarged for letterboxed photos so that the median training "
+                                           "photo's shorter side keeps it (at most twice; the knn pool cap "
+                                           "scaled alike)")
     # Measured on magnetic tile (width / height 0.4 to 2.7) and screw cut to 4:3 (README, "Aspect ratio").
     aspect: Literal["auto", "keep", "stretch"] = setting("auto", "how a photo that is not square fits the square "
                                                                  "input: keep (letterboxed, undistorted; the margins "

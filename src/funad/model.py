@@ -40,7 +40,7 @@ from funad.method.trainer import Trainer, TrainingState, make_state
 from funad.persistence import MANIFEST, ModelFormatError, load_model, save_model
 from funad.utils import distributed
 from funad.utils.files import file_digest
-from funad.utils.letterbox import cells_shown, content_box, shapes_differ
+from funad.utils.letterbox import cells_shown, content_box, kept_aspect_side, shapes_differ
 from funad.utils.pose import POSE_SAMPLE, ObjectPose, estimate_pose, objects_elongated
 
 logger = logging.getLogger(__name__)
@@ -94,15 +94,18 @@ class FunAD:
     @property
     def backbone(self) -> Backbone:
         if self._backbone is None:
-            # Random weights (pretrained=False, tests) are seeded so that a saved model reloads the same.
-            with torch.random.fork_rng():
-                torch.manual_seed(self.config.seed)
-                backbone = create_backbone(self.config.backbone, weights=self.config.weights,
-                                           pretrained=self.pretrained, image_size=self.config.image_size,
-                                           precision=self.config.precision, keep_aspect=self.keeps_aspect(),
-                                           align_object=self.aligns_objects())
-            self._backbone = place_backbone(backbone, self.device)
+            self._backbone = self._build_backbone(self.input_side())
         return self._backbone
+
+    def _build_backbone(self, image_size: int | None) -> Backbone:
+        # Random weights (pretrained=False, tests) are seeded so that a saved model reloads the same.
+        with torch.random.fork_rng():
+            torch.manual_seed(self.config.seed)
+            backbone = create_backbone(self.config.backbone, weights=self.config.weights,
+                                       pretrained=self.pretrained, image_size=image_size,
+                                       precision=self.config.precision, keep_aspect=self.keeps_aspect(),
+                                       align_object=self.aligns_objects())
+        return place_backbone(backbone, self.device)
 
     @property
     def device(self) -> torch.device:
@@ -122,24 +125,62 @@ class FunAD:
             return bool(getattr(self, "align_object_", False))
         return self.config.align == "object"
 
-    def resolved_preprocessing(self) -> dict[str, str]:
-        """The ``aspect`` and ``align`` settings with "auto" resolved: what a fit on the same features sets."""
-        return {"aspect": "keep" if self.keeps_aspect() else "stretch",
-                "align": "object" if self.aligns_objects() else "none"}
+    def input_side(self) -> int | None:
+        """The backbone's square input side: ``image_size``, else the side :meth:`choose_preprocessing` chose for
+        letterboxed images, else None (the backbone's own)."""
+        return self.config.image_size or getattr(self, "image_size_", None)
+
+    def resolved_preprocessing(self) -> dict[str, Any]:
+        """The ``aspect`` and ``align`` settings with "auto" resolved, and the input side and knn pool cap where
+        :meth:`choose_preprocessing` enlarged the input: what a fit on the same features sets."""
+        resolved: dict[str, Any] = {"aspect": "keep" if self.keeps_aspect() else "stretch",
+                                    "align": "object" if self.aligns_objects() else "none"}
+        if self.config.image_size is None and getattr(self, "image_size_", None) is not None:
+            resolved |= {"image_size": self.image_size_,
+                         "knn_pool_max_patches": self.pool_cap(self.config.knn_pool_max_patches)}
+        return resolved
+
+    def resolved_config(self) -> FunADConfig:
+        """The configuration with what :meth:`choose_preprocessing` chose written in (:meth:`resolved_preprocessing`):
+        what a saved model reloads with."""
+        return FunADConfig.from_dict(self.config.to_dict() | self.resolved_preprocessing())
+
+    def pool_cap(self, cap: int | None) -> int | None:
+        """A coreset pool cap stated for the backbone's own input, scaled to the patches of the input side
+        :meth:`choose_preprocessing` chose, so that the pool keeps the same share of the training patches."""
+        chosen = None if self.config.image_size is not None else getattr(self, "image_size_", None)
+        if cap is None or chosen is None:
+            return cap
+        own_side, patch = self.own_input_
+        return cap * (chosen // patch) ** 2 // (own_side // patch) ** 2
 
     def choose_preprocessing(self, paths: Sequence[Path]) -> FunAD:
         """Where ``aspect`` or ``align`` is "auto", choose ``keep_aspect_`` from the training images' shapes
         (:func:`funad.utils.letterbox.shapes_differ`) and ``align_object_`` from their objects
-        (:func:`funad.utils.pose.objects_elongated`, on at most :data:`POSE_SAMPLE` of them). Before any
-        extraction: the features depend on both."""
-        chosen = (self.keeps_aspect(), self.aligns_objects())
+        (:func:`funad.utils.pose.objects_elongated`, on at most :data:`POSE_SAMPLE` of them); without an
+        ``image_size``, letterboxed images get the input side ``image_size_`` that keeps the median image's
+        shorter side at the backbone's own input side (:func:`funad.utils.letterbox.kept_aspect_side`). Before any
+        extraction: the features depend on all three."""
+        chosen = (self.keeps_aspect(), self.aligns_objects(), self.input_side())
+        sizes = [(width, height) for height, width in map(image_size, paths)]
         if self.config.aspect == "auto":
-            self.keep_aspect_ = shapes_differ((width, height) for height, width in map(image_size, paths))
+            self.keep_aspect_ = shapes_differ(sizes)
         if self.config.align == "auto":
             self.align_object_ = objects_elongated(_sample_poses(paths))
-        if self._backbone is not None and chosen != (self.keeps_aspect(), self.aligns_objects()):
+        if self.config.image_size is None:
+            self.image_size_ = self._kept_aspect_side(sizes) if self.keeps_aspect() else None
+        if self._backbone is not None and chosen != (self.keeps_aspect(), self.aligns_objects(), self.input_side()):
             self._backbone = None  # built before the choice: rebuilt with it
         return self
+
+    def _kept_aspect_side(self, sizes: Sequence[tuple[int, int]]) -> int | None:
+        """The input side for letterboxed images of these (width, height); None where it is the backbone's own.
+        Sets ``own_input_``: the backbone's own input side and its pixels per grid cell."""
+        own = self._backbone if self._backbone is not None and self.input_side() is None else self._build_backbone(None)
+        own_side = own.preprocessing.image_size
+        self.own_input_ = (own_side, own_side // own.grid[0])
+        side = kept_aspect_side(sizes, *self.own_input_)
+        return None if side == own_side else side
 
     def weights_id(self) -> str | None:
         """Identifies the backbone weights for the feature cache; None (no caching) for random weights."""
@@ -262,7 +303,7 @@ class FunAD:
         train_scores = bank.image_scores[:real]
         judged_normal = bank.candidate_normals[:real]
         trusted = self.trusted_images(train_scores)
-        scorer = create_scorer(self.config, local_net).fit(method_features, trusted)
+        scorer = create_scorer(self.resolved_config(), local_net).fit(method_features, trusted)
         # Each scorer scores the synthetic anomalies too (one pass over the features); they are dropped here.
         train_predict_scores = scorer.score_training_images(method_features)[:real]
         estimate = estimate_threshold(train_predict_scores, judged_normal, self.config.threshold_tail_widths)
@@ -378,8 +419,7 @@ class FunAD:
     # ----------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
         # What "auto" chose is saved as what was fitted: the model reloads with its features' preprocessing.
-        config = self.config.to_dict() | self.resolved_preprocessing()
-        estimator = {"config": config, "pretrained": self.pretrained,
+        estimator = {"config": self.resolved_config().to_dict(), "pretrained": self.pretrained,
                      "backbone": self.backbone.describe(), "weights_id": self.weights_id()}
         return save_model(Path(directory), self._fitted(), estimator)
 

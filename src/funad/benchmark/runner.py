@@ -25,6 +25,7 @@ from funad.baselines import PatchCore, SoftPatch
 from funad.benchmark.datasets import Sample
 from funad.benchmark.options import METHODS, BenchmarkOptions
 from funad.benchmark.protocol import Split
+from funad.config import POOL_MAX_PATCHES
 from funad.data.images import image_size, load_image
 from funad.features.containers import FeatureSet
 from funad.inference.scorers.base import PatchScorer
@@ -113,9 +114,10 @@ class Evaluator:
         return results, seconds
 
 
-def _fit_method(method: str, split: Split, train: FeatureSet,
-                options: BenchmarkOptions) -> tuple[PatchScorer, float | None]:
-    """The method's fitted scorer, and its label-free threshold (funad's; None for the peers)."""
+def _fit_method(method: str, split: Split, train: FeatureSet, options: BenchmarkOptions,
+                peer_pool_cap: int | None) -> tuple[PatchScorer, float | None]:
+    """The method's fitted scorer, and its label-free threshold (funad's; None for the peers, whose coreset pools
+    hold at most ``peer_pool_cap`` patches)."""
     seed = split.seed
     if method in ("funad", "funad*"):
         config = {**options.funad_config, "seed": seed}
@@ -130,9 +132,11 @@ def _fit_method(method: str, split: Split, train: FeatureSet,
         return model.scorer_, model.threshold_
     patches, peers = train.method_features("patch"), options.peers
     if method == "patchcore":
-        return PatchCore(peers.coreset_fraction, reweight=peers.patchcore_reweight, seed=seed).fit(patches), None
+        return PatchCore(peers.coreset_fraction, reweight=peers.patchcore_reweight, seed=seed,
+                         pool_max_patches=peer_pool_cap).fit(patches), None
     if method == "softpatch":
-        return SoftPatch(peers.softpatch_noise, peers.coreset_fraction, seed=seed).fit(patches), None
+        return SoftPatch(peers.softpatch_noise, peers.coreset_fraction, seed=seed,
+                         pool_max_patches=peer_pool_cap).fit(patches), None
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 
@@ -151,6 +155,8 @@ def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
     extractor.choose_preprocessing(train_paths)
     options = dataclasses.replace(options, funad_config={**options.funad_config,
                                                          **extractor.resolved_preprocessing()})
+    peer_pool_cap = extractor.pool_cap(POOL_MAX_PATCHES)  # the peers' pools scaled as funad's is
+    input_side = extractor.backbone.preprocessing.image_size
     paths = list(dict.fromkeys(train_paths + [t.path for s in splits for t in s.test]))
     started = time.perf_counter()
     features = extractor.extract(paths, description="benchmark features")
@@ -165,7 +171,7 @@ def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
         for method in options.methods:
             logger.info("%s: ratio %g, seed %d: fitting %s", split.category, split.ratio, split.seed, method)
             started = time.perf_counter()
-            scorer, threshold = _fit_method(method, split, train, options)
+            scorer, threshold = _fit_method(method, split, train, options, peer_pool_cap)
             fit_seconds = time.perf_counter() - started
             results, predict_seconds = evaluator.evaluate(scorer, threshold)
             for setting, metrics in results.items():
@@ -174,10 +180,11 @@ def run_benchmark(splits: list[Split], options: BenchmarkOptions, pixels: bool,
                              "num_train": len(split.train), "num_moved": int(sum(split.moved)),
                              "num_test": len(split.test_set(setting))})
         if on_split_done is not None:
-            on_split_done(_outcome(runs, extract_seconds, len(paths), options))
-    return _outcome(runs, extract_seconds, len(paths), options)
+            on_split_done(_outcome(runs, extract_seconds, len(paths), options, input_side))
+    return _outcome(runs, extract_seconds, len(paths), options, input_side)
 
 
-def _outcome(runs: list[dict], extract_seconds: float, num_images: int, options: BenchmarkOptions) -> dict:
-    return {"runs": runs, "extract_seconds": extract_seconds, "num_images": num_images,
+def _outcome(runs: list[dict], extract_seconds: float, num_images: int, options: BenchmarkOptions,
+             image_size: int) -> dict:
+    return {"runs": runs, "extract_seconds": extract_seconds, "num_images": num_images, "image_size": image_size,
             "aspect": options.funad_config["aspect"], "align": options.funad_config["align"]}

@@ -180,7 +180,8 @@ def _write_results(path: Path, header: dict, outcome: dict, complete: bool) -> l
 
     summary = summarise(outcome["runs"])
     results = {**header, "complete": complete, "extract_seconds": outcome["extract_seconds"],
-               "num_images_extracted": outcome["num_images"], "aspect": outcome["aspect"], "align": outcome["align"],
+               "num_images_extracted": outcome["num_images"], "image_size": outcome["image_size"],
+               "aspect": outcome["aspect"], "align": outcome["align"],
                "runs": outcome["runs"],
                "summary": summary}
     path.parent.mkdir(parents=True, exist_ok=True)

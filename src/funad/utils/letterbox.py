@@ -6,6 +6,7 @@ Plain arithmetic, so that preprocessing (PIL, no torch), the maps (torch) and th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -37,6 +38,23 @@ def shapes_differ(sizes: Iterable[tuple[int, int]]) -> bool:
         return False
     low, high = np.percentile(ratios, [5, 95])
     return bool(high / low > ASPECT_SPREAD)
+
+
+#: The most :func:`kept_aspect_side` enlarges the backbone's own input: a bound on cost (4 x the patches), not a
+#: measured optimum.
+MAX_KEPT_ASPECT_SCALE = 2
+
+
+def kept_aspect_side(sizes: Iterable[tuple[int, int]], own_side: int, patch: int) -> int:
+    """The square input side for letterboxed images of these (width, height): ``own_side`` enlarged so that the median
+    image's shorter side keeps ``own_side`` pixels, as a square photo's does (letterboxing shrinks it by the image's
+    longer / shorter side ratio), rounded up to a multiple of ``patch``, at most :data:`MAX_KEPT_ASPECT_SCALE` times
+    ``own_side``. Square images (ratio 1) keep ``own_side``."""
+    ratios = [max(width, height) / min(width, height) for width, height in sizes]
+    if not ratios:
+        return own_side
+    wanted = min(own_side * float(np.median(ratios)), MAX_KEPT_ASPECT_SCALE * own_side)
+    return max(own_side, math.ceil(round(wanted / patch, 6)) * patch)
 
 
 def cells_shown(box: tuple[int, int, int, int], grid: tuple[int, int], size: int) -> np.ndarray:
