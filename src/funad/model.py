@@ -128,15 +128,20 @@ class FunAD:
     def input_side(self) -> int | None:
         """The backbone's square input side: ``image_size``, else the side :meth:`choose_preprocessing` chose for
         letterboxed images, else None (the backbone's own)."""
-        return self.config.image_size or getattr(self, "image_size_", None)
+        return self.config.image_size or self._chosen_side()
+
+    def _chosen_side(self) -> int | None:
+        """The side :meth:`choose_preprocessing` chose for letterboxed images; None where none was needed or
+        ``image_size`` is given."""
+        return None if self.config.image_size is not None else getattr(self, "image_size_", None)
 
     def resolved_preprocessing(self) -> dict[str, Any]:
         """The ``aspect`` and ``align`` settings with "auto" resolved, and the input side and knn pool cap where
         :meth:`choose_preprocessing` enlarged the input: what a fit on the same features sets."""
         resolved: dict[str, Any] = {"aspect": "keep" if self.keeps_aspect() else "stretch",
                                     "align": "object" if self.aligns_objects() else "none"}
-        if self.config.image_size is None and getattr(self, "image_size_", None) is not None:
-            resolved |= {"image_size": self.image_size_,
+        if self._chosen_side() is not None:
+            resolved |= {"image_size": self._chosen_side(),
                          "knn_pool_max_patches": self.pool_cap(self.config.knn_pool_max_patches)}
         return resolved
 
@@ -148,7 +153,7 @@ class FunAD:
     def pool_cap(self, cap: int | None) -> int | None:
         """A coreset pool cap stated for the backbone's own input, scaled to the patches of the input side
         :meth:`choose_preprocessing` chose, so that the pool keeps the same share of the training patches."""
-        chosen = None if self.config.image_size is not None else getattr(self, "image_size_", None)
+        chosen = self._chosen_side()
         if cap is None or chosen is None:
             return cap
         own_side, patch = self.own_input_
@@ -169,6 +174,9 @@ class FunAD:
             self.align_object_ = objects_elongated(_sample_poses(paths))
         if self.config.image_size is None:
             self.image_size_ = self._kept_aspect_side(sizes) if self.keeps_aspect() else None
+            if self.image_size_ is not None:
+                logger.info("letterboxed photos: a %d px input keeps the median photo's shorter side at %d px "
+                            "(--image-size sets it)", self.image_size_, self.own_input_[0])
         if self._backbone is not None and chosen != (self.keeps_aspect(), self.aligns_objects(), self.input_side()):
             self._backbone = None  # built before the choice: rebuilt with it
         return self

@@ -414,8 +414,8 @@ class OnnxDinov2Backbone(Backbone):
         if size % info.patch_size:
             raise ValueError(f"image_size {size} must be a multiple of the patch size {info.patch_size}")
         free_size = info.image_size is not None and size != info.image_size
-        if free_size:
-            logger.warning("%s declares a %d px input; running it at %d px (position embeddings are "
+        if free_size:  # measured to work (README, "Input resolution"): a note, not a warning
+            logger.info("%s declares a %d px input; running it at %d px (position embeddings are "
                            "interpolated by the graph)", model_path.name, info.image_size, size)
 
         self.name = name
