@@ -408,6 +408,7 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
                   extractor: Extractor) -> None:
     train_paths = list(dict.fromkeys(p for split in splits for p in split.train))
     paths = list(dict.fromkeys(train_paths + [s.path for s in dataset.test]))
+    given_side = "image_size" in extractor.settings
     extractor = extractor.with_aspect_of(train_paths)
     views = sorted({view for scorer in args.scorers for view in SCORER_VIEWS.get(scorer, ())})
     extracted: dict[str, FeatureSet] = {}  # by backbone: the DINOv2 variants share one extraction
@@ -422,7 +423,7 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
                                                   for backbone in backbones_of(variant)}) for view in views}
         model = extractor.model(variant)
         # An input side funad chose for letterboxed images scales the pool as funad's own does (FunAD.pool_cap).
-        chosen_side = args.image_size is None and extractor.settings.get("image_size") is not None
+        chosen_side = not given_side and "image_size" in extractor.settings
         pool_cap = pool_cap_for(args.pool_cap, args.scale_pool_cap or chosen_side, features.grid)
         for split in splits:
             # The full split's test sets, whatever share of its training images is kept.

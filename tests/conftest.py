@@ -1,5 +1,6 @@
 import csv
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -43,6 +44,20 @@ EXTRACTIONS_PER_FIT = 1 + len(CORROBORATION_VIEWS[FunADConfig().knn_corroboratio
 
 def _cli_flags(settings: dict) -> list[str]:
     return [item for key, value in settings.items() for item in ("--" + key.replace("_", "-"), str(value))]
+
+
+@pytest.fixture
+def photos_of_two_shapes(demo_data, tmp_path):
+    """The demo dataset with two of every three training photos cut to 4:3 (64 x 48): letterboxed, median ratio
+    4:3."""
+    from PIL import Image
+
+    root = tmp_path / "shapes"
+    shutil.copytree(demo_data.root, root)
+    for index, path in enumerate(sorted((root / "train").rglob("*.png"))):
+        if index % 3:
+            Image.open(path).crop((0, 0, 64, 48)).save(path)
+    return root
 
 
 @pytest.fixture(scope="session")

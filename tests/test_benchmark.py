@@ -198,17 +198,6 @@ def test_benchmark_command_writes_every_method_and_setting(demo_data, tmp_path, 
     assert json.loads((rerun / "splits" / split_file.name).read_text()) == json.loads(split_file.read_text())
 
 
-@pytest.fixture
-def photos_of_two_shapes(demo_data, tmp_path):
-    """The demo dataset with two of every three training photos cut to 4:3."""
-    root = tmp_path / "shapes"
-    shutil.copytree(demo_data.root, root)
-    for index, path in enumerate(sorted((root / "train").rglob("*.png"))):
-        if index % 3:
-            Image.open(path).crop((0, 0, 64, 48)).save(path)
-    return root
-
-
 def test_benchmark_keeps_the_aspect_of_training_photos_of_different_shapes(photos_of_two_shapes, tmp_path,
                                                                            tiny_cli_flags):
     out = tmp_path / "results"

@@ -145,6 +145,18 @@ def test_records_name_the_input_size_grid_and_scaled_pool_cap(probe, demo_data, 
     assert record["pool_cap"] == 512 * 16 // 256
 
 
+def test_without_an_input_size_letterboxed_photos_get_funads_side_and_scaled_pool(probe, photos_of_two_shapes,
+                                                                                  tmp_path):
+    out = tmp_path / "probe.jsonl"
+    settings = {k: v for k, v in TINY.items() if k not in ("backbone", "image_size")}
+    flags = [item for key, value in settings.items() for item in ("--" + key.replace("_", "-"), str(value))]
+    assert probe.main([str(photos_of_two_shapes), "--out", str(out), "--random-weights", "--quiet", "--variants",
+                       "m468", "--scorers", "patchcore", "--pool-cap", "512", *flags]) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["keep_aspect"] and record["image_size"] == 308  # 224 x 4/3, rounded up to 22 patches of 14 px
+    assert record["grid"] == [22, 22] and record["pool_cap"] == 512 * 22 * 22 // 256
+
+
 def test_probe_refuses_a_pool_cap_below_one(probe, tmp_path):
     with pytest.raises(SystemExit):
         probe.main([str(tmp_path), "--out", str(tmp_path / "x.jsonl"), "--pool-cap", "0"])
