@@ -104,6 +104,7 @@ from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone, packaged_mo
 from funad.features.cache import FeatureCache, default_cache_dir
 from funad.features.containers import FeatureSet
 from funad.features.extraction import extract_features, place_backbone, resolve_device
+from funad.inference.patch_bank import scaled_pool_cap
 from funad.inference.scorers.base import PatchScorer
 from funad.inference.scorers.knn import CORROBORATION_VIEWS, NearestNeighbourScorer
 from funad.metrics import image_auroc
@@ -392,7 +393,7 @@ SCORER_VIEWS = {name: CORROBORATION_VIEWS[views] for name, (views, *_) in CORROB
 
 def pool_cap_for(cap: int, scale: bool, grid: tuple[int, int]) -> int:
     """``cap``, or with ``scale`` ``cap`` x (patches per image) / 256, rounded down: the same share of the patches."""
-    return cap * grid[0] * grid[1] // POOL_CAP_GRID_PATCHES if scale else cap
+    return scaled_pool_cap(cap, grid[0] * grid[1], POOL_CAP_GRID_PATCHES) if scale else cap
 
 
 # --------------------------------------------------------------------------- probe

@@ -30,6 +30,7 @@ from funad.features.cache import FeatureCache, default_cache_dir
 from funad.features.containers import FeatureSet
 from funad.features.extraction import extract_features_sharded, iterate_features, place_backbone, resolve_device
 from funad.fitted_state import FittedState
+from funad.inference.patch_bank import scaled_pool_cap
 from funad.inference.prediction import MapSize, Prediction, map_shape
 from funad.inference.regions import Region, defect_regions, training_pixel_threshold
 from funad.inference.scorers.registry import create_scorer, training_views
@@ -157,7 +158,7 @@ class FunAD:
         if cap is None or chosen is None:
             return cap
         own_side, patch = self.own_input_
-        return cap * (chosen // patch) ** 2 // (own_side // patch) ** 2
+        return scaled_pool_cap(cap, (chosen // patch) ** 2, (own_side // patch) ** 2)
 
     def choose_preprocessing(self, paths: Sequence[Path]) -> FunAD:
         """Where ``aspect`` or ``align`` is "auto", choose ``keep_aspect_`` from the training images' shapes
@@ -167,7 +168,8 @@ class FunAD:
         shorter side at the backbone's own input side (:func:`funad.utils.letterbox.kept_aspect_side`). Before any
         extraction: the features depend on all three."""
         chosen = (self.keeps_aspect(), self.aligns_objects(), self.input_side())
-        sizes = [(width, height) for height, width in map(image_size, paths)]
+        needs_sizes = self.config.aspect == "auto" or (self.config.image_size is None and self.keeps_aspect())
+        sizes = [(width, height) for height, width in map(image_size, paths)] if needs_sizes else []
         if self.config.aspect == "auto":
             self.keep_aspect_ = shapes_differ(sizes)
         if self.config.align == "auto":

@@ -110,6 +110,12 @@ def highest_searched_exactly(scores: np.ndarray, score_exactly: Callable[[np.nda
         settled[rows, columns] = True
 
 
+def scaled_pool_cap(cap: int, patches_per_image: int, stated_patches_per_image: int) -> int:
+    """A pool cap stated for images of ``stated_patches_per_image`` patches, for images of ``patches_per_image``:
+    the pool keeps the same share of the training patches (rounded down)."""
+    return cap * patches_per_image // stated_patches_per_image
+
+
 def sample_patches(features: MethodFeatures, image_ids: np.ndarray | None, count: int | None,
                    rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
     """At most ``count`` patches drawn uniformly from the chosen images (all when None), and each patch's image.
