@@ -8,7 +8,6 @@ is never used by mistake; ``meta.json`` in each folder says what produced it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from functools import partial
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from funad.utils.files import file_digest, write_atomically, write_text_atomically
+from funad.utils.files import file_digest, json_digest, write_atomically, write_text_atomically
 
 FEATURE_FORMAT_VERSION = 1
 
@@ -41,9 +40,8 @@ def default_graph_cache_dir() -> Path:
 
 
 def backbone_fingerprint(description: dict, weights_id: str) -> str:
-    payload = json.dumps({"backbone": description, "weights": weights_id, "format": FEATURE_FORMAT_VERSION},
-                         sort_keys=True)
-    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+    # sha1 as the cache was first filed: another digest would orphan every cached feature.
+    return json_digest({"backbone": description, "weights": weights_id, "format": FEATURE_FORMAT_VERSION}, "sha1")[:16]
 
 
 class CachedPatches:

@@ -91,6 +91,13 @@ class MethodFeatures:
         """float32 ``[len(indices), P, D]``; ``positions`` selects the same patches in every image."""
         return self.take_rows(indices, [positions] * len(indices))
 
+    def random_positions(self, count: int, per_image: int, rng: np.random.Generator) -> list[np.ndarray | None]:
+        """For each of ``count`` images, ``per_image`` of its positions drawn at random (sorted), for
+        :meth:`take_rows`; None (every position) for each when ``per_image`` covers them all."""
+        if per_image >= self.num_patches:
+            return [None] * count
+        return [np.sort(rng.choice(self.num_patches, per_image, replace=False)) for _ in range(count)]
+
     def take_rows(self, indices: Sequence[int] | np.ndarray, positions: Sequence[np.ndarray | None]) -> torch.Tensor:
         """float32 ``[len(indices), P, D]`` with each image's own ``positions`` (all of the same length)."""
         rows = [np.asarray(self.arrays[i]) if kept is None else self.arrays[i][kept]

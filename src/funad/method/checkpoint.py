@@ -32,7 +32,7 @@ from funad.config import FunADConfig
 from funad.features.containers import FeatureSet
 from funad.method.trainer import EpochRecord, TrainingState
 from funad.utils import distributed
-from funad.utils.files import file_digest, read_versioned_json, write_atomically, write_text_atomically
+from funad.utils.files import file_digest, json_digest, read_versioned_json, write_atomically, write_text_atomically
 from funad.utils.tensors import under_prefix, with_prefix
 
 logger = logging.getLogger(__name__)
@@ -50,10 +50,6 @@ class CheckpointError(ValueError):
     """A checkpoint that is corrupt, from another funad version, or from a different run."""
 
 
-def _sha256_json(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
-
-
 def training_identity(config: FunADConfig, image_paths: Sequence[Path], features: FeatureSet,
                       backbone: dict[str, Any], weights_id: str | None) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: settings, image list, backbone, feature values.
@@ -68,9 +64,9 @@ def training_identity(config: FunADConfig, image_paths: Sequence[Path], features
         feature_digest.update(np.ascontiguousarray(patches).tobytes())
         feature_digest.update(np.ascontiguousarray(global_).tobytes())
     return {
-        "configuration": _sha256_json(settings),
-        "training images": _sha256_json([str(Path(p).resolve()) for p in image_paths]),
-        "backbone": _sha256_json({"backbone": backbone, "weights": weights_id}),
+        "configuration": json_digest(settings),
+        "training images": json_digest([str(Path(p).resolve()) for p in image_paths]),
+        "backbone": json_digest({"backbone": backbone, "weights": weights_id}),
         "features": feature_digest.hexdigest(),
     }
 

@@ -74,10 +74,7 @@ def build_memory_bank(
     per_image = max(1, int(round(patch_fraction * features.num_patches)))
     if max_entries is not None:
         per_image = max(1, min(per_image, max_entries // len(bank_images)))
-    if per_image >= features.num_patches:
-        positions: list[np.ndarray | None] = [None] * len(bank_images)
-    else:
-        positions = [np.sort(rng.choice(features.num_patches, per_image, replace=False)) for _ in bank_images]
+    positions = features.random_positions(len(bank_images), per_image, rng)
     per_image = min(per_image, features.num_patches)
     mine = distributed.block(len(bank_images))
     raw = features.take_rows(bank_images[mine.start:mine.stop], positions[mine.start:mine.stop]).to(device)

@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 
+def json_digest(value: Any, algorithm: str = "sha256") -> str:
+    """Hex digest of ``value`` as JSON with sorted keys: the same for equal values, whatever their key order."""
+    return hashlib.new(algorithm, json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
     """Hex digest of a file's content, read in chunks (large weights files stay out of memory)."""
     with open(path, "rb") as handle:

@@ -51,7 +51,7 @@ from funad.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from funad.features.backbones.base import Backbone, local_average, register_backbone
 from funad.features.cache import default_graph_cache_dir
 from funad.features.containers import FeatureBatch
-from funad.utils.files import write_atomically
+from funad.utils.files import json_digest, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def _source_key(model_path: Path, what: dict) -> str:
     stat = model_path.stat()
     payload = {"path": str(model_path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                "format": PREPARED_GRAPH_FORMAT, **what}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(payload)[:16]
 
 
 def _cached_bytes(name: str, make: Callable[[], bytes]) -> bytes:

@@ -151,8 +151,8 @@ class NearestNeighbourScorer(PatchScorer):
             self.bank_ = PatchBank(pool[chosen], pool_images[chosen])
         else:
             indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
-            per_image = min(features.num_patches, coreset_size(features.num_patches, self.patch_fraction))
-            positions = [np.sort(rng.choice(features.num_patches, per_image, replace=False)) for _ in indices]
+            per_image = coreset_size(features.num_patches, self.patch_fraction)  # at most every position
+            positions = features.random_positions(len(indices), per_image, rng)
             pool = self._fit_projection(features.take_rows(indices, positions).reshape(-1, features.dim))
             pool_images = np.repeat(indices, per_image)
             self.bank_ = PatchBank(pool, pool_images)
