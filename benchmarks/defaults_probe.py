@@ -9,13 +9,16 @@ resolution, per setting).
 
 Feature variants:
 
-* ``b4``, ``b6``, ``b8``, ``m468``, ``c68``: the default ONNX DINOv2, extracted once per image
-  into the feature cache with blocks 4, 6 and 8 (0-based, each after the final LayerNorm)
-  concatenated, then sliced: one block, the mean of the three (what the default backbone
-  computes), or blocks 6 and 8 concatenated; ``m468_avg3``: ``m468`` with each patch the mean of
-  its 3x3 neighbourhood of patches (PatchCore's local aggregation, ``local_kernel=3``);
-  ``m468_no_affine``: ``m468`` without the final LayerNorm's learned per-channel scale and shift
-  (a few channels of large scale dominate the Euclidean distance);
+* ``m468``: the default ONNX DINOv2's features (the mean of blocks 4, 6 and 8, 0-based, each after
+  the final LayerNorm) as funad extracts them, from the same feature cache: the probe's default
+  scorer reads to the bit what ``funad fit`` and ``funad benchmark`` read;
+* ``b4``, ``b6``, ``b8``, ``c68``: the same DINOv2, extracted once per image into the feature cache
+  with blocks 4, 6 and 8 concatenated, then sliced: one block, or blocks 6 and 8 concatenated;
+  ``m468_avg3``: the mean of the three with each patch the mean of its 3x3 neighbourhood of
+  patches (PatchCore's local aggregation, ``local_kernel=3``); ``m468_no_affine``: the mean of the
+  three without the final LayerNorm's learned per-channel scale and shift (a few channels of large
+  scale dominate the Euclidean distance). Each block was rounded to fp16 before these combine, so a
+  derived mean differs from ``m468`` in the last bit of about a third of its values;
 * ``efficientnet_lite0``: the other backbone that ships offline;
 * ``m468+efficientnet_lite0``: both shipped backbones, each patch's two parts L2-normalised and
   concatenated (each scaled by 1/sqrt 2: unit norm), EfficientNet-Lite0's 28x28 grid averaged down
@@ -113,6 +116,8 @@ from funad.model import FunAD
 logger = logging.getLogger("defaults_probe")
 
 DINO = "imgfocus_dinov2_vits14"
+#: The DINOv2's blocks 4, 6 and 8 concatenated: the extraction every derived DINOv2 variant slices.
+DINO_BLOCKS = f"{DINO} blocks 4+6+8"
 OTHER_BACKBONE = "efficientnet_lite0"
 EXTRACTED_BLOCKS = (4, 6, 8)
 #: The measured settings, spelled out so that the table stays reproducible when defaults move.
@@ -166,23 +171,29 @@ def final_norm_affine() -> tuple[np.ndarray, np.ndarray]:
     return backbone.norm_weight.numpy(), backbone.norm_bias.numpy()
 
 
+DEFAULT_VARIANT = "m468"
+#: The variants derived from :data:`DINO_BLOCKS`.
 DINO_VARIANTS = {"b4": DinoVariant((4,)), "b6": DinoVariant((6,)), "b8": DinoVariant((8,)),
-                 "m468": DinoVariant((4, 6, 8)), "c68": DinoVariant((6, 8), "concat"),
+                 "c68": DinoVariant((6, 8), "concat"),
                  "m468_avg3": DinoVariant((4, 6, 8), local_kernel=3),
                  "m468_no_affine": DinoVariant((4, 6, 8), norm_affine=False)}
 COMBINED = f"m468+{OTHER_BACKBONE}"
-VARIANTS = (*DINO_VARIANTS, OTHER_BACKBONE, COMBINED)
+VARIANTS = (DEFAULT_VARIANT, *DINO_VARIANTS, OTHER_BACKBONE, COMBINED)
 
 
 def backbones_of(variant: str) -> tuple[str, ...]:
+    """The extractions the variant is made of: :data:`DINO` (funad's own), :data:`DINO_BLOCKS` or the other
+    backbone."""
     if variant == COMBINED:
         return DINO, OTHER_BACKBONE
-    return (DINO,) if variant in DINO_VARIANTS else (OTHER_BACKBONE,)
+    if variant == DEFAULT_VARIANT:
+        return (DINO,)
+    return (DINO_BLOCKS,) if variant in DINO_VARIANTS else (OTHER_BACKBONE,)
 
 
 def backbone_of(variant: str) -> str:
     """The backbone whose model sizes and smooths the variant's maps (both backbones take 224 px)."""
-    return backbones_of(variant)[0]
+    return OTHER_BACKBONE if variant == OTHER_BACKBONE else DINO
 
 
 def derive_features(features: FeatureSet, variant: DinoVariant) -> FeatureSet:
@@ -208,14 +219,13 @@ def variant_features(variant: str, extracted: dict[str, FeatureSet]) -> FeatureS
     if variant == COMBINED:
         return combine_features(extracted[DINO], extracted[OTHER_BACKBONE])
     if variant in DINO_VARIANTS:
-        return derive_features(extracted[DINO], DINO_VARIANTS[variant])
-    return extracted[OTHER_BACKBONE]
+        return derive_features(extracted[DINO_BLOCKS], DINO_VARIANTS[variant])
+    return extracted[backbones_of(variant)[0]]
 
 
 def combine_features(dino: FeatureSet, other: FeatureSet) -> FeatureSet:
-    """The DINOv2's ``m468`` and EfficientNet-Lite0's patches of the same images, on the DINOv2's grid."""
+    """The DINOv2's (``m468``) and EfficientNet-Lite0's patches of the same images, on the DINOv2's grid."""
     assert dino.paths == other.paths
-    dino = derive_features(dino, DINO_VARIANTS["m468"])
     patches = [np.concatenate([unit_rows(a), unit_rows(area_resample(b, other.grid, dino.grid))], axis=-1)
                .astype(np.float16) for a, b in zip(dino.patches, other.patches)]
     globals_ = [np.concatenate([unit_rows(a), unit_rows(b)]).astype(np.float16)
@@ -250,13 +260,14 @@ class Extractor:
         return Extractor(settings, self.cache_root, self.random_weights, self.progress)
 
     def extract(self, backbone: str, paths: list[Path], view: str | None = None) -> FeatureSet:
-        """The features of one of the two backbones (:data:`DINO`: blocks 4, 6 and 8 concatenated)."""
-        if backbone == DINO:
+        """One extraction (:func:`backbones_of`): a backbone's features as funad extracts them, or
+        :data:`DINO_BLOCKS`."""
+        if backbone == DINO_BLOCKS:
             features = self.extract_dino_blocks(paths, view)
-        elif backbone == OTHER_BACKBONE:
-            features = self.model(backbone).extract(paths, description=OTHER_BACKBONE, view=view)
+        elif backbone in (DINO, OTHER_BACKBONE):
+            features = self.model(backbone).extract(paths, description=backbone, view=view)
         else:
-            raise ValueError(f"unknown backbone {backbone!r}: {DINO} or {OTHER_BACKBONE} (variants: variant_features)")
+            raise ValueError(f"unknown extraction {backbone!r}: {DINO}, {DINO_BLOCKS} or {OTHER_BACKBONE}")
         if features.failures:
             path, reason = next(iter(features.failures.items()))
             raise ValueError(f"{len(features.failures)} images could not be read (first: {path}: {reason})")
@@ -412,7 +423,7 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
     given_side = "image_size" in extractor.settings
     extractor = extractor.with_aspect_of(train_paths)
     views = sorted({view for scorer in args.scorers for view in SCORER_VIEWS.get(scorer, ())})
-    extracted: dict[str, FeatureSet] = {}  # by backbone: the DINOv2 variants share one extraction
+    extracted: dict[str, FeatureSet] = {}  # by extraction (backbones_of): the derived variants share one
     posed_by_backbone: dict[str, dict[str, FeatureSet]] = {}  # the training images' views (test images need none)
     for variant in args.variants:
         for backbone in backbones_of(variant):
