@@ -62,8 +62,9 @@ labels: it is only reported and selects nothing.
 
 FunADConfig flags apply too: ``--epochs 2`` shortens the FUN-AD scorers' training for a smoke
 run, ``--image-size`` sets both backbones' input (a multiple of 56 suits both; the DINOv2 needs a
-multiple of 14); without it each dataset's input side is funad's own choice (224 px, larger for
-letterboxed photos: ``FunAD.choose_preprocessing``, the pool then scaled as with ``--scale-pool-cap``).
+multiple of 14); without it each dataset's input side is funad's own choice for each backbone (224 px,
+larger for letterboxed photos: ``FunAD.choose_preprocessing``, the pool then scaled as with
+``--scale-pool-cap``).
 Records are appended to ``--out`` as each finishes, so a stopped run keeps its finished work and
 runs of one variant at a time add up; each record names its input size and pool cap, and
 ``--summary`` prints the mean over seeds, the last record of each (dataset, variant, scorer,
@@ -234,30 +235,39 @@ def combine_features(dino: FeatureSet, other: FeatureSet) -> FeatureSet:
 
 
 class Extractor:
-    """Features from a variant's backbone (the DINOv2 blocks unsliced); the FUN-AD model that sizes and smooths maps."""
+    """Features from a variant's backbone (the DINOv2 blocks unsliced); the FUN-AD model that sizes and smooths maps.
 
-    def __init__(self, settings: dict[str, Any], cache_root: Path | None, random_weights: bool, progress: bool):
+    ``training_paths``: the dataset's training images, from which each backbone's model chooses its
+    preprocessing as funad does (:meth:`with_aspect_of`).
+    """
+
+    def __init__(self, settings: dict[str, Any], cache_root: Path | None, random_weights: bool, progress: bool,
+                 training_paths: Sequence[Path] = ()):
         self.settings = settings
         self.cache_root = cache_root
         self.random_weights = random_weights
         self.progress = progress
+        self.training_paths = list(training_paths)
         self._models: dict[str, FunAD] = {}
 
     def model(self, variant: str) -> FunAD:
         """The FUN-AD model of the variant's (first) backbone (built once: the evaluation reads its input size)."""
         backbone = backbone_of(variant)
         if backbone not in self._models:
-            self._models[backbone] = FunAD(pretrained=backbone == DINO or not self.random_weights,
-                                           cache_dir=self.cache_root or False, progress=self.progress,
-                                           **self.settings, backbone=backbone)
+            model = FunAD(pretrained=backbone == DINO or not self.random_weights, cache_dir=self.cache_root or False,
+                          progress=self.progress, **self.settings, backbone=backbone)
+            self._models[backbone] = model.choose_preprocessing(self.training_paths) if self.training_paths else model
         return self._models[backbone]
 
+    def settings_of(self, variant: str) -> dict[str, Any]:
+        """FunADConfig settings of the variant's model, with the preprocessing it chose."""
+        return {**self.settings, **self.model(variant).resolved_preprocessing()}
+
     def with_aspect_of(self, paths: Sequence[Path]) -> Extractor:
-        """This extractor for a dataset whose training images are ``paths``: ``aspect`` and ``align`` "auto" chosen
-        as funad chooses them (:meth:`FunAD.choose_preprocessing`), so that every scorer of the dataset reads the
-        same features."""
-        settings = {**self.settings, **FunAD(**self.settings).choose_preprocessing(paths).resolved_preprocessing()}
-        return Extractor(settings, self.cache_root, self.random_weights, self.progress)
+        """This extractor for a dataset whose training images are ``paths``: ``aspect`` and ``align`` "auto", and
+        without an ``image_size`` the input side, chosen per backbone as funad chooses them
+        (:meth:`FunAD.choose_preprocessing`), so that every scorer of the dataset reads the same features."""
+        return Extractor(self.settings, self.cache_root, self.random_weights, self.progress, paths)
 
     def extract(self, backbone: str, paths: list[Path], view: str | None = None) -> FeatureSet:
         """One extraction (:func:`backbones_of`): a backbone's features as funad extracts them, or
@@ -275,12 +285,12 @@ class Extractor:
 
     def extract_dino_blocks(self, paths: list[Path], view: str | None = None) -> FeatureSet:
         """Blocks 4, 6 and 8 concatenated: one extraction (and one cache) serves every DINOv2 variant."""
-        config = FunADConfig(**self.settings)
+        config = FunADConfig(**self.settings_of(DINO))
         backbone = OnnxDinov2Backbone(packaged_model_path(), layers=EXTRACTED_BLOCKS, combine="concat",
                                       image_size=config.image_size)
         backbone.preprocessing = dataclasses.replace(backbone.preprocessing, keep_aspect=config.aspect == "keep",
                                                      align_object=config.align == "object")
-        weights_id = FunAD(**self.settings, backbone=DINO).weights_id()  # as funad's own DINOv2 features are filed
+        weights_id = self.model(DINO).weights_id()  # as funad's own DINOv2 features are filed
         cache = FeatureCache(self.cache_root, backbone.describe(), weights_id) if self.cache_root else None
         device = resolve_device(config.device)
         return extract_features(place_backbone(backbone, device), paths, cache=cache,
@@ -435,7 +445,7 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
                                                   for backbone in backbones_of(variant)}) for view in views}
         model = extractor.model(variant)
         # An input side funad chose for letterboxed images scales the pool as funad's own does (FunAD.pool_cap).
-        chosen_side = not given_side and "image_size" in extractor.settings
+        chosen_side = not given_side and "image_size" in extractor.settings_of(variant)
         pool_cap = pool_cap_for(args.pool_cap, args.scale_pool_cap or chosen_side, features.grid)
         for split in splits:
             # The full split's test sets, whatever share of its training images is kept.
@@ -444,7 +454,7 @@ def probe_dataset(root: Path, dataset: Dataset, splits: list[Split], args: argpa
             train = dataclasses.replace(features.subset(kept.train),
                                         views={view: found.subset(kept.train).patches
                                                for view, found in posed.items()})
-            training = Training(train, split.seed, kept.moved, extractor.settings, pool_cap)
+            training = Training(train, split.seed, kept.moved, extractor.settings_of(variant), pool_cap)
             for scorer in args.scorers:
                 append_record(args.out, {"dataset": dataset.name, "root": str(root), "variant": variant,
                                          "scorer": scorer, "image_size": model.backbone.preprocessing.image_size,

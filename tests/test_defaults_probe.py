@@ -151,10 +151,13 @@ def test_without_an_input_size_letterboxed_photos_get_funads_side_and_scaled_poo
     settings = {k: v for k, v in TINY.items() if k not in ("backbone", "image_size")}
     flags = [item for key, value in settings.items() for item in ("--" + key.replace("_", "-"), str(value))]
     assert probe.main([str(photos_of_two_shapes), "--out", str(out), "--random-weights", "--quiet", "--variants",
-                       "m468", "--scorers", "patchcore", "--pool-cap", "512", *flags]) == 0
-    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert record["keep_aspect"] and record["image_size"] == 308  # 224 x 4/3, rounded up to 22 patches of 14 px
-    assert record["grid"] == [22, 22] and record["pool_cap"] == 512 * 22 * 22 // 256
+                       "m468", probe.OTHER_BACKBONE, "--scorers", "patchcore", "--pool-cap", "512", *flags]) == 0
+    dino, other = [json.loads(line) for line in out.read_text().splitlines()]
+    assert dino["keep_aspect"] and dino["image_size"] == 308  # 224 x 4/3, rounded up to 22 patches of 14 px
+    assert dino["grid"] == [22, 22] and dino["pool_cap"] == 512 * 22 * 22 // 256
+    # Each backbone's own choice, as funad makes it: EfficientNet-Lite0's cells are 8 px (28 x 28 at 224 px).
+    assert other["keep_aspect"] and other["image_size"] == 304 and other["grid"] == [38, 38]
+    assert other["pool_cap"] == 512 * 38 * 38 // 256
 
 
 def test_probe_refuses_a_pool_cap_below_one(probe, tmp_path):
