@@ -26,6 +26,48 @@ def test_greedy_coreset_equals_brute_force_k_center():
     assert chosen.tolist() == _brute_force_k_center(points.double().numpy(), int(chosen[0]), 25)
 
 
+def _projected(points: torch.Tensor, dim: int, seed: int) -> tuple[torch.Tensor, int]:
+    """The rows as greedy_coreset projects them, and its first row (the same draws of the same generator)."""
+    generator = torch.Generator().manual_seed(seed)
+    projection = torch.randn(points.shape[1], dim, generator=generator) / dim**0.5
+    return points @ projection, int(torch.randint(len(points), (1,), generator=generator))
+
+
+def _every_row_updated(points: torch.Tensor, count: int, seed: int) -> list[int]:
+    """The greedy selection updating every row at every step, as greedy_coreset did before it skipped rows."""
+    points, first = _projected(points, 8, seed)
+    norms = points.pow(2).sum(1)
+    chosen = [first]
+    nearest = torch.full((len(points),), float("inf"))
+    for _ in range(count):
+        torch.minimum(nearest, torch.addmv(norms + norms[chosen[-1]], points, points[chosen[-1]], alpha=-2),
+                      out=nearest)
+        chosen.append(int(torch.argmax(nearest)))
+    return chosen[:count]
+
+
+def test_greedy_coreset_skipping_unreachable_rows_chooses_the_farthest_row_at_every_step():
+    # Tight clusters far apart (most rows out of a new centre's reach) and exact duplicates (distances of 0,
+    # where float32 rounding of the expanded distances matters most).
+    generator = torch.Generator().manual_seed(2)
+    centres = torch.randn(40, 16, generator=generator) * 20
+    points = centres.repeat_interleave(50, 0) + torch.randn(2000, 16, generator=generator) * 0.5
+    points = torch.cat([points, points[:100]])
+    # As the selection that updates every row: the same rows while no two candidates tie to float32 rounding.
+    assert greedy_coreset(points, 300, projection_dim=8, seed=5).tolist() == _every_row_updated(points, 300, 5)
+    # Over the whole run (near-ties included: a subset's matrix-vector product may round a row's distance in
+    # the last bit otherwise), each step's row is the farthest from those chosen before, in float64, up to
+    # float32's rounding of distances expanded from squared norms (a row left stale would miss by far more).
+    chosen = greedy_coreset(points, len(points) - 1, projection_dim=8, seed=5)
+    projected = _projected(points, 8, 5)[0].double()
+    rounding = 1e-6 * float(projected.pow(2).sum(1).max())
+    nearest = torch.full((len(points),), float("inf"), dtype=torch.float64)
+    for step, row in enumerate(chosen):
+        if step:
+            assert nearest.max() - nearest[row] <= rounding, step
+        nearest = torch.minimum(nearest, (projected - projected[row]).pow(2).sum(1))
+
+
 def test_greedy_coreset_picks_the_farthest_points():
     cluster = torch.randn(300, 16, generator=torch.Generator().manual_seed(0)) * 0.1
     outliers = torch.eye(16)[:3] * 50.0
