@@ -24,7 +24,8 @@ Feature variants:
   concatenated (each scaled by 1/sqrt 2: unit norm), EfficientNet-Lite0's 28x28 grid averaged down
   to the DINOv2's 16x16 by area so that the bank and its cost stay those of the default grid.
 
-Scorers (coreset pools capped at ``--pool-cap`` patches, 60 000 unless given, wherever a cap is
+Scorers (coreset pools capped at ``--pool-cap`` patches, funad's default ``POOL_MAX_PATCHES`` unless given
+(100 000; 60 000 in the records before session 35), wherever a cap is
 named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256, the 16x16 grid of
 224 px, so that a larger input keeps the same share of the training patches in the pool):
 
@@ -54,7 +55,7 @@ named; ``--scale-pool-cap`` multiplies the cap by the patches per image over 256
   Local-Net) or ``scorer="blend"`` (that and today's knn, each standardised by its training images'
   scores, averaged: :mod:`funad.inference.scorers.blend`);
 * ``funad``: ``FunAD()`` as it is today, end to end (``fit_features``, then its ``scorer_``), with the
-  probe's pool cap as ``knn_pool_max_patches`` (today's default is the same 60 000).
+  probe's pool cap as ``knn_pool_max_patches``.
 
 The FUN-AD scorers also report ``local_net_train_auroc``: the AUROC of the trained Local-Net's
 training-image scores against the split's planted (moved) anomalies. A diagnostic that reads
@@ -102,7 +103,7 @@ from funad.benchmark.datasets import Dataset, load_dataset, parse_dataset
 from funad.benchmark.protocol import SETTINGS, Split, make_split
 from funad.benchmark.runner import Evaluator  # funad benchmark's evaluation, so the numbers compare
 from funad.cli.fit import add_config_options, config_overrides
-from funad.config import FunADConfig
+from funad.config import POOL_MAX_PATCHES, FunADConfig
 from funad.features.backbones.base import local_average
 from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
 from funad.features.cache import FeatureCache, default_cache_dir
@@ -121,8 +122,8 @@ DINO = "imgfocus_dinov2_vits14"
 DINO_BLOCKS = f"{DINO} blocks 4+6+8"
 OTHER_BACKBONE = "efficientnet_lite0"
 EXTRACTED_BLOCKS = (4, 6, 8)
-#: The measured settings, spelled out so that the table stays reproducible when defaults move.
-POOL_CAP = 60_000
+#: Every record names the pool cap it was measured with, so tables stay reproducible when the default moves.
+POOL_CAP = POOL_MAX_PATCHES
 #: Patches per image the pool cap is stated for (``--scale-pool-cap``): the 16x16 grid of 224 px.
 POOL_CAP_GRID_PATCHES = 16 * 16
 #: FunADConfig fields each scorer sets itself (or that would change what is probed).

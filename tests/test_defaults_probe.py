@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from funad.config import POOL_MAX_PATCHES
 from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
 
 from conftest import TINY, benchmark_script
@@ -54,7 +55,7 @@ def test_probe_writes_a_record_per_variant_scorer_and_seed_and_summarises_them(p
             assert 0.0 <= record[setting]["image_auroc"] <= 1.0 and 0.0 <= record[setting]["pixel_auroc"] <= 1.0
         trains_local_net = record["scorer"] in ("knn_trusted_half", "knn_share90", "funad", "local_net", "blend")
         assert record["image_size"] == 56 and record["align_object"] is False  # textures: auto does not turn
-        assert record["pool_cap"] == (None if record["scorer"] == "knn_trusted_half" else 60_000)
+        assert record["pool_cap"] == (None if record["scorer"] == "knn_trusted_half" else POOL_MAX_PATCHES)
         assert (record["local_net_train_auroc"] is not None) == trains_local_net
 
     assert probe.main(["--summary", str(out)]) == 0
