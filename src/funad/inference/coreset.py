@@ -41,6 +41,7 @@ def greedy_coreset(features: torch.Tensor, count: int, *, projection_dim: int | 
     # step is one matrix-vector product, and the step whose row that is (its owner).
     nearest = torch.full((len(points),), float("inf"))
     owner = np.zeros(len(points), dtype=np.int64)
+    # The chosen rows and their norms, copied in order: the test reads them whole at every step.
     centres, centre_norms = torch.empty(count, points.shape[1]), torch.empty(count)
     every_row = torch.arange(len(points))
     # Each step is a memory-bound matrix-vector product: more threads only add synchronisation.
@@ -77,8 +78,8 @@ def _reachable_rows(centres: torch.Tensor, centre_norms: torch.Tensor, centre: t
     margin over the float32 rounding of the expanded distances (absolute, about 1e-7 of the squared norms),
     so a skipped row could not have come closer.
     """
-    margin = PRUNING_MARGIN * (centre_norms + norm)
-    gaps = torch.addmv(centre_norms + norm, centres, centre, alpha=-2) - margin
+    norm_sums = centre_norms + norm
+    gaps = torch.addmv(norm_sums, centres, centre, alpha=-2) - PRUNING_MARGIN * norm_sums
     return np.flatnonzero((4 * (1 + PRUNING_MARGIN)) * nearest > gaps.numpy().take(owner))
 
 
