@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, paths: list[Path]) -> None:
                 write_map(args.out / map_name, prediction.anomaly_map, (0.0, 1.0))  # the range scales PNG maps only
             writer.writerow(score_row(path, prediction.score, model.threshold_, bool(model.label(prediction.score)),
                                       anomaly_map=map_name))
-    logger.info("scored %d images in %.1f s; results in %s", len(paths), time.perf_counter() - started, args.out)
+    logger.info("scored %d images in %.2f s; results in %s", len(paths), time.perf_counter() - started, args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
