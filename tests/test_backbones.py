@@ -92,7 +92,7 @@ def test_hub_backbone_fails_fast_without_network(monkeypatch):
             create_backbone("dinov2_vits14", pretrained=True, image_size=56)
     finally:
         base.hub_unreachable_reason.cache_clear()
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 30  # hub retries take about a minute; a cold timm import, seconds
 
 
 def test_timm_backbones_without_timm_name_the_hub_extra():

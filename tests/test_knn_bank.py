@@ -220,6 +220,7 @@ def test_vouched_distance_of_the_kth_other_image_equals_brute_force(monkeypatch)
     bank = patch_bank.PatchBank(torch.from_numpy(pool_patches[bank_rows]), pool_images[bank_rows])
     pool = patch_bank.PatchBank(torch.from_numpy(pool_patches), pool_images, exact=True)
     monkeypatch.setattr(knn, "VOUCHING_NEIGHBOURS", 8)  # most entries need the wider search again
+    monkeypatch.setattr(knn, "VOUCHING_QUERY_BLOCK", 7)  # in blocks, the last one shorter, in every round
     first, third, eleventh = knn.vouched_distances(bank, pool, (1, 3, 11))
     distances = np.linalg.norm(pool_patches[bank_rows][:, None] - pool_patches[None], axis=-1)
     for entry, own in enumerate(pool_images[bank_rows]):

@@ -131,7 +131,7 @@ def test_corrupt_checkpoint_is_a_clear_error(features, tmp_path):
 
 def test_killed_cli_run_resumes_to_the_identical_model(demo_data, tmp_path, tiny_cli_flags, cli_flags):
     """SIGKILL a real `funad fit` after its first checkpoint; `--resume` must finish it identically."""
-    epochs = 5
+    epochs = 12  # the kill must land between the first and the last checkpoint: a wide window on a loaded machine
     cache = tmp_path / "cache"
     command = ["fit", str(demo_data.train_dir), "--cache-dir", str(cache),
                *tiny_cli_flags, *cli_flags({"epochs": epochs})]

@@ -84,7 +84,7 @@ def test_take_rows_gathers_each_images_own_positions():
         assert torch.equal(taken[row], features.take([image], kept)[0])
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(images=st.integers(2, 12), patch_fraction=st.floats(0.05, 1.0), image_ratio=st.floats(0.1, 1.0),
        max_entries=st.none() | st.integers(1, 300), seed=st.integers(0, 2**16))
 def test_bank_holds_adapted_patches_of_a_share_of_the_candidate_normals(images, patch_fraction, image_ratio,
