@@ -21,9 +21,11 @@ import numpy as np
 from funad.inference.search import FlatIndex, IVFIndex
 
 
-def load_patches(folder: Path, images: int, seed: int) -> np.ndarray:
-    """float32 ``[images * K, D]``: every patch of ``images`` cached images drawn at random."""
+def load_patches(folder: Path, count: int, seed: int) -> np.ndarray:
+    """float32 ``[N, D]``, N >= ``count``: every patch of as many cached images, drawn at random, as it takes."""
     files = sorted(folder.glob("*.patches.npy"))
+    per_image = np.load(files[0], mmap_mode="r").shape[0] if files else 1  # the backbone's grid, read once
+    images = -(-count // per_image)
     if len(files) < images:
         raise SystemExit(f"{folder} holds {len(files)} images' features, {images} are needed")
     chosen = np.random.default_rng(seed).choice(len(files), images, replace=False)
@@ -39,7 +41,7 @@ def best_of(repeats: int, run) -> float:
     return min(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cache", type=Path, help="a feature-cache folder (one backbone's fingerprint)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384, 65536, 131072])
@@ -47,11 +49,11 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="faiss threads (default: faiss's own)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
 
-    patches = load_patches(args.cache, -(-(max(args.sizes) + args.queries) // 256) + 1, seed=0)
+    patches = load_patches(args.cache, max(args.sizes) + args.queries, seed=0)
     queries, pool = patches[:args.queries], patches[args.queries:]
     print(f"load average {os.getloadavg()[0]:.2f}; queries {len(queries)}, dim {patches.shape[1]}")
     for size in args.sizes:

@@ -7,6 +7,8 @@ lowest-scoring share of the images, each with a greedy coreset or a random share
 Labels are read only to evaluate.
 
     python benchmarks/knn_bank_choice.py runs/bottle_10/splits/bottle_0.1_*.json
+
+Every ``funad fit`` setting is a flag here too (a smoke run: ``--backbone efficientnet_lite0 --image-size 64``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from funad import FunAD
 from funad.benchmark.protocol import load_split
+from funad.cli.fit import add_config_options, config_overrides
 from funad.data.images import image_size
 from funad.inference.scorers.knn import NearestNeighbourScorer
 from funad.inference.scoring import score_images
@@ -40,10 +43,11 @@ def bank_images(model: FunAD, rule) -> np.ndarray:
     return FunAD(knn_normal_share=rule).trusted_images(model.train_scores_)  # the lowest-scoring share, as funad's
 
 
-def evaluate(split_file: Path) -> dict[str, tuple[float, float, int]]:
+def evaluate(split_file: Path, settings: dict | None = None) -> dict[str, tuple[float, float, int]]:
     split = load_split(split_file)
     moved = np.array(split.moved)
-    model = FunAD(progress=False, seed=split.seed)
+    settings = {**(settings or {}), "seed": split.seed}  # each split's own seed, whatever --seed says
+    model = FunAD(progress=False, **settings)
     train_features = model.extract(split.train)
     test_features = model.extract([sample.path for sample in split.test])
     model.fit_features(train_features)
@@ -64,11 +68,12 @@ def evaluate(split_file: Path) -> dict[str, tuple[float, float, int]]:
     return results
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("splits", nargs="+", type=Path)
-    args = parser.parse_args()
-    per_split = [evaluate(path) for path in args.splits]
+    add_config_options(parser)
+    args = parser.parse_args(argv)
+    per_split = [evaluate(path, config_overrides(args)) for path in args.splits]
     print("| bank | image AUROC | pixel AUROC | planted anomalies in the bank's images |")
     print("|---|---|---|---|")
     for name in CHOICES:
