@@ -54,6 +54,21 @@ def test_fit_then_predict(demo_data, tmp_path, tiny_cli_flags, read_csv, capsys)
     assert not np.array_equal(jpg, png)
 
 
+def test_a_fit_says_what_its_long_stages_do(demo_data, tmp_path, tiny_cli_flags, capsys):
+    """The scorer's stages take minutes on large folders and show no bar; faiss's loading and a lone rank's
+    count are noise."""
+    import logging
+
+    assert main(["fit", str(demo_data.train_dir), "--out", str(tmp_path / "model"), "--no-cache",
+                 *tiny_cli_flags]) == 0
+    log = capsys.readouterr().err
+    stages = ["the bank: a greedy coreset of", "floors: how near other training images come to each of",
+              "floors: kept for the highest-scoring 50 % of the 20 training images", "label-free threshold"]
+    assert all(stage in log for stage in stages), log
+    assert [log.index(stage) for stage in stages] == sorted(log.index(stage) for stage in stages)
+    assert "world_size=1" not in log and logging.getLogger("faiss.loader").level == logging.WARNING
+
+
 def test_predict_on_no_images_is_a_usage_error(demo_data, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    # faiss tells at INFO which of its builds it tried to load: six lines, two of them a ModuleNotFoundError.
+    logging.getLogger("faiss.loader").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, RuntimeError) as error:

@@ -190,10 +190,10 @@ def extract_features_sharded(backbone: Backbone, paths: Sequence[Path], *, cache
     paths = [Path(p) for p in paths]
     mine = distributed.block(len(paths))
     local = extract_features(backbone, paths[mine.start:mine.stop], cache=cache, view=view, **options)
-    # Says that the work is shared: the ranks' counts add up to the number of images.
-    logger.info("rank=%d world_size=%d images=%d", distributed.rank(), distributed.world_size(), len(mine))
     if distributed.world_size() == 1:
         return local
+    # Says that the work is shared: the ranks' counts add up to the number of images.
+    logger.info("rank=%d world_size=%d images=%d", distributed.rank(), distributed.world_size(), len(mine))
     failed = {index: local.failures[path] for index, path in enumerate(paths[mine.start:mine.stop], mine.start)
               if path in local.failures}
     kept = [index for index in mine if index not in failed]

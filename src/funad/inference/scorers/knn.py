@@ -53,6 +53,7 @@ highest-scoring half").
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -69,6 +70,8 @@ from funad.inference.scorers.base import PatchScorer, ScorerState, leave_own_ima
 if TYPE_CHECKING:
     from funad.config import FunADConfig
     from funad.method.local_net import LocalNet
+
+logger = logging.getLogger(__name__)
 
 
 @register_scorer("knn")
@@ -146,8 +149,10 @@ class NearestNeighbourScorer(PatchScorer):
         if self.sampling == "coreset":
             pool, pool_images = sample_patches(features, image_ids, self.pool_max_patches, rng)
             pool = self._fit_projection(pool)
-            chosen = greedy_coreset(pool, coreset_size(len(pool), self.patch_fraction),
-                                    projection_dim=self.projection_dim, seed=self.seed)
+            size = coreset_size(len(pool), self.patch_fraction)
+            # The stages below take minutes on large pools (magnetic tile's: 2 + 3 + 0.5) and show no bar.
+            logger.info("the bank: a greedy coreset of %d of %d training patches", size, len(pool))
+            chosen = greedy_coreset(pool, size, projection_dim=self.projection_dim, seed=self.seed)
             self.bank_ = PatchBank(pool[chosen], pool_images[chosen])
         else:
             indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
@@ -158,6 +163,8 @@ class NearestNeighbourScorer(PatchScorer):
             self.bank_ = PatchBank(pool, pool_images)
         if self.corroborated:
             pool, pool_images = self._vouching_pool(features, image_ids, pool, pool_images)
+            logger.info("floors: how near other training images come to each of the %d bank entries, among %d "
+                        "patches in %d poses", len(self.bank_), len(pool), 1 + len(self.corroboration_views))
             # The pool is searched once, by the bank's entries: exact search costs less than an index's training.
             self.vouched_, self.map_vouched_ = vouched_distances(self.bank_, PatchBank(pool, pool_images, exact=True),
                                                                  (1, self.map_corroboration_images))
@@ -201,6 +208,8 @@ class NearestNeighbourScorer(PatchScorer):
         as new images (own entries left out), with the floors of full corroboration (whatever the quantile, so
         that :meth:`with_corroboration_quantile` keeps the same exemptions)."""
         fitted = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
+        logger.info("floors: kept for the highest-scoring %g %% of the %d training images, each scored without "
+                    "its own entries", 100 * self.corroborated_share, len(fitted))
         scores = self._own_image_left_out(features, self.vouched_, fitted)
         count = math.ceil(round(self.corroborated_share * len(fitted), 6))  # 0.3 x 10 is 3, not 3.0000000000000004
         corroborated = fitted[np.argsort(-scores, kind="stable")[:count]]
