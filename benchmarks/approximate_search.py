@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         ivf = IVFIndex(keys)
         build = time.perf_counter() - start
         for nprobe in args.nprobe:
-            ivf._index.nprobe = nprobe  # the measured knob
+            ivf.nprobe = nprobe  # the measured knob, on the index already built
             found = ivf.search(queries)[1][:, 0]
             seconds = best_of(args.repeats, lambda: ivf.search(queries))  # noqa: B023  # called at once
             print(f"keys={size} exact_s={flat_seconds:.3f} ivf_build_s={build:.2f} nprobe={nprobe} "

@@ -86,6 +86,16 @@ class IVFIndex(FlatIndex):
         self._quantizer = quantizer  # the IVF index does not own it: keep it alive as long as the index
         self._index = index
 
+    @property
+    def nprobe(self) -> int:
+        """Cells searched per query (the trade between speed and recall that benchmarks/approximate_search.py
+        measures; set it on a built index to compare without training again)."""
+        return int(self._index.nprobe)
+
+    @nprobe.setter
+    def nprobe(self, cells: int) -> None:
+        self._index.nprobe = cells
+
     def search(self, queries: torch.Tensor | np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         queries = as_float32_array(queries)
         distances, indices = self._index.search(queries, k)
