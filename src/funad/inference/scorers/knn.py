@@ -55,7 +55,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
@@ -416,19 +416,27 @@ def vouched_distances(bank: PatchBank, pool: PatchBank, images: Sequence[int] = 
     neighbours = min(len(pool), VOUCHING_NEIGHBOURS)
     while len(pending):
         short = []
-        # In blocks, so that the answers, [entries, neighbours] distances and indices, never take more than a
-        # block's worth of memory (1 GB at magnetic tile's 41 328 entries otherwise).
-        for start in range(0, len(pending), VOUCHING_QUERY_BLOCK):
-            block = pending[start:start + VOUCHING_QUERY_BLOCK]
-            distances, hits = pool.search(bank.patches[block], neighbours)
-            for row, entry in enumerate(block):
-                sources = pool.image_ids[hits[row]]
-                _, first = np.unique(sources, return_index=True)  # where each image's nearest patch is
-                first = np.sort(first[sources[first] != bank.image_ids[entry]])
-                if len(first) < max(images) and neighbours < len(pool):
-                    short.append(entry)  # searched again with more neighbours
-                    continue
-                for count in images:  # fewer images than count in the whole pool: the farthest of them
-                    found[count][entry] = distances[row, first[min(count, len(first)) - 1]]
+        for entry, distances, hits in _searched_in_blocks(bank, pending, pool, neighbours):
+            sources = pool.image_ids[hits]
+            _, first = np.unique(sources, return_index=True)  # where each image's nearest patch is
+            first = np.sort(first[sources[first] != bank.image_ids[entry]])
+            if len(first) < max(images) and neighbours < len(pool):
+                short.append(entry)  # searched again with more neighbours
+                continue
+            for count in images:  # fewer images than count in the whole pool: the farthest of them
+                found[count][entry] = distances[first[min(count, len(first)) - 1]]
         pending, neighbours = np.asarray(short, dtype=np.int64), min(len(pool), 4 * neighbours)
     return [found[count] for count in images]
+
+
+def _searched_in_blocks(bank: PatchBank, entries: np.ndarray, pool: PatchBank,
+                        neighbours: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Each of the bank's ``entries`` with the distances to, and indices of, its ``neighbours`` nearest pool patches.
+
+    Searched a block of entries at a time, so that the answers ([entries, neighbours] distances and indices)
+    never take more than a block's worth of memory (1 GB at magnetic tile's 41 328 entries otherwise).
+    """
+    for start in range(0, len(entries), VOUCHING_QUERY_BLOCK):
+        block = entries[start:start + VOUCHING_QUERY_BLOCK]
+        distances, hits = pool.search(bank.patches[block], neighbours)
+        yield from zip(block.tolist(), distances, hits)
