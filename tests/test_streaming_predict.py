@@ -86,6 +86,37 @@ def test_resume_refuses_a_folder_written_by_another_model_or_settings(model_dir,
     assert "(differing: model, model_digest)" in capsys.readouterr().err
 
 
+def test_rows_name_images_absolutely_so_resume_and_report_work_from_another_folder(model_dir, demo_data, tmp_path,
+                                                                                   monkeypatch, read_csv):
+    from funad.reports.html import write_report
+
+    out, elsewhere = tmp_path / "pred", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(demo_data.test_dir.parent)
+    assert _predict(model_dir, demo_data.test_dir.name, out) == 0  # the images named relative to here
+    rows = read_csv(out / "scores.csv")
+    assert [row["path"] for row in rows] == [str(p) for p in sorted(demo_data.test_dir.rglob("*.png"))]
+    assert {row["path"] for row in read_csv(out / "regions.csv")} <= {row["path"] for row in rows}
+
+    monkeypatch.chdir(elsewhere)
+    predicted: list[int] = []
+    _crash_after(monkeypatch, len(rows), predicted)  # counts the images asked for; never crashes
+    assert _predict(model_dir, demo_data.test_dir, out, "--resume") == 0
+    assert sum(predicted) == 0 and read_csv(out / "scores.csv") == rows
+    assert "missing:" not in write_report(out).read_text()  # every picture found from here
+
+
+def test_resume_refuses_other_inputs_that_would_share_output_names(model_dir, demo_data, tmp_path, capsys, read_csv):
+    out = tmp_path / "pred"
+    good, defect = sorted(folder for folder in demo_data.test_dir.iterdir() if folder.is_dir())[:2]
+    assert _predict(model_dir, good, out) == 0
+    capsys.readouterr()
+    # both folders' first image would be maps/000.png.npy: the second run would write over the first's
+    assert _predict(model_dir, defect, out, "--resume") == 1
+    assert "(differing: input_folder)" in capsys.readouterr().err
+    assert len(read_csv(out / "scores.csv")) == len(list(good.glob("*.png")))
+
+
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are a Unix feature")
 def test_writer_threads_run_below_the_backbones_priority(tmp_path):
     import threading

@@ -96,7 +96,7 @@ class _ImageOutputs:
 
     def __call__(self, path: Path, prediction: Prediction) -> ImageRows:
         from funad.reports.heatmaps import save_overlay
-        from funad.reports.prediction_folder import output_file, score_row, write_map
+        from funad.reports.prediction_folder import output_file, row_path, score_row, write_map
         from funad.reports.prediction_writer import ImageRows
 
         if prediction.anomaly_map is None:  # unreadable: a row that says why, no map
@@ -105,7 +105,7 @@ class _ImageOutputs:
         mask, region_rows = None, []
         if is_anomalous:
             mask, regions = self.model.defect_regions(prediction.anomaly_map)
-            region_rows = [[str(path), number, region.x, region.y, region.width, region.height, region.area,
+            region_rows = [[row_path(path), number, region.x, region.y, region.width, region.height, region.area,
                             f"{region.peak:.6g}"] for number, region in enumerate(regions, start=1)]
         map_name = heatmap_name = ""
         if self.maps != "none":
@@ -132,9 +132,11 @@ def _predict(args: argparse.Namespace) -> None:
     from funad.reports.prediction_folder import (
         REGIONS,
         SCORES,
+        input_folder,
         output_names,
         prediction_description,
         resume_folder,
+        row_path,
         write_description,
     )
     from funad.reports.prediction_writer import PredictionWriter
@@ -152,7 +154,7 @@ def _predict(args: argparse.Namespace) -> None:
     description = prediction_description(
         args.model, digest, threshold, "model" if args.threshold is None else "--threshold",
         pixel_threshold=model.pixel_threshold_, maps=args.maps, map_range=list(colour_range), map_size=args.map_size,
-        heatmaps=args.heatmap_format if args.heatmaps else "none")
+        heatmaps=args.heatmap_format if args.heatmaps else "none", input_folder=input_folder(paths))
     done: set[str] = set()
     if distributed.is_main():  # one process checks (and repairs) OUT; the others learn what it found
         done = resume_folder(args.out, description) if args.resume else set()
@@ -160,9 +162,10 @@ def _predict(args: argparse.Namespace) -> None:
     done = distributed.broadcast_object(done)
     names = dict(zip(paths, output_names(paths)))  # over every image, so that every rank names alike
     mine = distributed.block(len(paths))
-    todo = [path for path in paths[mine.start:mine.stop] if str(path) not in done]
+    todo = [path for path in paths[mine.start:mine.stop] if row_path(path) not in done]
+    finished = sum(row_path(path) in done for path in paths)
     if done and distributed.is_main():
-        logger.info("resuming: %d of %d images are already in %s", len(done), len(paths), args.out)
+        logger.info("resuming: %d of %d images are already in %s", finished, len(paths), args.out)
     part = args.out if distributed.world_size() == 1 else _part_folder(args.out, distributed.rank())
     part.mkdir(exist_ok=True)
     outputs = _ImageOutputs(model, args.out, names, threshold, colour_range,
@@ -178,7 +181,7 @@ def _predict(args: argparse.Namespace) -> None:
                 writer.submit(partial(outputs, path, prediction), _held_bytes(prediction))
     except KeyboardInterrupt:
         logger.error("interrupted; the %d images finished are in %s: rerun the same command with --resume to "
-                     "score the others", len(done) + writer.written + writer.failed, part)
+                     "score the others", finished + writer.written + writer.failed, part)
         raise SystemExit(130) from None
     count, anomalous, failed = writer.written, writer.anomalous, writer.failed
     if distributed.world_size() > 1:

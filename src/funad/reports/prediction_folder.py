@@ -1,13 +1,15 @@
 """The folder `funad predict` writes, read back: scores.csv rows and prediction.json.
 
 ``scores.csv`` has one row per input image (path, score, label, threshold, heatmap, map, error;
-heatmap and map relative to the folder; either may be empty when not written). An image that
+path absolute, as the model records its training images, so that a report or ``--resume`` run from
+another working folder finds the same images; heatmap and map relative to the folder; either may be
+empty when not written). An image that
 could not be read has a NaN score, no label, heatmap or map, and the reason in ``error``. Rows
 are appended while predict runs, each once the image's files are written (:mod:`.prediction_writer`).
 ``regions.csv`` has one row per defect region of each anomalous image (its bounding box, area
 in pixels and peak score, in the pixels of the map). ``prediction.json`` records the model
-directory and digest (``--resume`` continues only with the same model), the thresholds used and
-how maps are stored, so a report can show the model's suspected training images next to the
+directory and digest (``--resume`` continues only with the same model), the folder the output
+names are taken relative to (and only with the same one), the thresholds used and how maps are stored, so a report can show the model's suspected training images next to the
 predictions and read the maps back.
 
 Maps are ``.npy`` float32 files, or 16-bit greyscale PNGs scaled by the model's heatmap colour
@@ -95,6 +97,12 @@ def output_names(paths: list[Path]) -> list[Path]:
     return [p.relative_to(common) for p in resolved]
 
 
+def input_folder(paths: list[Path]) -> str:
+    """The folder :func:`output_names` names ``paths`` relative to: a resumed run must share it, or two
+    images of the two runs could be given one output name."""
+    return str(common_folder([p.resolve() for p in paths]))
+
+
 def output_file(folder: str, name: Path, suffix: str) -> Path:
     """``folder/<name><suffix>``: the suffix is added to the full name (``part.png`` -> ``part.png.npy``)."""
     return Path(folder) / name.with_name(name.name + suffix)
@@ -109,7 +117,13 @@ def score_row(path: Path, score: float, threshold: float, anomalous: bool | None
     """``path``'s scores.csv row (:data:`COLUMNS`); an image that could not be read has a NaN ``score``,
     no label (``anomalous`` None) and why in ``error``. ``heatmap``, ``anomaly_map``: relative to the folder."""
     label = "" if anomalous is None else label_name(anomalous)
-    return [str(path), f"{score:.6g}", label, f"{threshold:.9g}", heatmap, anomaly_map, error or ""]
+    return [row_path(path), f"{score:.6g}", label, f"{threshold:.9g}", heatmap, anomaly_map, error or ""]
+
+
+def row_path(path: Path | str) -> str:
+    """How scores.csv names an image: its absolute path (symbolic links kept, as in the model's
+    training paths); rows written as a relative path by earlier versions read relative to the working folder."""
+    return os.path.abspath(path)
 
 
 def prediction_description(model_dir: Path, model_digest: str, threshold: float, threshold_source: str,
@@ -151,7 +165,7 @@ def resume_folder(directory: Path, description: dict[str, Any]) -> set[str]:
         rows = csv.reader(handle)
         if next(rows, None) not in (None, COLUMNS):  # None: killed before its header
             raise ValueError(f"{scores_path}: the header is not {','.join(COLUMNS)}: cannot resume into it")
-        done = {row[0] for row in rows}
+        done = {row_path(row[0]) for row in rows}
     _keep_region_rows(directory / REGIONS, done)
     return done
 
@@ -184,7 +198,7 @@ def _keep_region_rows(path: Path, done: set[str]) -> None:
         writer = csv.writer(text)
         with open(path, newline="") as source:
             for number, row in enumerate(csv.reader(source)):
-                if number == 0 or row[0] in done:
+                if number == 0 or row_path(row[0]) in done:
                     writer.writerow(row)
         text.flush()
         text.detach()  # the file is write_atomically's to close
