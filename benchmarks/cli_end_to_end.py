@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from funad.metrics import image_auroc, threshold_metrics
+from funad.reports.prediction_folder import row_path
 
 
 def run(command: list[str], env_cache: Path) -> float:
@@ -59,8 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     cache = work / "cache"  # fresh: the fit time includes feature extraction
 
     train = [item["path"] for item in split["train"]]
-    moved = {item["path"] for item in split["train"] if item["moved"]}
-    test = {item["path"]: item["label"] for item in split["test"]}
+    # scores.csv and audit.csv name images by absolute path; a split may name them relative to where it was made
+    moved = {row_path(item["path"]) for item in split["train"] if item["moved"]}
+    test = {row_path(item["path"]): item["label"] for item in split["test"]}
     fit_seconds = run(["fit", *train, "--out", str(work / "model"), *fit_flags], cache)
     predict_seconds = run(["predict", str(work / "model"), *test, "--out", str(work / "pred"), "--report"], cache)
     run(["audit", str(work / "model"), "--out", str(work / "audit")], cache)
