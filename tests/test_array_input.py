@@ -46,6 +46,9 @@ def test_arrays_and_pil_images_match_the_same_image_read_from_png(fitted, pixels
     # a list mixing files and arrays: one result per input, in order
     mixed = fitted.score([in_memory[0], files[1], in_memory[2]])
     np.testing.assert_allclose(mixed, [r.score for r in file_results], rtol=1e-6)
+    # a file given twice is scored twice: the scores still line up with the inputs
+    repeated = fitted.score([files[1], files[1], in_memory[2]])
+    np.testing.assert_allclose(repeated, [r.score for r in file_results[1:2] * 2 + file_results[2:]], rtol=1e-6)
     assert [m.shape for m in fitted.anomaly_maps(in_memory)] == [(40, 48)] * 3
 
 

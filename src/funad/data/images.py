@@ -90,21 +90,21 @@ ImageInput = str | os.PathLike | np.ndarray | Image.Image
 
 
 def gather_images(inputs: ImageInput | Iterable[ImageInput]) -> list[ImageSource]:
-    """Paths (folders expanded by :func:`discover_images`) and in-memory images converted to RGB, in order."""
+    """Paths (folders expanded by :func:`discover_images`) and in-memory images converted to RGB, in order.
+
+    Each item gives its own images, a file named twice twice: a caller lining its inputs up with the
+    scores gets one per file or array it passed (a folder's files in :func:`discover_images`' order).
+    """
     if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image)):
         inputs = [inputs]
     sources: list[ImageSource] = []
-    seen: set[Path] = set()
     for position, item in enumerate(inputs):
         if isinstance(item, np.ndarray):
             sources.append(image_from_array(item, f"input {position}"))
         elif isinstance(item, Image.Image):
             sources.append(_to_rgb(ImageOps.exif_transpose(item)))
         else:
-            for path in discover_images(item):
-                if path.resolve() not in seen:
-                    seen.add(path.resolve())
-                    sources.append(path)
+            sources.extend(discover_images(item))
     return sources
 
 
