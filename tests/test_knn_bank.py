@@ -272,3 +272,11 @@ def test_a_bank_share_outside_0_1_is_refused_before_training(fraction):
 
     with pytest.raises(ValueError, match=r"knn_patch_fraction must lie in \(0, 1\]"):
         FunADConfig(knn_patch_fraction=fraction)
+
+
+@pytest.mark.parametrize("map_images", [1, 5])
+def test_a_corroborated_bank_of_one_image_is_refused_with_the_reason(map_images):
+    images, _ = _normal_images()
+    scorer = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, map_corroboration_images=map_images)
+    with pytest.raises(ValueError, match="at least 2 training images .* got 1"):
+        scorer.fit(MethodFeatures(images), image_ids=np.array([3]))

@@ -110,6 +110,14 @@ def test_too_few_images_is_a_clear_error(demo_data, tmp_path):
         FunAD(cache_dir=False, progress=False, **TINY).fit(folder)
 
 
+def test_a_knn_share_of_one_image_banks_two(demo_data):
+    # 0.05 of 20 images rounds to 1: each image is scored without its own entries, so one would leave nothing
+    model = FunAD(cache_dir=False, progress=False, **{**TINY, "epochs": 1}, knn_normal_share=0.05)
+    model.fit(demo_data.train_dir)
+    assert len(np.unique(model.scorer_.bank_.image_ids)) == 2
+    assert np.isfinite(model.train_predict_scores_).all() and np.isfinite(model.threshold_)
+
+
 def test_softened_corroboration_is_saved_and_loaded_with_the_model(demo_data, tmp_path):
     model = FunAD(cache_dir=False, progress=False, **{**TINY, "epochs": 1}, knn_corroboration_quantile=0.5)
     model.fit(demo_data.train_dir)

@@ -341,7 +341,8 @@ class FunAD:
         rather than the Local-Net's min-max split (``judged_normal_``), which on bottle kept only 15-20 % of
         the images, too few to cover normal variation.
         """
-        count = max(1, int(round(self.config.knn_normal_share * len(train_scores))))
+        # Two at least: each training image is scored without its own entries, so one image's bank leaves nothing.
+        count = min(len(train_scores), max(2, int(round(self.config.knn_normal_share * len(train_scores)))))
         return np.sort(np.argsort(train_scores, kind="stable")[:count])
 
     # ----------------------------------------------------------------- inference

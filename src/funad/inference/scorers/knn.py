@@ -144,6 +144,10 @@ class NearestNeighbourScorer(PatchScorer):
         return CORROBORATION_VIEWS[config.knn_corroboration_views] if wanted else ()
 
     def fit(self, features: MethodFeatures, image_ids: np.ndarray | None = None) -> Self:
+        images = len(features) if image_ids is None else len(np.unique(image_ids))
+        if self.corroborated and images < 2:
+            raise ValueError(f"a corroborated knn bank needs the patches of at least 2 training images (another "
+                             f"image vouches for each entry), got {images}: fit it on more images")
         rng = np.random.default_rng(self.seed)
         self.projection_: PrincipalProjection | None = None
         if self.sampling == "coreset":
