@@ -266,6 +266,13 @@ def test_map_corroboration_needs_corroboration():
         NearestNeighbourScorer(corroborated=True, map_corroboration_images=0)
 
 
+def test_sampling_is_checked_and_turned_vouchers_need_the_coresets_pool():
+    with pytest.raises(ValueError, match="sampling must be 'coreset' or 'random', got 'randm'"):
+        NearestNeighbourScorer(sampling="randm")
+    with pytest.raises(ValueError, match="corroboration_views need sampling='coreset'"):
+        NearestNeighbourScorer(sampling="random", corroborated=True, corroboration_views=("rot90",))
+
+
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
 def test_a_bank_share_outside_0_1_is_refused_before_training(fraction):
     from funad.config import FunADConfig

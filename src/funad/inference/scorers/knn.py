@@ -100,8 +100,13 @@ class NearestNeighbourScorer(PatchScorer):
         if not 0.0 <= corroborated_share <= 1.0 or (corroborated_share < 1.0 and not corroborated):
             raise ValueError(f"corroborated_share must lie in [0, 1], and below 1 only with corroborated=True; got "
                              f"{corroborated_share}")
+        if sampling not in ("coreset", "random"):
+            raise ValueError(f"sampling must be 'coreset' or 'random', got {sampling!r}")
         if corroboration_views and not corroborated:
             raise ValueError("corroboration_views widen corroboration: they need corroborated=True")
+        if corroboration_views and sampling == "random":
+            # A random bank is vouched for by its own entries, which have no turned copies to search.
+            raise ValueError("corroboration_views need sampling='coreset' (a pool of patches to turn)")
         if map_corroboration_images < 1 or (map_corroboration_images > 1 and not corroborated):
             raise ValueError(f"map_corroboration_images must be 1, or above 1 with corroborated=True; got "
                              f"{map_corroboration_images}")
