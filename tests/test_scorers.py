@@ -102,6 +102,7 @@ def test_blend_is_the_mean_of_its_parts_each_standardised_by_its_training_scores
     torch.testing.assert_close(maps, ((knn_maps - knn_centre) / knn_scale + (net_maps - net_centre) / net_scale) / 2)
     torch.testing.assert_close(images, ((knn_images - knn_centre) / knn_scale
                                         + (net_images - net_centre) / net_scale) / 2)
+    assert torch.equal(blend.score_patches(patches), maps)  # the maps' scores, without the image scores' pass
 
 
 def test_onnx_export_refuses_a_scorer_it_cannot_carry_naming_it(features, tmp_path):

@@ -71,7 +71,8 @@ class BlendScorer(PatchScorer):
         return sum(standardised[1:], standardised[0]) / len(standardised)
 
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.score(patches)[0]
+        # The parts' patch scores alone: score() would also search each image's highest patches again exactly.
+        return self._blend([part.score_patches(patches).float() for part in self._parts()]).float()
 
     def score(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps, images = zip(*(part.score(patches) for part in self._parts()))
