@@ -29,7 +29,7 @@ from funad.config import POOL_MAX_PATCHES
 from funad.features.containers import MethodFeatures
 from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
 from funad.inference.patch_bank import PatchBank, highest_searched_exactly, read_rows, sample_rows
-from funad.inference.scorers.base import PatchScorer, ScorerState, leave_own_image_out, register_scorer
+from funad.inference.scorers.base import PatchScorer, ScorerState, highest_patch_scores, register_scorer
 
 if TYPE_CHECKING:
     from funad.config import FunADConfig
@@ -176,7 +176,7 @@ class SoftPatch(PatchScorer):
             searched: np.ndarray = self._searched_exactly(queries, scores, distances[None], image)[0]
             return searched
 
-        return leave_own_image_out(features, patch_scores)
+        return highest_patch_scores(features, patch_scores)
 
     def _searched_exactly(self, queries: torch.Tensor, scores: np.ndarray, distances: np.ndarray,
                           own_image: int | None = None) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 from sklearn.decomposition import PCA
 from torch import nn
 
-#: Most patches a projection is fitted on (the default pool of 60 000 is used whole).
+#: Most patches a projection is fitted on (the default pool of at most 100 000 is used whole).
 MAX_FIT_ROWS = 200_000
 
 
@@ -36,7 +36,7 @@ class PrincipalProjection(nn.Module):
         most :data:`MAX_FIT_ROWS` of them, evenly spaced."""
         # An uncapped pool can hold millions of patches: a few hundred thousand fix 384 directions as well.
         patches = patches[::-(-len(patches) // MAX_FIT_ROWS)]
-        # The full SVD is exact and deterministic (sklearn fixes the directions' signs); 60 000 x 384 take ~1 s.
+        # The full SVD is exact and deterministic (sklearn fixes the directions' signs); 100 000 x 384 take ~2 s.
         pca = PCA(min(count, *patches.shape), svd_solver="full").fit(patches.float().numpy())
         return cls(torch.from_numpy(pca.mean_), torch.from_numpy(pca.components_))
 

@@ -1,7 +1,7 @@
 """Defect regions without labels: a pixel threshold read from the training images, then connected regions.
 
 The pixel threshold is a high quantile of the patch scores of training images the model labels
-normal: those the scorer did not learn from where at least three remain (``FunAD.pixel_reference_images``).
+normal: those the scorer did not learn from where at least three remain (:func:`funad.model.pixel_reference_images`).
 The default bank learns from every image, so there the reference images are scored with their own
 entries in the bank. Leaving those out, as a new image is scored, was measured and not kept: the
 masks' pixel F1 rose on MVTec bottle (0.722 to 0.728) and fell on magnetic tile (0.183 to 0.163;

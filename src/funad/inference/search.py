@@ -18,13 +18,14 @@ import torch
 #: Banks of more keys than this get an approximate (IVF) index. Measured on DINOv2 patch features
 #: (benchmarks/approximate_search.py, docs/scale.md): from 2 048 keys up IVF at nprobe 16 searched
 #: 3-12x faster than exact at recall@1 >= 0.9995; its k-means training (1.5 s at 6 144 keys) is
-#: repaid within one pass of training scores. Smaller banks (the IRMB bank's 4 096 cap) stay exact.
+#: repaid within one pass of training scores. Smaller banks stay exact.
 APPROXIMATE_MIN_KEYS = 4096
 #: k-means cells of an IVF index per square root of its keys (faiss's rule of thumb is 4-16).
 IVF_CELLS_PER_SQRT_KEYS = 4
-#: Cells searched per query; recall@1 against exact search is in docs/scale.md. 8, not 16: at the
-#: default knn bank (about 6 000 entries) recall@1 is 0.9985 against 1.0000, the dev sets' AUROC moved
-#: by at most 0.04 points, and the search, a tenth of `predict`'s CPU time at 16, costs half (docs/speed.md).
+#: Cells searched per query; recall@1 against exact search is in docs/scale.md. 8, not 16: at the knn bank of the
+#: time (a 10 % coreset, about 6 000 entries on bottle; 20 % since) recall@1 was 0.9985 against 1.0000, the dev sets'
+#: AUROC moved by at most 0.04 points, and the search, a tenth of `predict`'s CPU time at 16, costs half
+#: (docs/speed.md).
 IVF_NPROBE = 8
 
 

@@ -1,4 +1,5 @@
-"""Exact nearest-neighbour search with self-exclusion: faiss on CPU, blocked matrix products on CUDA.
+"""Exact nearest-neighbour search with self-exclusion: faiss on CPU (a blocked matrix product for the
+few keys that share a query's group), blocked matrix products on CUDA.
 
 Both paths are exact (flat L2), so they find the same neighbours; distances agree up to float
 rounding. The faiss path is :mod:`funad.inference.search`.

@@ -107,7 +107,7 @@ def register_scorer(name: str) -> Callable[[ScorerClass], ScorerClass]:
     return decorator
 
 
-def leave_own_image_out(features: MethodFeatures, score_patches_of: Callable[[int], np.ndarray],
+def highest_patch_scores(features: MethodFeatures, score_patches_of: Callable[[int], np.ndarray],
                         images: np.ndarray | None = None) -> np.ndarray:
     """For every training image (or each of ``images``), the largest of the patch scores ``score_patches_of(image)``."""
     chosen = range(len(features)) if images is None else [int(image) for image in images]

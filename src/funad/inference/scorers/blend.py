@@ -72,7 +72,8 @@ class BlendScorer(PatchScorer):
 
     def score_patches(self, patches: torch.Tensor) -> torch.Tensor:
         # The parts' patch scores alone: score() would also search each image's highest patches again exactly.
-        return self._blend([part.score_patches(patches).float() for part in self._parts()]).float()
+        blended: torch.Tensor = self._blend([part.score_patches(patches).float() for part in self._parts()])
+        return blended.float()
 
     def score(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps, images = zip(*(part.score(patches) for part in self._parts()))

@@ -1,9 +1,10 @@
 """FUN-AD's default scorer: nearest-neighbour distance to the patches of the images the method trusts.
 
-FunAD fits it on its ``trusted_images`` (the training images the trained Local-Net scores
-lowest share of); the bank is a greedy coreset of their patches, as PatchCore's, drawn from a
-pool of at most ``pool_max_patches`` patches so that its cost stops growing with the number of
-images. Fitted on every training image, uncorroborated, it is the plain contaminated baseline.
+FunAD fits it on its ``trusted_images`` (the share ``knn_normal_share`` of the training images that
+the trained Local-Net scores lowest; the default share, 1, is every image); the bank is a greedy
+coreset of their patches, as PatchCore's, drawn from a pool of at most ``pool_max_patches`` patches
+so that its cost stops growing with the number of images. Fitted on every training image,
+uncorroborated, it is the plain contaminated baseline.
 At image level (one vector per image) ``from_config`` banks every pooled image's vector (every trusted image's, up
 to ``pool_max_patches``).
 
@@ -65,7 +66,7 @@ from funad.features.containers import MethodFeatures
 from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
 from funad.inference.patch_bank import PatchBank, highest_searched_exactly, sample_patches
 from funad.inference.projection import PrincipalProjection
-from funad.inference.scorers.base import PatchScorer, ScorerState, leave_own_image_out, register_scorer
+from funad.inference.scorers.base import PatchScorer, ScorerState, highest_patch_scores, register_scorer
 
 if TYPE_CHECKING:
     from funad.config import FunADConfig
@@ -328,7 +329,7 @@ class NearestNeighbourScorer(PatchScorer):
             rescored: np.ndarray = self._rescored_exactly(queries, scores, floors, image)[0]
             return rescored
 
-        return leave_own_image_out(features, patch_scores, images)
+        return highest_patch_scores(features, patch_scores, images)
 
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments, as JSON."""
@@ -413,14 +414,14 @@ def softened_vouched(vouched: np.ndarray, quantile: float) -> np.ndarray:
     return floors
 
 
-def vouched_distances(bank: PatchBank, pool: PatchBank, images: Sequence[int] = (1,)) -> list[np.ndarray]:
-    """``[M]`` for each count k in ``images``: the distance from each bank entry within which pool patches of k
+def vouched_distances(bank: PatchBank, pool: PatchBank, counts: Sequence[int] = (1,)) -> list[np.ndarray]:
+    """``[M]`` for each k in ``counts``: the distance from each bank entry within which pool patches of k
     other training images lie (the k-th nearest other image's nearest patch); one search for all of them."""
     assert bank.image_ids is not None and pool.image_ids is not None
-    if max(images) == 1:  # the nearest other image: a search that only needs to pass the entry's own
+    if max(counts) == 1:  # the nearest other image: a search that only needs to pass the entry's own
         nearest = pool.nearest_from_other_images(bank.patches, bank.image_ids)[0].astype(np.float32)
-        return [nearest for _ in images]
-    found = {count: np.empty(len(bank), np.float32) for count in images}
+        return [nearest for _ in counts]
+    found = {count: np.empty(len(bank), np.float32) for count in counts}
     pending = np.arange(len(bank))
     neighbours = min(len(pool), VOUCHING_NEIGHBOURS)
     while len(pending):
@@ -429,13 +430,13 @@ def vouched_distances(bank: PatchBank, pool: PatchBank, images: Sequence[int] = 
             sources = pool.image_ids[hits]
             _, first = np.unique(sources, return_index=True)  # where each image's nearest patch is
             first = np.sort(first[sources[first] != bank.image_ids[entry]])
-            if len(first) < max(images) and neighbours < len(pool):
+            if len(first) < max(counts) and neighbours < len(pool):
                 short.append(entry)  # searched again with more neighbours
                 continue
-            for count in images:  # fewer images than count in the whole pool: the farthest of them
+            for count in counts:  # fewer images than count in the whole pool: the farthest of them
                 found[count][entry] = distances[first[min(count, len(first)) - 1]]
         pending, neighbours = np.asarray(short, dtype=np.int64), min(len(pool), 4 * neighbours)
-    return [found[count] for count in images]
+    return [found[count] for count in counts]
 
 
 def _searched_in_blocks(bank: PatchBank, entries: np.ndarray, pool: PatchBank,
