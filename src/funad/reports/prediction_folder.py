@@ -9,8 +9,9 @@ are appended while predict runs, each once the image's files are written (:mod:`
 ``regions.csv`` has one row per defect region of each anomalous image (its bounding box, area
 in pixels and peak score, in the pixels of the map). ``prediction.json`` records the model
 directory and digest (``--resume`` continues only with the same model), the folder the output
-names are taken relative to (and only with the same one), the thresholds used and how maps are stored, so a report can show the model's suspected training images next to the
-predictions and read the maps back.
+names are taken relative to (and only with the same one), the thresholds used and how maps are
+stored, so a report can show the model's suspected training images next to the predictions and
+read the maps back.
 
 Maps are ``.npy`` float32 files, or 16-bit greyscale PNGs scaled by the model's heatmap colour
 range ``map_range`` = (low, high) in prediction.json: score = low + value / 65535 * (high - low),
