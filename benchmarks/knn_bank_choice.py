@@ -20,12 +20,9 @@ import numpy as np
 
 from funad import FunAD
 from funad.benchmark.protocol import load_split
+from funad.benchmark.runner import Evaluator
 from funad.cli.fit import add_config_options, config_overrides
-from funad.data.images import image_size
 from funad.inference.scorers.knn import NearestNeighbourScorer
-from funad.inference.scoring import score_images
-from funad.metrics import PixelMetrics, image_auroc
-from funad.utils.masks import read_mask
 
 CHOICES = {  # name: (image rule, patch fraction, sampling)
     "min-max split, coreset 1%": ("judged", 0.01, "coreset"),
@@ -48,23 +45,19 @@ def evaluate(split_file: Path, settings: dict | None = None) -> dict[str, tuple[
     moved = np.array(split.moved)
     settings = {**(settings or {}), "seed": split.seed}  # each split's own seed, whatever --seed says
     model = FunAD(progress=False, **settings)
+    model.choose_preprocessing(split.train)  # aspect and align "auto", as `funad benchmark` chooses them
     train_features = model.extract(split.train)
-    test_features = model.extract([sample.path for sample in split.test])
     model.fit_features(train_features)
-    labels = np.array([sample.label for sample in split.test])
-    size = model.backbone.preprocessing.image_size
-    test = test_features.method_features("patch")
+    # The whole test set (the overlap setting), scored and mapped as `funad benchmark` does.
+    evaluator = Evaluator(split, ("overlap",), model.extract([sample.path for sample in split.test]), model,
+                          pixels=any(sample.mask for sample in split.test))
     results = {}
     for name, (rule, fraction, sampling) in CHOICES.items():
         images = bank_images(model, rule)
         scorer = NearestNeighbourScorer(fraction, split.seed, sampling).fit(
             train_features.method_features("patch"), images)
-        scored = score_images(scorer, test.take(range(len(test))), test_features.grid, size, model.config.map_sigma)
-        pixels = PixelMetrics()
-        for row, sample in enumerate(split.test):
-            mask = read_mask(sample.mask) if sample.mask else None
-            pixels.update(scored.anomaly_map(row, *image_size(sample.path)), mask)
-        results[name] = (image_auroc(labels, scored.scores.numpy()), pixels.pixel_auroc(), int(moved[images].sum()))
+        metrics = evaluator.evaluate(scorer)[0]["overlap"]
+        results[name] = (metrics["image_auroc"], metrics.get("pixel_auroc", float("nan")), int(moved[images].sum()))
     return results
 
 
