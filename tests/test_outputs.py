@@ -1,5 +1,7 @@
 """What `funad predict` writes: defect regions, map formats and sizes, heatmaps; the report's cap."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -128,3 +130,20 @@ def test_report_caps_its_table_with_the_most_anomalous_first(model_dir, demo_dat
         '<td class="path">') == 3
     positions = [page.index(str(image.path)) for image in top]
     assert positions == sorted(positions) and f"the 3 highest of {len(images)}" in page
+
+
+def test_audit_heatmaps_outline_the_suspects_regions_as_predict_does(model_dir, tmp_path, read_csv):
+    audit = tmp_path / "audit"
+    # threshold -1: every training image is a suspect, so each has its heatmap
+    assert main(["--quiet", "audit", str(model_dir), "--out", str(audit), "--threshold", "-1",
+                 "--heatmap-format", "png"]) == 0
+    model = FunAD.load(model_dir)
+    outlined = 0
+    for row in read_csv(audit / "audit.csv"):
+        (prediction,) = model.predict([row["path"]])
+        mask, _ = model.defect_regions(prediction.anomaly_map)
+        expected = heatmap_picture(load_image(row["path"]), prediction.anomaly_map, model.heatmap_range(), mask)
+        heatmap = np.asarray(Image.open(next((audit / "heatmaps").rglob(Path(row["path"]).name + ".png"))))
+        assert np.array_equal(heatmap, np.asarray(expected))
+        outlined += mask.any()
+    assert outlined, "no training image had a defect region"

@@ -60,7 +60,8 @@ def run_audit(args: argparse.Namespace) -> None:
     for path, prediction in zip(present, model.predict(present, keep_images=True)):
         if prediction.anomaly_map is None or prediction.image is None:
             continue  # unreadable now: predict has logged why
+        mask, _ = model.defect_regions(prediction.anomaly_map)  # outlined as predict outlines an anomalous image's
         save_overlay(prediction.image, prediction.anomaly_map, args.out / output_file("heatmaps", names[path], suffix),
-                     model.heatmap_range())
+                     model.heatmap_range(), mask)
     print(f"{len(suspects)} of {len(scores)} training images score above {threshold:.6g}; "
           f"ranking in {args.out / AUDIT}")
