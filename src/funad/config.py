@@ -8,6 +8,7 @@ schedule whose accuracy was measured against the paper's schedule (README, "Defa
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -53,6 +54,19 @@ def default_num_workers() -> int:
     return min(4, max(0, available_cores() - 2))
 
 
+#: The devices funad runs on (funad.features.extraction.resolve_device): auto picks cuda when available.
+DEVICE_FORMS = "auto, cpu, cuda or cuda:N (GPU number N)"
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a device funad runs on, else a ValueError; a string check, so that the command line's
+    parser imports no torch (whose own error lists every device type it knows)."""
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise ValueError(f"device must be {DEVICE_FORMS}, got {device!r}")
+    return device
+
+
 def setting(default: Any, help: str) -> Any:
     """A field with its one-line explanation, which becomes its ``funad fit --help`` text."""
     return field(default=default, metadata={"help": help})
@@ -89,10 +103,10 @@ class FunADConfig:
                                                                "centred; maps turned back), none, or auto: object "
                                                                "when the training photos show one elongated object "
                                                                "clear of the border (funad.utils.pose)")
-    # int8 measured against fp32 on the three dev sets (docs/speed.md, "Precision").
-    precision: Literal["fp32", "bf16", "int8"] = setting("fp32", "numeric precision of the backbone: fp32; int8 "
-                                                                 "(ONNX backbone: a dynamically quantized graph, "
-                                                                 "cached); bf16: not available (docs/speed.md)")
+    # int8 measured against fp32 on the three dev sets (docs/speed.md, "Precision"). No bf16: no backbone runs in it
+    # (docs/speed.md, "Precision").
+    precision: Literal["fp32", "int8"] = setting("fp32", "numeric precision of the backbone: fp32; int8 (ONNX "
+                                                         "backbone: a dynamically quantized graph, cached)")
     level: Literal["patch", "image"] = setting("patch", "patch: K patch features per image (paper); image: one "
                                                         "global feature per image (paper's semantic mode, K = 1)")
 
@@ -193,7 +207,7 @@ class FunADConfig:
               "all of them")
 
     seed: int = setting(0, "seed of every random draw: initialisation, sampling, noise")
-    device: str = setting("auto", "auto (cuda when available), cpu or cuda")
+    device: str = setting("auto", f"{DEVICE_FORMS}; auto: cuda when available")
     batch_size_extract: int = setting(16, "images per feature-extraction batch; speed only")
     num_workers: int = field(default_factory=default_num_workers, metadata={
         "help": "DataLoader processes decoding images, min(4, cores - 2) by default; speed only"})
@@ -201,13 +215,18 @@ class FunADConfig:
     def __post_init__(self) -> None:
         first, second = self.head_hidden  # a list from JSON or the command line
         self.head_hidden = (first, second)
-        for name in ("tau_m", "tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction",
+        for name in ("tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction",
                      "knn_normal_share", "synthetic_ratio", "knn_corroboration_quantile", "knn_corroborated_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
-        if not 0.0 < self.knn_patch_fraction <= 1.0:  # checked here too: the scorer is built only after training
-            raise ValueError(f"knn_patch_fraction must lie in (0, 1], got {self.knn_patch_fraction}")
+        # tau_m 0 leaves no candidate normal image, hence an empty memory bank; knn_patch_fraction is checked
+        # here too, as the scorer is built only after training.
+        for name in ("tau_m", "knn_patch_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must lie in (0, 1], got {value}")
+        check_device(self.device)
         if self.tau_a < self.tau_n:
             raise ValueError(f"tau_a ({self.tau_a}) must not be below tau_n ({self.tau_n})")
         for name, allowed in _literal_choices(type(self)).items():

@@ -16,9 +16,35 @@ from funad.utils.masks import read_mask
 
 logger = logging.getLogger(__name__)
 
+#: Marks ``--out`` as the demo's own working folder, whose data/ and model/ a rerun may replace.
+MARKER = ".funad-demo"
+#: What the demo writes in ``--out`` (and replaces on a rerun).
+OWN_FOLDERS = ("data", "model")
+
+
+def claim_working_folder(out: Path) -> None:
+    """Make ``out`` the demo's working folder, refusing one whose data/ or model/ the demo did not write.
+
+    The marker is written before anything else, so a run interrupted half-way still leaves a folder
+    that the next run may replace.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if not (out / MARKER).is_file():
+        for name in OWN_FOLDERS:
+            if (out / name).exists():
+                raise ValueError(f"{out / name} already exists and was not written by `funad demo` (no {MARKER} "
+                                 f"in {out}): the demo would replace it; move it away or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by `funad demo`: a rerun replaces data/ and model/ here\n")
+
 
 def run_demo(out: Path, *, seed: int = 0, progress: bool = True, **params) -> dict:
-    """Build the dataset under ``out/data``, fit, predict the test set, print image and pixel AUROC."""
+    """Build the dataset under ``out/data``, fit, predict the test set, print image and pixel AUROC.
+
+    ``out`` must be new or the demo's own folder from an earlier run (:func:`claim_working_folder`).
+    """
+    claim_working_folder(out)
     data_root = out / "data"
     if data_root.exists():
         shutil.rmtree(data_root)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from funad.benchmark.options import METHODS, SETTINGS, BenchmarkOptions, PeerSettings
 from funad.cli.dataclass_options import add_dataclass_options, dataclass_overrides
-from funad.cli.fit import add_cache_options, add_config_options, cache_dir_of, config_overrides
+from funad.cli.fit import CONFIG_CHOICES, add_cache_options, cache_dir_of, config_overrides
+from funad.config import FunADConfig
 from funad.utils.files import write_text_atomically
 
 if TYPE_CHECKING:
@@ -48,7 +49,9 @@ def register(subparsers) -> None:
     add_dataclass_options(parser, PeerSettings)
     parser.add_argument("--out", required=True, type=Path, help="results folder")
     add_cache_options(parser)
-    add_config_options(parser)
+    # FunADConfig's flags less what the benchmark does not take: each run is seeded by its split's seed
+    # (--seeds), and the runner evaluates anomaly maps, which need level patch.
+    add_dataclass_options(parser, FunADConfig, {**CONFIG_CHOICES, "level": ("patch",)}, exclude={"seed"})
     parser.set_defaults(run=run_benchmark_command)
 
 
@@ -138,8 +141,6 @@ def run_benchmark_command(args: argparse.Namespace) -> None:
     from funad.utils.versions import package_versions
 
     methods = tuple(dict.fromkeys(args.methods))
-    if hasattr(args, "seed"):
-        raise ValueError("funad benchmark seeds each run with its split's seed: use --seeds, not --seed")
     jobs = _jobs(args)
     options = BenchmarkOptions(methods=methods, settings=_SETTINGS[args.setting], funad_config=config_overrides(args),
                                peers=PeerSettings(**dataclass_overrides(args, PeerSettings)),

@@ -4,29 +4,34 @@ The field's annotation gives the parsing (``int``, ``float``, ``str``; ``X | Non
 ``none``, and ``all`` for counts; ``Literal[...]`` gives the choices; a fixed ``tuple[int, int]``
 takes two values; ``bool`` gives ``--x/--no-x``), its ``metadata["help"]`` the help line, and its
 default the help's "(default: ...)". Flags left out are absent from the parsed namespace, so
-:func:`dataclass_overrides` returns only what the user set.
+:func:`dataclass_overrides` returns only what the user set (never an excluded field).
 """
 
 from __future__ import annotations
 
 import argparse
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import Field, fields
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, config_class: type,
-                          choices: Mapping[str, Sequence[str]] | None = None) -> None:
-    """One ``--field-name`` option per field of ``config_class``.
+                          choices: Mapping[str, Sequence[str]] | None = None, exclude: Collection[str] = ()) -> None:
+    """One ``--field-name`` option per field of ``config_class``, but those named in ``exclude``.
 
-    ``choices`` maps a field to its allowed values (a registry's names), for fields whose
-    annotation cannot name them.
+    ``choices`` maps a field to its allowed values: a registry's names, for fields whose
+    annotation cannot name them, or the part of a ``Literal``'s values that a command supports.
     """
     choices = choices or {}
     hints = get_type_hints(config_class)
+    unknown = (set(choices) | set(exclude)) - {f.name for f in fields(config_class)}
+    if unknown:  # a renamed field would otherwise silently get its flag back
+        raise TypeError(f"{config_class.__name__} has no field {', '.join(sorted(unknown))}")
     for config_field in fields(config_class):
         name = config_field.name
+        if name in exclude:
+            continue
         argument = _argument_for(hints[name])
         if name in choices:
             argument["choices"] = choices[name]

@@ -7,7 +7,9 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="build a small contaminated dataset, fit, predict, print AUROC")
-    parser.add_argument("--out", type=Path, default=Path("funad-demo"), help="working folder")
+    parser.add_argument("--out", type=Path, default=Path("funad-demo"),
+                        help="working folder: new, or an earlier demo's, whose data/ and model/ are replaced "
+                             "(default funad-demo)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run_demo)
 

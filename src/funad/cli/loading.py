@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from funad.config import DEVICE_FORMS, check_device
 from funad.utils.startup import garbage_collection_paused
 
 if TYPE_CHECKING:
@@ -24,7 +25,16 @@ def load_model_directory(directory: Path, device: str | None) -> FunAD:
         return FunAD.load(directory, **({"device": device} if device else {}))
 
 
+def _device(text: str) -> str:
+    """FunADConfig's check of a device, as an argparse type (whose ValueError argparse would replace by
+    "invalid value")."""
+    try:
+        return check_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """``--device`` of the commands that load a fitted model (``funad fit``'s comes from its configuration)."""
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the device the model was saved "
-                                                       "for, as fitted)")
+    parser.add_argument("--device", type=_device, default=None,
+                        help=f"{DEVICE_FORMS} (default: the device the model was saved for, as fitted)")

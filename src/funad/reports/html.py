@@ -127,6 +127,8 @@ def render_report(folder: PredictionFolder, metrics: dict[str, float] | None, tr
     The folder's images are read in one streaming pass that keeps their scores and the ``max_images``
     highest-scoring rows, so a folder of 100 000 images is never all in memory.
     """
+    if max_images < 1:  # heapq.nlargest would not even read the folder: a page of 0 images
+        raise ValueError(f"max_images must be at least 1, got {max_images}")
     scores, flagged = array("d"), 0
 
     def tally(images: Iterable[PredictedImage]) -> Iterator[PredictedImage]:
@@ -189,5 +191,6 @@ def write_report(prediction_dir: Path, ground_truth: Path | None = None, out_pat
     metrics = evaluate(folder, Path(ground_truth)) if ground_truth is not None else None
     out_path = Path(out_path) if out_path is not None else folder.directory / REPORT
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(render_report(folder, metrics, train_root, max_images or MAX_IMAGES), encoding="utf-8")
+    rows = MAX_IMAGES if max_images is None else max_images  # not `or`: 0 is refused, not the default
+    out_path.write_text(render_report(folder, metrics, train_root, rows), encoding="utf-8")
     return out_path

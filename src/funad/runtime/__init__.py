@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 from PIL import Image
 
 from funad.data.images import ImageLoadError, load_image
@@ -36,6 +37,12 @@ logger = logging.getLogger(__name__)
 
 #: Images scored per ``session.run``.
 BATCH_SIZE = 8
+#: What onnxruntime raises for a file it cannot load as a model (its errors share no base class but Exception):
+#: not a protobuf (InvalidProtobuf), no graph (InvalidArgument), an invalid graph (InvalidGraph), an operator or
+#: opset it lacks (NotImplemented, Fail).
+_SESSION_ERRORS = (_ort_errors.Fail, _ort_errors.InvalidArgument, _ort_errors.InvalidGraph,
+                   _ort_errors.InvalidProtobuf, _ort_errors.NoModel, _ort_errors.NotImplemented,
+                   _ort_errors.RuntimeException)
 
 
 @dataclass
@@ -56,13 +63,20 @@ class OnnxModel:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"{self.path} is a folder, not an ONNX file: a model directory written by `funad fit` "
+                             f"is scored with `funad predict {self.path} IMAGES... --out DIR`; this takes the "
+                             "model.onnx written by `funad export --format onnx`")
         if not self.path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {self.path}")
         options = onnxruntime.SessionOptions()
         # Sleeping idle threads leave the cores to decoding and writing between runs (as the backbone's, docs/speed.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(str(path), sess_options=options,
-                                                    providers=["CPUExecutionProvider"])
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), sess_options=options,
+                                                        providers=["CPUExecutionProvider"])
+        except _SESSION_ERRORS as error:
+            raise ValueError(f"{self.path} is not a readable ONNX model (onnxruntime: {error})") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
         missing = [key for key in (THRESHOLD_KEY, *PREPROCESSING_KEYS[:3]) if key not in metadata]
         if missing:

@@ -41,13 +41,9 @@ class Backbone(nn.Module):
     precision: str = "fp32"
 
     def set_precision(self, precision: str) -> None:
-        """Run in ``precision`` ("fp32", "bf16" or "int8"); subclasses that can, override this."""
+        """Run in ``precision`` ("fp32" or "int8"); subclasses that can, override this."""
         if precision == self.precision:
             return
-        if precision == "bf16":
-            raise ValueError("precision 'bf16' is not available: it pays only on CPUs with bf16 instructions "
-                             "(avx512_bf16 or AMX), which the machine funad is measured on lacks (docs/speed.md, "
-                             "Precision); use int8 or fp32")
         raise ValueError(f"precision {precision!r} is not implemented for backbone {self.name!r} (it runs in "
                          f"{self.precision}); int8 is, for the ONNX backbone imgfocus_dinov2_vits14")
 

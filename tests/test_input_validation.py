@@ -1,0 +1,188 @@
+"""Bad input refused with a clear message: the demo's working folder, unreadable ONNX files, --device, tau_m,
+report --max-images, precision choices and the benchmark's flags."""
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+from PIL import Image
+
+from funad import demo
+from funad.cli import build_parser, main
+from funad.cli.dataclass_options import add_dataclass_options
+from funad.config import FunADConfig
+from funad.reports.html import write_report
+from funad.reports.prediction_folder import COLUMNS, SCORES, score_row
+from funad.runtime import OnnxModel
+from funad.runtime.__main__ import main as runtime_main
+
+
+def _subparser(command: str) -> argparse.ArgumentParser:
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices[command]
+
+
+def _usage_error(argv: list[str], capsys) -> str:
+    """argparse's message for ``argv``, which it must refuse as a usage error (exit status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (16, 16)).save(folder / "a.png")
+    return folder
+
+
+# funad demo --out: only its own folders are replaced.
+
+@pytest.mark.parametrize("name", ["data", "model"])
+def test_demo_keeps_a_folder_it_did_not_write(tmp_path, capsys, name):
+    mine = tmp_path / "work" / name / "mine"
+    mine.mkdir(parents=True)
+    (mine / "a.txt").write_text("x")
+    assert main(["--quiet", "demo", "--out", str(tmp_path / "work")]) == 1
+    assert f"{tmp_path / 'work' / name} already exists and was not written by `funad demo`" in capsys.readouterr().err
+    assert (mine / "a.txt").read_text() == "x" and not (tmp_path / "work" / demo.MARKER).exists()
+
+
+def test_demo_reclaims_its_own_folder(tmp_path):
+    out = tmp_path / "work"
+    demo.claim_working_folder(out)  # a new folder: the demo's from now on
+    (out / "data").mkdir()
+    (out / "model").mkdir()
+    demo.claim_working_folder(out)  # a rerun (or one after an interrupted run) may replace them
+    (out / demo.MARKER).unlink()
+    with pytest.raises(ValueError, match="data already exists"):
+        demo.claim_working_folder(out)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        demo.claim_working_folder(tmp_path / "file")
+
+
+# An ONNX file onnxruntime cannot read, and a model directory given to the ONNX runtime.
+
+@pytest.mark.parametrize("content", [b"not a model", b""])
+def test_unreadable_onnx_file_is_named(tmp_path, content):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"model\.onnx is not a readable ONNX model \(onnxruntime: .*failed"):
+        OnnxModel(path)
+
+
+@pytest.fixture
+def unreadable_onnx(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"not a model")
+    return path
+
+
+def test_predict_reports_an_unreadable_onnx_file_in_one_line(unreadable_onnx, tmp_path, images, capsys):
+    assert main(["--quiet", "predict", str(unreadable_onnx), str(images), "--out", str(tmp_path / "predicted")]) == 1
+    error = capsys.readouterr().err
+    assert f"{unreadable_onnx} is not a readable ONNX model" in error and "Traceback" not in error
+
+
+def test_runtime_reports_an_unreadable_onnx_file_in_one_line(unreadable_onnx, tmp_path, images, caplog):
+    with caplog.at_level(logging.ERROR):
+        assert runtime_main([str(unreadable_onnx), str(images), "--out", str(tmp_path / "scored")]) == 1
+    assert f"{unreadable_onnx} is not a readable ONNX model" in caplog.text
+
+
+def test_runtime_points_a_model_directory_to_funad_predict(tmp_path, images, caplog):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    with caplog.at_level(logging.ERROR):
+        assert runtime_main([str(model_dir), str(images), "--out", str(tmp_path / "scored")]) == 1
+    assert "model directory written by `funad fit` is scored with `funad predict" in caplog.text
+    assert "not found" not in caplog.text
+
+
+# --device: one check, in the configuration and on the command line.
+
+def test_devices_are_checked_alike_in_the_configuration_and_on_the_command_line(capsys):
+    for device in ("auto", "cpu", "cuda", "cuda:1"):
+        assert FunADConfig(device=device).device == device
+        assert build_parser().parse_args(["predict", "m", "x", "--out", "o", "--device", device]).device == device
+    for device in ("gpu", "cuda:", "CPU", "cuda:0 "):
+        with pytest.raises(ValueError, match=f"device must be auto, cpu, cuda or cuda:N .*got {device!r}"):
+            FunADConfig(device=device)
+        for command in (["predict", "m", "x", "--out", "o"], ["serve", "m"], ["audit", "m"]):
+            error = _usage_error([*command, "--device", device], capsys)
+            assert f"argument --device: device must be auto, cpu, cuda or cuda:N (GPU number N), got {device!r}" \
+                in error
+
+
+# tau_m.
+
+def test_tau_m_must_be_positive():
+    with pytest.raises(ValueError, match=r"tau_m must lie in \(0, 1\], got 0"):
+        FunADConfig(tau_m=0.0)
+    assert FunADConfig(tau_m=0.01).tau_m == 0.01
+
+
+# funad report --max-images.
+
+def test_report_max_images_must_be_a_positive_count(capsys):
+    for value in ("0", "-5", "2.5", "x"):
+        error = _usage_error(["report", "p", "--max-images", value], capsys)
+        assert f"argument --max-images: must be a whole number of at least 1, got {value!r}" in error
+    assert build_parser().parse_args(["report", "p", "--max-images", "3"]).max_images == 3
+    assert build_parser().parse_args(["report", "p"]).max_images is None
+
+
+def test_write_report_refuses_fewer_than_one_row(tmp_path):
+    """0 is no stand-in for the default 200, and it would leave the folder unread: a page of 0 images."""
+    folder = tmp_path / "predicted"
+    folder.mkdir()
+    rows = [score_row(tmp_path / f"{index}.png", 0.1 * index, 0.5, False) for index in range(3)]
+    (folder / SCORES).write_text("\n".join(",".join(map(str, row)) for row in [COLUMNS, *rows]) + "\n")
+    for count in (0, -5):
+        with pytest.raises(ValueError, match=f"max_images must be at least 1, got {count}"):
+            write_report(folder, max_images=count)
+    assert "Showing all 3." in write_report(folder).read_text()
+
+
+# --precision offers only what a backbone runs.
+
+def test_bf16_is_no_precision_choice():
+    with pytest.raises(ValueError, match="precision must be one of 'fp32', 'int8', got 'bf16'"):
+        FunADConfig(precision="bf16")
+    for command in ("fit", "benchmark"):
+        precision = next(a for a in _subparser(command)._actions if a.dest == "precision")
+        assert list(precision.choices) == ["fp32", "int8"]
+
+
+# funad benchmark offers no --seed and only level patch.
+
+def test_benchmark_offers_neither_seed_nor_level_image(capsys):
+    benchmark, fit = _subparser("benchmark"), _subparser("fit")
+    assert "seed" not in {a.dest for a in benchmark._actions} and "--seed " not in benchmark.format_help()
+    assert "seed" in {a.dest for a in fit._actions}  # fit keeps both
+    assert list(next(a for a in benchmark._actions if a.dest == "level").choices) == ["patch"]
+    assert list(next(a for a in fit._actions if a.dest == "level").choices) == ["patch", "image"]
+    error = _usage_error(["benchmark", "d", "--out", "o", "--level", "image"], capsys)
+    assert "argument --level: invalid choice: 'image'" in error
+    assert build_parser().parse_args(["benchmark", "d", "--out", "o", "--level", "patch"]).level == "patch"
+
+
+@dataclass
+class _Settings:
+    count: int = field(default=1, metadata={"help": "how many"})
+    mode: Literal["a", "b"] = field(default="a", metadata={"help": "which"})
+
+
+def test_dataclass_options_exclude_fields_and_narrow_choices():
+    parser = argparse.ArgumentParser()
+    add_dataclass_options(parser, _Settings, {"mode": ("a",)}, exclude={"count"})
+    assert vars(parser.parse_args(["--mode", "a"])) == {"mode": "a"}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--count", "2"])
+    with pytest.raises(TypeError, match="_Settings has no field colour"):
+        add_dataclass_options(argparse.ArgumentParser(), _Settings, exclude={"colour"})
