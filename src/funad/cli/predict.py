@@ -29,10 +29,6 @@ logger = logging.getLogger(__name__)
 
 # Output threads: image encoding and fsync release the GIL, so they overlap the next batches' backbone.
 WRITER_THREADS = 2
-# How far predict may run ahead of the writer: a few images, and at most this many bytes of maps
-# and images (a 24-megapixel map is 96 MB, its image 72 MB).
-MAX_PENDING = 8
-MAX_PENDING_BYTES = 256 << 20
 
 
 def register(subparsers) -> None:
@@ -139,7 +135,7 @@ def _predict(args: argparse.Namespace) -> None:
         row_path,
         write_description,
     )
-    from funad.reports.prediction_writer import PredictionWriter
+    from funad.reports.prediction_writer import MAX_PENDING, MAX_PENDING_BYTES, PredictionWriter
     from funad.utils import distributed
 
     paths = discover_images(args.images)

@@ -21,6 +21,11 @@ from types import TracebackType
 
 from funad.reports.prediction_folder import COLUMNS, REGION_COLUMNS, REGIONS, SCORES
 
+#: How far predict may run ahead of the writer: a few images, and at most this many bytes of maps
+#: and images (a 24-megapixel map is 96 MB, its image 72 MB).
+MAX_PENDING = 8
+MAX_PENDING_BYTES = 256 << 20
+
 
 @dataclass
 class ImageRows:

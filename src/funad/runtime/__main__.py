@@ -9,15 +9,20 @@ MODEL.onnx`` writes every output of ``funad predict``, also without torch.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from funad.data.images import IMAGE_EXTENSIONS, discover_images
-from funad.reports.prediction_folder import COLUMNS, SCORES, output_file, output_names, score_row, write_map
+from funad.reports.prediction_folder import output_file, output_names, score_row, write_map
+from funad.reports.prediction_writer import MAX_PENDING, MAX_PENDING_BYTES, ImageRows, PredictionWriter
 from funad.runtime import OnnxModel
+
+if TYPE_CHECKING:
+    from funad.inference.prediction import Prediction
 
 logger = logging.getLogger("funad.runtime")
 
@@ -39,22 +44,28 @@ def run(args: argparse.Namespace, paths: list[Path]) -> None:
     names = dict(zip(paths, output_names(paths)))
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with open(args.out / SCORES, "w", newline="") as scores_file:
-        writer = csv.writer(scores_file)
-        writer.writerow(COLUMNS)
+
+    def rows(prediction: Prediction) -> ImageRows:
+        """One image's map file and scores.csv row, as `funad predict --no-heatmaps` writes them."""
+        path = prediction.path
+        assert path is not None  # predicted from files
+        if prediction.anomaly_map is None:  # a row that says why
+            return ImageRows(score_row(path, prediction.score, model.threshold_, None, error=prediction.error))
+        map_name = ""
+        if args.maps != "none":
+            map_name = output_file("maps", names[path], ".npy").as_posix()
+            write_map(args.out / map_name, prediction.anomaly_map, (0.0, 1.0))  # the range scales PNG maps only
+        return ImageRows(score_row(path, prediction.score, model.threshold_, bool(model.label(prediction.score)),
+                                   anomaly_map=map_name))
+
+    # predict's writer: each row flushed once its map is on disk, so a killed run keeps what it finished.
+    with PredictionWriter(args.out, append=False, threads=1, max_pending=MAX_PENDING,
+                          max_pending_bytes=MAX_PENDING_BYTES) as writer:
         for prediction in model.predict(paths, batch_size=args.batch_size):
-            path = prediction.path
-            assert path is not None  # predicted from files
-            if prediction.anomaly_map is None:  # a row that says why, as funad predict writes
-                writer.writerow(score_row(path, prediction.score, model.threshold_, None, error=prediction.error))
-                continue
-            map_name = ""
-            if args.maps != "none":
-                map_name = output_file("maps", names[path], ".npy").as_posix()
-                write_map(args.out / map_name, prediction.anomaly_map, (0.0, 1.0))  # the range scales PNG maps only
-            writer.writerow(score_row(path, prediction.score, model.threshold_, bool(model.label(prediction.score)),
-                                      anomaly_map=map_name))
-    logger.info("scored %d images in %.2f s; results in %s", len(paths), time.perf_counter() - started, args.out)
+            map_bytes = 0 if prediction.anomaly_map is None else prediction.anomaly_map.nbytes
+            writer.submit(partial(rows, prediction), map_bytes)
+    logger.info("scored %d images in %.2f s (%d could not be read); results in %s", writer.written,
+                time.perf_counter() - started, writer.failed, args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         paths = discover_images(args.images)
-        if not paths:  # a usage error, exit status 2 as funad predict's (funad.cli imports torch, hence not its error)
+        if not paths:  # a usage error, exit status 2 as funad predict's
             logger.error("no image files in %s (folders are searched recursively for %s)", ", ".join(args.images),
                          ", ".join(sorted(IMAGE_EXTENSIONS)))
             return 2
