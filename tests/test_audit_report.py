@@ -141,3 +141,30 @@ def test_report_with_ground_truth_and_escaping(fitted, demo_data, tmp_path):
 def test_report_of_a_folder_that_is_not_one(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     assert "scores.csv is missing" in capsys.readouterr().err
+
+
+def test_report_shows_no_suspects_of_a_model_refitted_since_the_predictions(fitted, demo_data, tmp_path):
+    from funad.reports.html import write_report
+
+    _, model_dir = fitted
+    model_copy, out = tmp_path / "model", tmp_path / "pred"
+    shutil.copytree(model_dir, model_copy)
+    assert main(["--quiet", "predict", str(model_copy), str(demo_data.test_dir), "--out", str(out)]) == 0
+    assert "training images score above the threshold" in write_report(out).read_text()
+    # fit again into the same folder: another seed, another model under the same path
+    shutil.rmtree(model_copy)
+    FunAD(cache_dir=False, progress=False, pretrained=False, **{**TINY, "seed": 1}).fit(
+        demo_data.train_dir).save(model_copy)
+    page = write_report(out).read_text()
+    assert "training images score above the threshold" not in page
+    assert "is not the one these predictions were made with" in page
+
+
+def test_report_of_an_exported_model_says_why_it_has_no_training_section(fitted, demo_data, tmp_path):
+    from funad.reports.html import write_report
+
+    _, model_dir = fitted
+    assert main(["--quiet", "export", str(model_dir), "--out", str(tmp_path / "model.onnx")]) == 0
+    assert main(["--quiet", "predict", str(tmp_path / "model.onnx"), str(demo_data.test_dir),
+                 "--out", str(tmp_path / "pred")]) == 0
+    assert "which carries no training images" in write_report(tmp_path / "pred").read_text()

@@ -93,13 +93,20 @@ def _training_section(folder: PredictionFolder, train_root: Path | None) -> tupl
 
     ``train_root``: where the training folder is now, if it has moved since `funad fit`.
     """
-    from funad.persistence import ModelFormatError, load_model
+    from funad.persistence import ModelFormatError, load_model, model_digest
     from funad.reports.training_images import locate_training_images, rank_training_images
 
     if folder.model_dir is None:
         return "<p>No model directory recorded (prediction.json missing): training audit not shown.</p>", None
+    if folder.model_dir.is_file():
+        return (f"<p>Predicted with the exported model {html.escape(str(folder.model_dir))}, which carries no "
+                "training images: training audit not shown (report a prediction of the model directory for "
+                "it).</p>", None)
     try:
         fitted = load_model(folder.model_dir).state
+        if folder.model_digest is not None and model_digest(folder.model_dir) != folder.model_digest:
+            raise ModelFormatError(f"the model in {folder.model_dir} is not the one these predictions were made "
+                                   "with (fitted again since?)")
         paths, scores = fitted.train_paths, fitted.train_predict_scores
     except ModelFormatError as error:
         logger.warning("report: training audit left out: %s", error)

@@ -59,6 +59,7 @@ class PredictionFolder:
     threshold: float
     model_dir: Path | None
     map_range: tuple[float, float] | None = None  # scale of 16-bit PNG maps
+    model_digest: str | None = None  # the model's when predict ran (None: not recorded)
 
     def images(self) -> Iterator[PredictedImage]:
         """The images of scores.csv in its order, read row by row: a folder of 100 000 images is never
@@ -246,6 +247,7 @@ def read_prediction_folder(directory: Path) -> PredictionFolder:
     if (directory / DESCRIPTION).is_file():
         description = json.loads((directory / DESCRIPTION).read_text())
         folder.model_dir, folder.threshold = Path(description["model"]), float(description["threshold"])
+        folder.model_digest = description.get("model_digest")
         if description.get("map_range"):
             folder.map_range = (float(description["map_range"][0]), float(description["map_range"][1]))
     return folder
