@@ -287,3 +287,17 @@ def test_a_corroborated_bank_of_one_image_is_refused_with_the_reason(map_images)
     scorer = NearestNeighbourScorer(patch_fraction=0.5, corroborated=True, map_corroboration_images=map_images)
     with pytest.raises(ValueError, match="at least 2 training images .* got 1"):
         scorer.fit(MethodFeatures(images), image_ids=np.array([3]))
+
+
+def test_an_image_never_finds_itself_past_its_own_entries():
+    from funad.inference.patch_bank import PatchBank
+
+    patches = torch.tensor([[0.0], [0.1], [0.2], [5.0]])
+    bank = PatchBank(patches, np.array([0, 0, 0, 1]))
+    distances, hits = bank.nearest_from_other_images(torch.tensor([[0.05], [4.0]]), np.array([0, 1]))
+    np.testing.assert_allclose(distances, [4.95, 3.8], rtol=1e-5)  # image 0's query passes its 3 own entries
+    assert hits.tolist() == [3, 2]
+    past, _ = bank.search_past_own(torch.tensor([[0.05]]), 1, 0)
+    assert past.shape == (1, 4) and np.isinf(past).sum() == 3  # searched 3 past k: its own at inf
+    lonely = PatchBank(patches[:3], np.array([0, 0, 0]))
+    assert np.isinf(lonely.nearest_from_other_images(torch.tensor([[0.0]]), 0)[0]).all()  # no other image: inf

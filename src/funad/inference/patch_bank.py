@@ -26,8 +26,6 @@ class PatchBank:
         # Counted once: per query image it would cost O(entries) each, O(images x entries) in all.
         self._entries_per_image = (np.zeros(0, dtype=np.int64) if self.image_ids is None
                                    else np.bincount(self.image_ids))
-        # An image has at most this many bank entries, so one more neighbour always reaches another image.
-        self._neighbours_past_own = min(len(self.patches), int(self._entries_per_image.max(initial=0)) + 1)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -45,21 +43,30 @@ class PatchBank:
         """How many entries came from training image ``image`` (0 for a bank that does not know)."""
         return int(self._entries_per_image[image]) if 0 <= image < len(self._entries_per_image) else 0
 
-    def nearest_from_other_images(self, queries: torch.Tensor | np.ndarray, image: int | np.ndarray, *,
-                                  exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Distance to, and index of, each query's nearest entry that does not come from its image: ``[Q]``.
+    def search_past_own(self, queries: torch.Tensor | np.ndarray, k: int, image: int | np.ndarray, *,
+                        exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's ``k`` nearest entries besides those of its own training image: ``[Q, k + own]`` distances
+        (the own image's entries at ``inf``) and indices, searched ``own`` past ``k``, the most entries
+        ``image`` has (one training image for every query, or one per query).
 
-        ``image``: the training image of every query, or one per query. A banked training image
-        would otherwise find itself and score ~0; without its own entries it scores as a new image would.
-        ``exact``: as in :meth:`search`.
+        A banked training image would otherwise find itself and score ~0; without its own entries it
+        scores as a new image would. ``exact``: as in :meth:`search`.
         """
         if self.image_ids is None:
             raise RuntimeError("this bank does not know which image each entry came from")
-        distances, hits = self.search(queries, self._neighbours_past_own, exact=exact)
-        own = np.asarray(image).reshape(-1, 1)
-        first_other = np.argmax(self.image_ids[hits] != own, axis=1)
+        images = np.asarray(image)
+        own = self.entries_of(int(images)) if images.ndim == 0 else int(self._entries_per_image.max(initial=0))
+        distances, hits = self.search(queries, min(len(self), k + own), exact=exact)
+        return np.where(self.image_ids[hits] == images.reshape(-1, 1), np.inf, distances), hits
+
+    def nearest_from_other_images(self, queries: torch.Tensor | np.ndarray, image: int | np.ndarray, *,
+                                  exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Distance to, and index of, each query's nearest entry that does not come from its image: ``[Q]``
+        (:meth:`search_past_own`; ``inf`` where the bank holds no other image's entry)."""
+        distances, hits = self.search_past_own(queries, 1, image, exact=exact)
+        nearest = np.argmin(distances, axis=1)
         rows = np.arange(len(distances))
-        return distances[rows, first_other], hits[rows, first_other]
+        return distances[rows, nearest], hits[rows, nearest]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The bank as plain tensors (see :meth:`from_tensors`)."""

@@ -292,13 +292,11 @@ class NearestNeighbourScorer(PatchScorer):
         wins, since it must beat their distance and its own vouched distance at once. A floor of None is
         the plain distance to the nearest entry, so only one is searched.
         """
-        image_ids = self.bank_.image_ids
-        own_entries = 0 if own_image is None else self.bank_.entries_of(own_image)
         neighbours = CORROBORATION_NEIGHBOURS if self.corroborated else 1
-        distances, hits = self.bank_.search(queries, min(len(self.bank_), neighbours + own_entries), exact=exact)
-        if own_image is not None:
-            assert image_ids is not None  # recorded by fit and saved with the bank
-            distances = np.where(image_ids[hits] == own_image, np.inf, distances)
+        if own_image is None:
+            distances, hits = self.bank_.search(queries, min(len(self.bank_), neighbours), exact=exact)
+        else:
+            distances, hits = self.bank_.search_past_own(queries, neighbours, own_image, exact=exact)
         return [(distances if floor is None else np.maximum(distances, floor[hits])).min(axis=1) for floor in floors]
 
     def _rescored_exactly(self, patches: torch.Tensor, scores: np.ndarray, floors: np.ndarray | None,
