@@ -43,6 +43,7 @@ from funad.utils import distributed
 from funad.utils.files import file_digest
 from funad.utils.letterbox import cells_shown, content_box, kept_aspect_side, shapes_differ
 from funad.utils.pose import POSE_SAMPLE, ObjectPose, estimate_pose, objects_elongated
+from funad.utils.shares import share_count
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +343,7 @@ class FunAD:
         the images, too few to cover normal variation.
         """
         # Two at least: each training image is scored without its own entries, so one image's bank leaves nothing.
-        count = min(len(train_scores), max(2, int(round(self.config.knn_normal_share * len(train_scores)))))
+        count = min(len(train_scores), max(2, share_count(self.config.knn_normal_share, len(train_scores))))
         return np.sort(np.argsort(train_scores, kind="stable")[:count])
 
     # ----------------------------------------------------------------- inference

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from funad.utils.shares import share_count
+
 #: PatchCore's Johnson-Lindenstrauss target dimension for coreset selection.
 PROJECTION_DIM = 128
 #: Relative margin of the test that skips rows a new centre cannot bring closer (:func:`_reachable_rows`).
@@ -86,4 +88,4 @@ def _reachable_rows(centres: torch.Tensor, centre_norms: torch.Tensor, centre: t
 def coreset_size(num_patches: int, fraction: float) -> int:
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"coreset fraction must lie in (0, 1], got {fraction}")
-    return max(1, int(round(fraction * num_patches)))
+    return share_count(fraction, num_patches)

@@ -12,6 +12,7 @@ from funad.method.local_net import LocalNet
 from funad.method.neighbours import nearest_neighbour
 from funad.method.pseudo_labels import min_max_normalise
 from funad.utils import distributed
+from funad.utils.shares import share_count
 
 
 @dataclass
@@ -69,9 +70,9 @@ def build_memory_bank(
         distributed.block_sizes(len(features))).numpy()
     candidates = select_candidate_normals(scores, tau_m)
     candidate_ids = np.flatnonzero(candidates)
-    count = max(1, int(round(image_ratio * len(candidate_ids))))
+    count = share_count(image_ratio, len(candidate_ids))
     bank_images = np.sort(rng.choice(candidate_ids, size=min(count, len(candidate_ids)), replace=False))
-    per_image = max(1, int(round(patch_fraction * features.num_patches)))
+    per_image = share_count(patch_fraction, features.num_patches)
     if max_entries is not None:
         per_image = max(1, min(per_image, max_entries // len(bank_images)))
     positions = features.random_positions(len(bank_images), per_image, rng)

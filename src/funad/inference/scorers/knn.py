@@ -67,6 +67,7 @@ from funad.inference.coreset import PROJECTION_DIM, coreset_size, greedy_coreset
 from funad.inference.patch_bank import PatchBank, highest_searched_exactly, sample_patches
 from funad.inference.projection import PrincipalProjection
 from funad.inference.scorers.base import PatchScorer, ScorerState, highest_patch_scores, register_scorer
+from funad.utils.shares import share_count
 
 if TYPE_CHECKING:
     from funad.config import FunADConfig
@@ -166,7 +167,7 @@ class NearestNeighbourScorer(PatchScorer):
             self.bank_ = PatchBank(pool[chosen], pool_images[chosen])
         else:
             indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
-            per_image = coreset_size(features.num_patches, self.patch_fraction)  # at most every position
+            per_image = share_count(self.patch_fraction, features.num_patches)  # at most every position
             positions = features.random_positions(len(indices), per_image, rng)
             pool = self._fit_projection(features.take_rows(indices, positions).reshape(-1, features.dim))
             pool_images = np.repeat(indices, per_image)
