@@ -2,13 +2,17 @@
 
 Label-free at train time: a memory bank of patch features from the clean ``train/good`` images
 of one MVTec AD category (a random 10 % subsample, exact search); a test patch scores its
-distance to the nearest bank patch; image score = max patch score; anomaly map = patch scores
-upsampled bilinearly to 256x256 and blurred with a Gaussian (sigma 4). Reported: image AUROC,
-pixel AUROC (all test pixels) and feature-extraction throughput at batch 16 on ``--threads``
-CPU threads, preprocessing excluded, after one warm-up batch: images/s of the fastest of
-``--repeats`` batches, and CPU milliseconds per image (less sensitive to a busy machine).
+distance to the nearest bank patch; image score = max patch score; anomaly map drawn as funad's
+benchmark draws it (:func:`funad.inference.maps.patch_scores_to_maps`): patch scores upsampled
+bilinearly to the backbone's input size, blurred there with a Gaussian (sigma 4), resized to
+256x256, where the ground-truth masks are scaled to (nearest). Reported: image AUROC, pixel AUROC
+(all test pixels with ground truth, binned: :class:`funad.metrics.PixelMetrics`) and
+feature-extraction throughput at batch 16 on ``--threads`` CPU threads, preprocessing excluded,
+after one warm-up batch: images/s of the fastest of ``--repeats`` batches, and CPU milliseconds
+per image (less sensitive to a busy machine).
 
-The dataset is read in place (``--data``); nothing is copied into the repository::
+The dataset is read in place (``--data``: a folder :func:`funad.benchmark.datasets.load_dataset`
+reads, its images by :func:`funad.data.images.load_image`); nothing is copied into the repository::
 
     PYTHONPATH=src python benchmarks/backbone_probe.py --data ../shared/data/mvtec/bottle
     PYTHONPATH=src python benchmarks/backbone_probe.py --data ../shared/data/mvtec/bottle --sweep
@@ -32,10 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from funad.utils.masks import mvtec_mask_path, read_mask
+from funad.benchmark.datasets import Dataset, load_dataset
+from funad.data.images import load_image
+from funad.data.preprocessing import normalised_array
+from funad.inference.maps import patch_scores_to_maps
+from funad.metrics import PixelMetrics, image_auroc
+from funad.utils.masks import read_mask
 
 MAP_SIZE = 256
 SIGMA = 4.0
@@ -55,63 +63,40 @@ DEFAULT_CANDIDATES = [
 
 
 @dataclass
-class Split:
-    paths: list[Path]
-    labels: np.ndarray  # 1 = anomalous
-    masks: np.ndarray | None  # [N, MAP_SIZE, MAP_SIZE] bool
+class TestSet:
+    labels: np.ndarray  # [N] 1 = anomalous
+    truth: dict[int, np.ndarray | None]  # images in the pixel AUROC: mask [MAP_SIZE, MAP_SIZE] bool, None = normal
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
-
-
-def load_category(root: Path) -> tuple[Split, Split]:
-    train = _images(root / "train" / "good")
-    paths, labels, masks = [], [], []
-    for defect in sorted(d.name for d in (root / "test").iterdir() if d.is_dir()):
-        for path in _images(root / "test" / defect):
-            paths.append(path)
-            if defect == "good":
-                labels.append(0)
-                masks.append(np.zeros((MAP_SIZE, MAP_SIZE), dtype=bool))
-            else:
-                labels.append(1)
-                mask_path = mvtec_mask_path(root / "ground_truth", defect, path)
-                mask = Image.fromarray(read_mask(mask_path)).resize((MAP_SIZE, MAP_SIZE), Image.NEAREST)
-                masks.append(np.asarray(mask))
-    return Split(train, np.zeros(len(train), dtype=int), None), Split(paths, np.array(labels), np.stack(masks))
+def read_test_set(dataset: Dataset) -> TestSet:
+    """The test samples' labels, and their ground truth at ``MAP_SIZE`` (nearest). An anomalous image without a
+    mask has no pixel ground truth and is left out of the pixel AUROC, as in funad's benchmark."""
+    truth: dict[int, np.ndarray | None] = {}
+    for index, sample in enumerate(dataset.test):
+        if sample.mask is not None:
+            mask = Image.fromarray(read_mask(sample.mask)).resize((MAP_SIZE, MAP_SIZE), Image.Resampling.NEAREST)
+            truth[index] = np.asarray(mask)
+        elif not sample.label:
+            truth[index] = None
+    return TestSet(np.array([sample.label for sample in dataset.test]), truth)
 
 
 class ImageStore:
-    """Decoded RGB images kept in memory, preprocessed per backbone (whole image resized, PIL bilinear)."""
+    """Decoded RGB images kept in memory, preprocessed per backbone as funad does (whole image resized, bilinear)."""
 
     def __init__(self, paths: list[Path]):
-        self.images = [Image.open(path).convert("RGB") for path in paths]
+        self.images = [load_image(path) for path in paths]
         self._cache: dict[tuple, torch.Tensor] = {}
 
     def tensor(self, size: int, mean, std) -> torch.Tensor:
         key = (size, tuple(mean), tuple(std))
         if key not in self._cache:
-            mean_ = np.asarray(mean, dtype=np.float32)
-            std_ = np.asarray(std, dtype=np.float32)
-            arrays = [(np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0 - mean_) / std_
-                      for img in self.images]
-            self._cache[key] = torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy())
+            self._cache[key] = torch.from_numpy(np.stack([normalised_array(image, size, mean, std)
+                                                          for image in self.images]))
         return self._cache[key]
 
 
 # --------------------------------------------------------------------------- scoring
-
-
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = int(4 * sigma + 0.5)
-    coords = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-coords**2 / (2 * sigma**2))
-    kernel = (kernel / kernel.sum()).to(maps.dtype)
-    x = maps[:, None]
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
-    return x[:, 0]
 
 
 def nn_scores(train_patches: np.ndarray, test_patches: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -125,17 +110,15 @@ def nn_scores(train_patches: np.ndarray, test_patches: np.ndarray, fraction: flo
     return np.sqrt(distances[:, 0]).reshape(test_patches.shape[:2])
 
 
-def evaluate(train_patches, test_patches, grid, test: Split, fraction: float, seed: int) -> tuple[float, float]:
-    from sklearn.metrics import roc_auc_score
-
+def evaluate(train_patches, test_patches, grid, input_size: int, test: TestSet, fraction: float,
+             seed: int) -> tuple[float, float]:
     scores = nn_scores(train_patches, test_patches, fraction, seed)
-    image_scores = scores.max(axis=1)
-    maps = torch.from_numpy(scores.astype(np.float32)).view(-1, 1, *grid)
-    maps = F.interpolate(maps, size=(MAP_SIZE, MAP_SIZE), mode="bilinear", align_corners=False)[:, 0]
-    maps = gaussian_blur(maps, SIGMA).numpy()
-    image_auroc = roc_auc_score(test.labels, image_scores)
-    pixel_auroc = roc_auc_score(test.masks.reshape(-1).astype(np.uint8), maps.reshape(-1))
-    return float(image_auroc), float(pixel_auroc)
+    maps = patch_scores_to_maps(torch.from_numpy(scores.astype(np.float32)), grid, input_size, SIGMA,
+                                (MAP_SIZE, MAP_SIZE)).numpy()
+    pixels = PixelMetrics()
+    for index, mask in test.truth.items():
+        pixels.update(maps[index], mask)
+    return image_auroc(test.labels, scores.max(axis=1)), pixels.pixel_auroc()
 
 
 # --------------------------------------------------------------------------- candidates
@@ -196,7 +179,7 @@ def throughput(backbone, images: torch.Tensor, repeats: int) -> tuple[float, flo
     return len(images) / min(walls), float(np.median(cpus)) / len(images)
 
 
-def run_candidates(args, train_store, test_store, test: Split) -> list[dict]:
+def run_candidates(args, train_store, test_store, test: TestSet) -> list[dict]:
     rows = []
     for spec in args.candidates:
         backbone = build(spec)
@@ -212,7 +195,8 @@ def run_candidates(args, train_store, test_store, test: Split) -> list[dict]:
             continue
         train_f = extract(backbone, train_x, args.batch)
         test_f = extract(backbone, test_x, args.batch)
-        image_auroc, pixel_auroc = evaluate(train_f, test_f, backbone.grid, test, args.fraction, args.seed)
+        image_auroc, pixel_auroc = evaluate(train_f, test_f, backbone.grid, prep.image_size, test, args.fraction,
+                                            args.seed)
         rows.append(dict(candidate=spec, size=prep.image_size, grid=f"{backbone.grid[0]}x{backbone.grid[1]}",
                          dim=backbone.patch_dim, image_auroc=image_auroc, pixel_auroc=pixel_auroc, img_s=speed,
                          cpu_ms=1000 * cpu_per_image))
@@ -221,7 +205,7 @@ def run_candidates(args, train_store, test_store, test: Split) -> list[dict]:
     return rows
 
 
-def run_sweep(args, train_store, test_store, test: Split) -> list[dict]:
+def run_sweep(args, train_store, test_store, test: TestSet) -> list[dict]:
     """Extract all blocks once, then score many layer / norm / CLS / pooling combinations."""
     from funad.features.backbones.onnx_dinov2 import OnnxDinov2Backbone, packaged_model_path
 
@@ -247,7 +231,7 @@ def run_sweep(args, train_store, test_store, test: Split) -> list[dict]:
             for split in ("train", "test"):
                 chosen = [blocks[split][i].float() for i in layers]
                 feats[split] = probe.features_from_blocks(chosen).patches.numpy()
-            image_auroc, pixel_auroc = evaluate(feats["train"], feats["test"], probe.grid, test,
+            image_auroc, pixel_auroc = evaluate(feats["train"], feats["test"], probe.grid, prep.image_size, test,
                                                 args.fraction, args.seed)
             name = (f"layers={'+'.join(map(str, layers))},combine={combine},norm={int(norm)},cls={int(cls)},k={kernel}"
                     if len(layers) > 1 else f"layers={layers[0]},norm={int(norm)},cls={int(cls)},k={kernel}")
@@ -290,10 +274,14 @@ def main(argv=None) -> int:
         faiss.omp_set_num_threads(args.threads)
     except (ImportError, AttributeError):
         pass
-    train, test = load_category(args.data)
-    print(f"{args.data}: {len(train.paths)} train images, {len(test.paths)} test images "
-          f"({int(test.labels.sum())} anomalous)", file=sys.stderr)
-    train_store, test_store = ImageStore(train.paths), ImageStore(test.paths)
+    try:
+        dataset = load_dataset(args.data)
+        test = read_test_set(dataset)
+        print(f"{args.data}: {len(dataset.train)} train images, {len(dataset.test)} test images "
+              f"({int(test.labels.sum())} anomalous)", file=sys.stderr)
+        train_store, test_store = ImageStore(dataset.train), ImageStore([sample.path for sample in dataset.test])
+    except (OSError, ValueError) as error:  # no known layout, an unreadable image (ImageLoadError) or mask
+        raise SystemExit(f"error: {error}") from error
     run = run_sweep if args.sweep else run_candidates
     rows = run(args, train_store, test_store, test)
     print_table(rows)
