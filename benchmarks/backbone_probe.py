@@ -44,6 +44,7 @@ from funad.data.preprocessing import normalised_array
 from funad.inference.maps import patch_scores_to_maps
 from funad.metrics import PixelMetrics, image_auroc
 from funad.utils.masks import read_mask
+from funad.utils.shares import share_count
 
 MAP_SIZE = 256
 SIGMA = 4.0
@@ -105,7 +106,7 @@ def nn_scores(train_patches: np.ndarray, test_patches: np.ndarray, fraction: flo
 
     bank = train_patches.reshape(-1, train_patches.shape[-1])
     rng = np.random.default_rng(seed)
-    keep = rng.choice(len(bank), size=max(1, int(round(fraction * len(bank)))), replace=False)
+    keep = rng.choice(len(bank), size=share_count(fraction, len(bank)), replace=False)
     distances, _ = FlatIndex(bank[keep]).search(test_patches.reshape(-1, test_patches.shape[-1]), 1)
     return np.sqrt(distances[:, 0]).reshape(test_patches.shape[:2])
 

@@ -65,6 +65,7 @@ from funad.data.augment import _LazyImages
 from funad.data.synthetic import add_defect, load_demo_textures, synthesize_anomalies
 from funad.features.containers import FeatureSet
 from funad.inference.scorers.knn import NearestNeighbourScorer
+from funad.utils.shares import share_count
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/ is no package
 from defaults_probe import (
@@ -115,7 +116,7 @@ class ProxySet:
 
 def holdout(split: Split, share: float) -> tuple[list[Path], list[Path]]:
     """(fit, held out): a seeded ``share`` of the split's training images held out, both in training order."""
-    count = max(2, int(round(share * len(split.train))))
+    count = max(2, share_count(share, len(split.train)))
     if count >= len(split.train) - 1:
         raise ValueError(f"{split.category}: holding out {count} of {len(split.train)} training images leaves "
                          "too few to fit on")

@@ -48,7 +48,8 @@ def test_demo_keeps_a_folder_it_did_not_write(tmp_path, capsys, name):
     mine.mkdir(parents=True)
     (mine / "a.txt").write_text("x")
     assert main(["--quiet", "demo", "--out", str(tmp_path / "work")]) == 1
-    assert f"{tmp_path / 'work' / name} already exists and was not written by `funad demo`" in capsys.readouterr().err
+    assert f"{tmp_path / 'work' / name} already exists and {tmp_path / 'work'} has no .funad-demo" \
+        in capsys.readouterr().err
     assert (mine / "a.txt").read_text() == "x" and not (tmp_path / "work" / demo.MARKER).exists()
 
 
@@ -167,6 +168,7 @@ def test_benchmark_offers_neither_seed_nor_level_image(capsys):
     assert "seed" in {a.dest for a in fit._actions}  # fit keeps both
     assert list(next(a for a in benchmark._actions if a.dest == "level").choices) == ["patch"]
     assert list(next(a for a in fit._actions if a.dest == "level").choices) == ["patch", "image"]
+    assert "unrecognized arguments: --seed 3" in _usage_error(["benchmark", "d", "--out", "o", "--seed", "3"], capsys)
     error = _usage_error(["benchmark", "d", "--out", "o", "--level", "image"], capsys)
     assert "argument --level: invalid choice: 'image'" in error
     assert build_parser().parse_args(["benchmark", "d", "--out", "o", "--level", "patch"]).level == "patch"

@@ -279,6 +279,9 @@ def test_a_bank_share_outside_0_1_is_refused_before_training(fraction):
 
     with pytest.raises(ValueError, match=r"knn_patch_fraction must lie in \(0, 1\]"):
         FunADConfig(knn_patch_fraction=fraction)
+    for sampling in ("coreset", "random"):  # the scorer itself too, whichever way it samples
+        with pytest.raises(ValueError, match=r"patch_fraction must lie in \(0, 1\]"):
+            NearestNeighbourScorer(fraction, sampling=sampling)
 
 
 @pytest.mark.parametrize("map_images", [1, 5])

@@ -74,6 +74,7 @@ def test_runtime_without_torch_writes_what_predict_writes(exported, demo_data, t
                     str(tmp_path / "runtime")], check=True)
     expected, written = read_csv(tmp_path / "predict" / "scores.csv"), read_csv(tmp_path / "runtime" / "scores.csv")
     assert len(written) == len(expected) == 3
+    assert not (tmp_path / "runtime" / "regions.csv").exists()  # it finds no regions (scipy): no file that says none
     for mine, theirs in zip(written, expected):
         assert float(mine.pop("score")) == pytest.approx(float(theirs.pop("score")), rel=SCORE_TOLERANCE)
         assert mine == theirs

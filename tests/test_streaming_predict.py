@@ -117,6 +117,19 @@ def test_resume_refuses_other_inputs_that_would_share_output_names(model_dir, de
     assert len(read_csv(out / "scores.csv")) == len(list(good.glob("*.png")))
 
 
+def test_a_folder_written_before_input_folder_was_recorded_still_resumes(model_dir, demo_data, tmp_path, read_csv):
+    import json
+
+    out = tmp_path / "pred"
+    assert _predict(model_dir, demo_data.test_dir, out) == 0
+    description = json.loads((out / "prediction.json").read_text())
+    del description["input_folder"]  # as the previous version wrote it
+    (out / "prediction.json").write_text(json.dumps(description))
+    rows = read_csv(out / "scores.csv")
+    assert _predict(model_dir, demo_data.test_dir, out, "--resume") == 0
+    assert read_csv(out / "scores.csv") == rows
+
+
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are a Unix feature")
 def test_writer_threads_run_below_the_backbones_priority(tmp_path):
     import threading

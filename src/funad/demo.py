@@ -33,8 +33,10 @@ def claim_working_folder(out: Path) -> None:
     if not (out / MARKER).is_file():
         for name in OWN_FOLDERS:
             if (out / name).exists():
-                raise ValueError(f"{out / name} already exists and was not written by `funad demo` (no {MARKER} "
-                                 f"in {out}): the demo would replace it; move it away or choose another --out")
+                raise ValueError(f"{out / name} already exists and {out} has no {MARKER}, so it is not known to be "
+                                 "`funad demo`'s (demo folders made before funad marked them have none): the demo "
+                                 "would replace it; move it away, delete it if it is an old demo's, or choose "
+                                 "another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by `funad demo`: a rerun replaces data/ and model/ here\n")
 

@@ -364,8 +364,9 @@ class FunAD:
 
         ``images``: image files, folders, numpy arrays (HxW, HxWx3; uint8, uint16 or float in
         0..1) or PIL images, one or a list of them; an array is read exactly as a file with its
-        pixels would be (:mod:`funad.data.images`). Exactly one :class:`Prediction` per image,
-        in order; an unreadable file is logged and gets its ``error``.
+        pixels would be (:mod:`funad.data.images`). Exactly one :class:`Prediction` per image, in
+        order: a folder's images each once, a file reachable from two items (given twice, or inside a
+        folder also given) twice; an unreadable file is logged and gets its ``error``.
         """
         scorer = self._fitted().scorer
         sources = gather_images(images)

@@ -28,7 +28,8 @@ _SETTINGS = {"both": SETTINGS, **{setting: (setting,) for setting in SETTINGS}}
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("benchmark", help="contaminated-data protocol: FUN-AD and baselines, "
-                                   "on one dataset or several side by side")
+                                   "on one dataset or several side by side",
+                                   allow_abbrev=False)  # --seed, which it does not take, would read as --seeds
     parser.add_argument("datasets", nargs="*", metavar="DATASET",
                         help="ROOT or ROOT:CATEGORY: an MVTec AD, VisA or normal/abnormal folder dataset")
     parser.add_argument("--category", nargs="+", action="extend", default=None,

@@ -53,8 +53,9 @@ def register(subparsers) -> None:
     add_heatmap_format_option(parser)
     parser.add_argument("--report", action="store_true", help="also write report.html (see `funad report`)")
     parser.add_argument("--resume", action="store_true",
-                        help="keep the images already scored in OUT (by path) and score only the others; OUT must "
-                             "have been written by the same model with the same settings")
+                        help="keep the images already scored in OUT (the same files) and score only the others; OUT "
+                             "must have been written by the same model with the same settings, for inputs under the "
+                             "same common folder")
     add_distributed_options(parser)
     parser.set_defaults(run=run_predict)
 
@@ -128,11 +129,11 @@ def _predict(args: argparse.Namespace) -> None:
     from funad.reports.prediction_folder import (
         REGIONS,
         SCORES,
+        image_key,
         input_folder,
         output_names,
         prediction_description,
         resume_folder,
-        row_path,
         write_description,
     )
     from funad.reports.prediction_writer import MAX_PENDING, MAX_PENDING_BYTES, PredictionWriter
@@ -158,8 +159,8 @@ def _predict(args: argparse.Namespace) -> None:
     done = distributed.broadcast_object(done)
     names = dict(zip(paths, output_names(paths)))  # over every image, so that every rank names alike
     mine = distributed.block(len(paths))
-    todo = [path for path in paths[mine.start:mine.stop] if row_path(path) not in done]
-    finished = sum(row_path(path) in done for path in paths)
+    todo = [path for path in paths[mine.start:mine.stop] if image_key(path) not in done]
+    finished = sum(image_key(path) in done for path in paths)
     if done and distributed.is_main():
         logger.info("resuming: %d of %d images are already in %s", finished, len(paths), args.out)
     part = args.out if distributed.world_size() == 1 else _part_folder(args.out, distributed.rank())

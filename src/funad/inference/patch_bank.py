@@ -46,8 +46,8 @@ class PatchBank:
     def search_past_own(self, queries: torch.Tensor | np.ndarray, k: int, image: int | np.ndarray, *,
                         exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Each query's ``k`` nearest entries besides those of its own training image: ``[Q, k + own]`` distances
-        (the own image's entries at ``inf``) and indices, searched ``own`` past ``k``, the most entries
-        ``image`` has (one training image for every query, or one per query).
+        (the own image's entries at ``inf``; fewer columns where the bank is smaller) and indices, searched
+        ``own`` past ``k``, the most entries ``image`` has (one training image for every query, or one per query).
 
         A banked training image would otherwise find itself and score ~0; without its own entries it
         scores as a new image would. ``exact``: as in :meth:`search`.

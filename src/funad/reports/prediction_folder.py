@@ -124,8 +124,14 @@ def score_row(path: Path, score: float, threshold: float, anomalous: bool | None
 
 def row_path(path: Path | str) -> str:
     """How scores.csv names an image: its absolute path (symbolic links kept, as in the model's
-    training paths); rows written as a relative path by earlier versions read relative to the working folder."""
+    training paths)."""
     return os.path.abspath(path)
+
+
+def image_key(path: Path | str) -> str:
+    """What ``--resume`` matches a scores.csv row and an input by: the file itself, whichever links lead to it
+    (rows written as a relative path by earlier versions read relative to the working folder)."""
+    return os.path.realpath(path)
 
 
 def prediction_description(model_dir: Path, model_digest: str, threshold: float, threshold_source: str,
@@ -156,7 +162,9 @@ def resume_folder(directory: Path, description: dict[str, Any]) -> set[str]:
         raise ValueError(f"{directory}: {SCORES} but no {DESCRIPTION}, so which model wrote it is unknown: "
                          "cannot resume; choose another --out, or drop --resume to overwrite it")
     recorded = json.loads(description_path.read_text())
-    differing = sorted(key for key in recorded.keys() | description.keys() if recorded.get(key) != description.get(key))
+    # A folder written before input_folder was recorded resumes as it did then (its names are the same).
+    keys = (recorded.keys() | description.keys()) - ({"input_folder"} - recorded.keys())
+    differing = sorted(key for key in keys if recorded.get(key) != description.get(key))
     if differing:
         raise ValueError(f"{description_path}: written by a different model or settings (differing: "
                          f"{', '.join(differing)}): cannot resume; choose another --out, or drop --resume to "
@@ -167,7 +175,7 @@ def resume_folder(directory: Path, description: dict[str, Any]) -> set[str]:
         rows = csv.reader(handle)
         if next(rows, None) not in (None, COLUMNS):  # None: killed before its header
             raise ValueError(f"{scores_path}: the header is not {','.join(COLUMNS)}: cannot resume into it")
-        done = {row_path(row[0]) for row in rows}
+        done = {image_key(row[0]) for row in rows}
     _keep_region_rows(directory / REGIONS, done)
     return done
 
@@ -200,7 +208,7 @@ def _keep_region_rows(path: Path, done: set[str]) -> None:
         writer = csv.writer(text)
         with open(path, newline="") as source:
             for number, row in enumerate(csv.reader(source)):
-                if number == 0 or row_path(row[0]) in done:
+                if number == 0 or image_key(row[0]) in done:
                     writer.writerow(row)
         text.flush()
         text.detach()  # the file is write_atomically's to close

@@ -43,18 +43,20 @@ class PredictionWriter:
     At most ``max_pending`` jobs, holding at most ``max_pending_bytes`` of maps, wait at a time:
     beyond that ``submit`` waits for the oldest, so predict runs at most that far ahead of the disk.
     ``append``: add to the CSV files of an earlier run (``--resume``) instead of starting them anew.
+    ``regions``: write regions.csv (False for a writer whose images have no regions: a file of no rows
+    would read as "no defect found").
     """
 
     def __init__(self, directory: Path, *, append: bool, threads: int, max_pending: int,
-                 max_pending_bytes: int) -> None:
+                 max_pending_bytes: int, regions: bool = True) -> None:
         mode = "a" if append else "w"
         # Open for the writer's life; close() closes them (the writer is the context manager).
         self._scores_file = open(directory / SCORES, mode, newline="")  # noqa: SIM115
-        self._regions_file = open(directory / REGIONS, mode, newline="")  # noqa: SIM115
+        self._regions_file = open(directory / REGIONS if regions else os.devnull, mode, newline="")  # noqa: SIM115
         self._scores, self._regions = csv.writer(self._scores_file), csv.writer(self._regions_file)
         if self._scores_file.tell() == 0:  # new, or a resumed run that was killed before its header
             self._scores.writerow(COLUMNS)
-        if self._regions_file.tell() == 0:
+        if regions and self._regions_file.tell() == 0:
             self._regions.writerow(REGION_COLUMNS)
         self._flush()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="funad-writer",

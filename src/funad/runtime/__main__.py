@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, paths: list[Path]) -> None:
 
     # predict's writer: each row flushed once its map is on disk, so a killed run keeps what it finished.
     with PredictionWriter(args.out, append=False, threads=1, max_pending=MAX_PENDING,
-                          max_pending_bytes=MAX_PENDING_BYTES) as writer:
+                          max_pending_bytes=MAX_PENDING_BYTES, regions=False) as writer:
         for prediction in model.predict(paths, batch_size=args.batch_size):
             map_bytes = 0 if prediction.anomaly_map is None else prediction.anomaly_map.nbytes
             writer.submit(partial(rows, prediction), map_bytes)

@@ -104,6 +104,8 @@ class NearestNeighbourScorer(PatchScorer):
                              f"{corroborated_share}")
         if sampling not in ("coreset", "random"):
             raise ValueError(f"sampling must be 'coreset' or 'random', got {sampling!r}")
+        if not 0.0 < patch_fraction <= 1.0:
+            raise ValueError(f"patch_fraction must lie in (0, 1], got {patch_fraction}")
         if corroboration_views and not corroborated:
             raise ValueError("corroboration_views widen corroboration: they need corroborated=True")
         if corroboration_views and sampling == "random":
