@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 from pathlib import Path
 
 from funad.cli.loading import add_device_option
@@ -39,6 +40,7 @@ def run_audit(args: argparse.Namespace) -> None:
     from funad.reports.heatmaps import save_overlay
     from funad.reports.prediction_folder import output_file, output_names
     from funad.reports.training_images import locate_training_images, rank_training_images
+    from funad.utils.files import write_text_atomically
 
     model = load_model_directory(args.model, args.device)
     model.progress = not args.quiet
@@ -46,11 +48,12 @@ def run_audit(args: argparse.Namespace) -> None:
     scores = model.train_predict_scores_
     order, suspected = rank_training_images(scores, threshold)
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / AUDIT, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "score", "suspected"])
-        for rank, index in enumerate(order):
-            writer.writerow([str(model.train_paths_[index]), f"{scores[index]:.6g}", rank < suspected])
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["path", "score", "suspected"])
+    for rank, index in enumerate(order):
+        writer.writerow([str(model.train_paths_[index]), f"{scores[index]:.6g}", rank < suspected])
+    write_text_atomically(args.out / AUDIT, rows.getvalue())  # a killed audit leaves the old file or the new one
 
     suspects = order[:suspected]
     present = list(locate_training_images(model.train_paths_, model.train_digests_, suspects,

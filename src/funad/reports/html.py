@@ -22,6 +22,7 @@ from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global fi
 
 from funad.data.images import ImageLoadError, load_image
 from funad.reports.prediction_folder import PredictedImage, PredictionFolder, label_name, read_prediction_folder
+from funad.utils.files import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -199,5 +200,5 @@ def write_report(prediction_dir: Path, ground_truth: Path | None = None, out_pat
     out_path = Path(out_path) if out_path is not None else folder.directory / REPORT
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rows = MAX_IMAGES if max_images is None else max_images  # not `or`: 0 is refused, not the default
-    out_path.write_text(render_report(folder, metrics, train_root, rows), encoding="utf-8")
+    write_text_atomically(out_path, render_report(folder, metrics, train_root, rows))  # never half a page
     return out_path
