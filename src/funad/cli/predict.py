@@ -148,19 +148,21 @@ def _predict(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     threshold = model.threshold_ if args.threshold is None else args.threshold
     colour_range = model.heatmap_range()
+    names = dict(zip(paths, output_names(paths)))  # over every image, so that every rank names alike
     description = prediction_description(
         args.model, digest, threshold, "model" if args.threshold is None else "--threshold",
         pixel_threshold=model.pixel_threshold_, maps=args.maps, map_range=list(colour_range), map_size=args.map_size,
-        heatmaps=args.heatmap_format if args.heatmaps else "none", input_folder=input_folder(paths))
+        heatmaps=args.heatmap_format if args.heatmaps else "none", input_folder=input_folder(paths[0], names[paths[0]]))
     done: set[str] = set()
     if distributed.is_main():  # one process checks (and repairs) OUT; the others learn what it found
         done = resume_folder(args.out, description) if args.resume else set()
         write_description(args.out, description)
     done = distributed.broadcast_object(done)
-    names = dict(zip(paths, output_names(paths)))  # over every image, so that every rank names alike
     mine = distributed.block(len(paths))
-    todo = [path for path in paths[mine.start:mine.stop] if image_key(path) not in done]
-    finished = sum(image_key(path) in done for path in paths)
+    # Matched by the files themselves only when resuming: a link's target is a system call per image.
+    already = [image_key(path) in done for path in paths] if done else [False] * len(paths)
+    todo = [path for path, skip in zip(paths[mine.start:mine.stop], already[mine.start:mine.stop]) if not skip]
+    finished = sum(already)
     if done and distributed.is_main():
         logger.info("resuming: %d of %d images are already in %s", finished, len(paths), args.out)
     part = args.out if distributed.world_size() == 1 else _part_folder(args.out, distributed.rank())

@@ -99,10 +99,10 @@ def output_names(paths: list[Path]) -> list[Path]:
     return [p.relative_to(common) for p in resolved]
 
 
-def input_folder(paths: list[Path]) -> str:
-    """The folder :func:`output_names` names ``paths`` relative to: a resumed run must share it, or two
-    images of the two runs could be given one output name."""
-    return str(common_folder([p.resolve() for p in paths]))
+def input_folder(path: Path, name: Path) -> str:
+    """The folder :func:`output_names` names the inputs relative to, from one input ``path`` and its ``name``:
+    a resumed run must share it, or two images of the two runs could be given one output name."""
+    return str(path.resolve().parents[len(name.parts) - 1])
 
 
 def output_file(folder: str, name: Path, suffix: str) -> Path:
