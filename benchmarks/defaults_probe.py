@@ -1,4 +1,4 @@
-"""Re-run the measurements behind funad's defaults (README, "Choosing the defaults"): feature variants x scorers.
+"""Re-run the measurements behind funad's defaults (docs/accuracy.md): feature variants x scorers.
 
 For each DATASET (``ROOT`` or ``ROOT:CATEGORY``, as for ``funad benchmark``) and seed, one split
 of the contaminated-data protocol (``--contamination`` x the training images' count of test
@@ -377,9 +377,9 @@ class MedianContrastPatchCore(MedianContrast, PatchCore):
 
 
 #: The corroborated scorers: name -> (views, map_corroboration_images, corroborated_share[, patch_fraction[,
-#: components[, knn class]]]); README, "Corroboration across poses", "Stricter corroboration in the maps" (k = 2, 5,
-#: 8 compared), "Corroboration for the highest-scoring half", "A bank of a fifth of the pool", "Principal
-#: directions" and "Where the targets stand".
+#: components[, knn class]]]); docs/accuracy.md, "Corroboration across poses", "Stricter corroboration in the
+#: maps" (k = 2, 5, 8 compared), "Corroboration for the highest-scoring half", "A bank of a fifth of the pool",
+#: "Principal directions" and "Where the targets stand".
 CORROBORATED: dict[str, tuple] = {
     "corroborated": ("none", 1, 1.0),
     "corroborated_rotations": ("rotations", 1, 1.0),

@@ -2,7 +2,7 @@
 
 Defaults of the method's hyperparameters are the paper's (see docs/method.md); the schedule
 settings (epochs, patch sampling, bank sampling, rebuild frequency) default to a CPU-friendly
-schedule whose accuracy was measured against the paper's schedule (README, "Defaults").
+schedule whose accuracy was measured against the paper's schedule (docs/accuracy.md, "Defaults, and why").
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ from funad.utils.distributed import available_cores
 #: Coresets are chosen from a uniform pool of at most this many patches (funad's knn bank and the
 #: baselines alike), so that their cost stops growing with the number of training images. About 390
 #: images of 256 patches fit whole. 60 000 until the coreset skipped unreachable rows (session 35); the
-#: larger pool that bought, measured on the three dev sets, is in README "A pool of 100 000 patches".
+#: larger pool that bought, measured on the three dev sets, is in docs/accuracy.md, "A pool of 100 000 patches".
 #: Here, not in funad.inference.coreset, so that the command line's parser imports no torch.
 POOL_MAX_PATCHES = 100_000
 #: The knn maps' corroboration: a bank entry is vouched for by the 5th nearest other training image
-#: in the maps, where image scores take the nearest. Measured on the three dev sets (README,
+#: in the maps, where image scores take the nearest. Measured on the three dev sets (docs/accuracy.md,
 #: "Stricter corroboration in the maps"); in funad.inference.scorers.knn's terms, map_corroboration_images.
 MAP_CORROBORATION_IMAGES = 5
 #: The share of the training images, highest-scoring first, whose knn bank entries keep their vouched
-#: floors; the other images' entries count as normal. Measured on the three dev sets (README,
+#: floors; the other images' entries count as normal. Measured on the three dev sets (docs/accuracy.md,
 #: "Corroboration for the highest-scoring half"); in funad.inference.scorers.knn's terms, corroborated_share.
 CORROBORATED_SHARE = 0.5
 #: The knn bank's coreset as a share of its pool. Measured on the three dev sets against 0.1 and 0.25
-#: (README, "A bank of a fifth of the pool"): magnetic tile's maps gain most.
+#: (docs/accuracy.md, "A bank of a fifth of the pool"): magnetic tile's maps gain most.
 KNN_PATCH_FRACTION = 0.2
 #: Where the label-free threshold falls when the training scores show no separate anomalous mode: this many
 #: robust standard deviations above their median. Measured on the three dev sets and the semantic toy against
@@ -85,18 +85,18 @@ class FunADConfig:
                             "frozen feature extractor, by registered name (paper: DINO ViT-B/8, dino_vitb8)")
     weights: str | None = setting(None, "local weights file (safetensors or torch state dict) for the backbone; "
                                         "none: the backbone's own weights")
-    # Measured on magnetic tile, screw and bottle (README, "Input resolution").
+    # Measured on magnetic tile, screw and bottle (docs/accuracy.md, "Input resolution, measured").
     image_size: int | None = setting(None, "square backbone input side in pixels; none: the backbone's own (paper "
                                            "224), enlarged for letterboxed photos so that the median training "
                                            "photo's shorter side keeps it (at most twice; the knn pool cap "
                                            "scaled alike)")
-    # Measured on magnetic tile (width / height 0.4 to 2.7) and screw cut to 4:3 (README, "Aspect ratio").
+    # Measured on magnetic tile (width / height 0.4 to 2.7) and screw cut to 4:3 (docs/accuracy.md, "Aspect ratio").
     aspect: Literal["auto", "keep", "stretch"] = setting("auto", "how a photo that is not square fits the square "
                                                                  "input: keep (letterboxed, undistorted; the margins "
                                                                  "cut off its map), stretch, or auto: keep when the "
                                                                  "training images' width / height ratios differ, "
                                                                  "stretch when they share one")
-    # Measured on MVTec screw, bottle and magnetic tile (README, "Object alignment").
+    # Measured on MVTec screw, bottle and magnetic tile (docs/accuracy.md, "Object alignment").
     align: Literal["auto", "object", "none"] = setting("auto", "turn each photo before extraction: object (the "
                                                                "object that stands out from the border's colour "
                                                                "laid along the horizontal axis, heavier end left, "
@@ -158,8 +158,8 @@ class FunADConfig:
                                           "unlabelled pool, as a share of its size (paper 0.05; 0: FUN-AD)")
 
     # Inference. Defaults measured on the three dev sets (MVTec bottle, MVTec screw, magnetic tile;
-    # README, "Choosing the defaults"): a corroborated knn bank over every training image beat the
-    # bank of the images Local-Net scores lowest, which on screw holds the contaminating images
+    # docs/accuracy.md, "Choosing the defaults on three dev sets"): a corroborated knn bank over every
+    # training image beat the bank of the images Local-Net scores lowest, which on screw holds the contaminating images
     # (their Local-Net training-image AUROC was 0.38: it trusts them more than the normals).
     map_sigma: float = setting(4.0, "Gaussian smoothing of anomaly maps, in pixels at the backbone's input size "
                                     "(paper sigma = 4)")
@@ -184,23 +184,23 @@ class FunADConfig:
     knn_corroboration_quantile: float = setting(0.0, "knn: soften corroboration: each entry's vouched distance is "
                                                      "lowered by this quantile of all of them, clipped at 0 (0-1; "
                                                      "0: full corroboration, 1: plain nearest-neighbour distance)")
-    # Measured on the three dev sets (README, "Corroboration across poses").
+    # Measured on the three dev sets (docs/accuracy.md, "Corroboration across poses").
     knn_corroboration_views: Literal["none", "rotations", "mirror", "rotations+mirror", "eighth-turns"] = setting(
         "rotations", "knn: poses of the training images (quarter turns, left-right mirror, or turns by every 45 "
                      "degrees) whose patches vouch for bank entries too (with knn_corroborated); each pose costs one "
                      "more backbone pass over the training images during fit")
-    # Measured on the three dev sets (README, "Stricter corroboration in the maps").
+    # Measured on the three dev sets (docs/accuracy.md, "Stricter corroboration in the maps").
     knn_map_corroboration_images: int = setting(
         MAP_CORROBORATION_IMAGES, "knn: how many other training images must vouch for a bank entry in the anomaly maps "
                                   "and defect regions (with knn_corroborated); image scores keep one")
 
-    # Measured on the three dev sets (README, "Corroboration for the highest-scoring half"); patch level only.
+    # Measured on the three dev sets (docs/accuracy.md, "Corroboration for the highest-scoring half"); patch level only.
     knn_corroborated_share: float = setting(
         CORROBORATED_SHARE, "knn: share of the training images, highest corroborated score first, whose bank "
                             "entries must be vouched for (patch level with knn_corroborated; ignored otherwise); "
                             "the other images' entries count as normal (0-1; 1: all)")
     # A speed setting: 96 of the DINOv2's 384 fit the knn in 0.34-0.40x the time for up to 0.7 image points
-    # (README, "Principal directions").
+    # (docs/accuracy.md, "Principal directions").
     knn_components: int | None = setting(
         None, "knn: compare patches along this many principal directions of the training patches (fitted on the "
               "coreset's pool; a faster fit and search, a smaller bank); none, or at least the features' dimension: "

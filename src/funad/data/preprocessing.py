@@ -54,7 +54,7 @@ def normalised_array(image: Image.Image, size: int, mean: Sequence[float], std: 
 
     ``keep_aspect``: resized without distortion into the square (:func:`funad.utils.letterbox.content_box`), the margins
     the image's own mean colour (margins of the normalisation's mean colour cost magnetic tile's grey photos 0.8
-    points of image AUROC on seed 0: README, "Aspect ratio").
+    points of image AUROC on seed 0: docs/accuracy.md, "Aspect ratio").
     """
     image = aligned_photo(image, pose)
     top, rows, left, columns = content_box(image.width, image.height, size, keep_aspect)

@@ -2,7 +2,7 @@
 
 The knn scorer can compare patches there (``NearestNeighbourScorer(components=...)``,
 ``--knn-components``): a faster fit and search and a smaller bank, for some accuracy (measured in
-README, "Principal directions"). A torch module, so that the exported ONNX graph carries it unchanged.
+docs/accuracy.md, "Principal directions"). A torch module, so that the exported ONNX graph carries it unchanged.
 """
 
 from __future__ import annotations

@@ -148,7 +148,7 @@ class Trainer:
 
     def fit(self, state: TrainingState, *, progress: bool = True,
             on_epoch_end: Callable[[TrainingState], None] | None = None) -> TrainingState:
-        """Train until ``config.epochs``; a fixed schedule, chosen without any label (README)."""
+        """Train until ``config.epochs``: a fixed schedule, chosen without any label (docs/accuracy.md)."""
         bar = tqdm(total=self.config.epochs, initial=state.epoch, desc="training", unit="epoch", disable=not progress)
         while state.epoch < self.config.epochs:
             record = self.run_epoch(state)

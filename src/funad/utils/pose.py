@@ -4,7 +4,7 @@ A part photographed at any angle on a plain background (a screw on a table) show
 patterns in every orientation; a patch bank then needs many images to cover each pattern in
 each pose, and funad's floors take the rare poses for defects. Turning every photo so that the
 object lies along the horizontal axis, its heavier end on the left and its centre at the
-photo's centre, lets the bank compare like with like (README, "Object alignment").
+photo's centre, lets the bank compare like with like (docs/accuracy.md, "Object alignment").
 
 The object is what differs from the background, the median colour of the photo's border:
 pixels farther from it than Otsu's threshold of those distances. Its centre and axis are the

@@ -21,8 +21,8 @@ lazily (both are dependencies of funad), so that merely importing funad stays li
 
 Defaults: the mean of blocks 4, 6 and 8 (0-based, i.e. the 5th, 7th and 9th of 12), each after
 the final LayerNorm, patch token only (no CLS), no local averaging. Measured on the three dev
-sets with a PatchCore probe (README, "Choosing the defaults"): the mean of 4/6/8 beat block 6
-alone on MVTec screw (image AUROC 0.886 vs 0.853) and magnetic tile (0.883 vs 0.857) and tied on
+sets with a PatchCore probe (docs/accuracy.md, "Choosing the defaults on three dev sets"): the mean of
+4/6/8 beat block 6 alone on MVTec screw (image AUROC 0.886 vs 0.853) and magnetic tile (0.883 vs 0.857) and tied on
 bottle; blocks 4 or 8 alone and the concatenation of 6 and 8 were below it. On bottle, blocks
 >= 9 degrade fast (block 11: 0.80 pixel AUROC, the saliency fine-tuning), the LayerNorm helps,
 CLS concatenation is neutral to harmful and a 3x3 average of the coarse 16x16 grid costs ~0.5-1
@@ -414,7 +414,7 @@ class OnnxDinov2Backbone(Backbone):
         if size % info.patch_size:
             raise ValueError(f"image_size {size} must be a multiple of the patch size {info.patch_size}")
         free_size = info.image_size is not None and size != info.image_size
-        if free_size:  # measured to work (README, "Input resolution"): a note, not a warning
+        if free_size:  # measured to work (docs/accuracy.md, "Input resolution, measured"): a note, not a warning
             logger.info("%s declares a %d px input; running it at %d px (position embeddings are "
                            "interpolated by the graph)", model_path.name, info.image_size, size)
 

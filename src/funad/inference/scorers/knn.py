@@ -23,7 +23,7 @@ other images is unusually distant keep a floor. q = 0 is the rule above, bit for
 offset at all, not the minimum's), q = 1 zeroes every floor: the plain nearest-neighbour distance
 to the same bank. Measured on the dev sets, intermediate q recovered MVTec screw (rare normal
 rotations) and gave back most of what corroboration gains on contaminated bottle and magnetic tile
-(README, "Three seeds"; benchmarks/selection_rule.py).
+(docs/accuracy.md, "A synthetic-defect rule"; benchmarks/selection_rule.py).
 
 **Corroboration across poses** (``corroboration_views``, e.g. the three quarter turns): the
 vouched distance is searched among the other images' patches *and the same images turned or
@@ -47,7 +47,7 @@ images keep their floors; the other images' entries are *exempt* (floor 0), as i
 nearest-neighbour bank. Corroboration costs coverage where a rare normal pattern has little
 support in other images (MVTec screw's rare poses); the images that hold a contaminating defect
 score high, so with s = 0.5 nearly all of them keep their floors while half the normal images
-give their coverage back. Measured on the three dev sets (README, "Corroboration for the
+give their coverage back. Measured on the three dev sets (docs/accuracy.md, "Corroboration for the
 highest-scoring half").
 """
 
@@ -131,7 +131,7 @@ class NearestNeighbourScorer(PatchScorer):
     @classmethod
     def from_config(cls, config: FunADConfig, local_net: LocalNet) -> Self:
         # Image level: every pooled vector. The pool holds one vector per image, and a coreset of a fifth of a
-        # few hundred cannot cover one class's variation (README, "Image level (`--level image`): the paper's
+        # few hundred cannot cover one class's variation (docs/accuracy.md, "Image level (`--level image`): the paper's
         # semantic toy").
         patch_fraction = config.knn_patch_fraction if config.level == "patch" else 1.0
         return cls(patch_fraction, config.seed, pool_max_patches=config.knn_pool_max_patches,
