@@ -180,3 +180,24 @@ def test_extraction_keeps_the_decoded_images_when_asked(tmp_path, workers):
         assert np.array_equal(np.asarray(kept.images[row]), np.asarray(load_image(paths[row])))
         assert kept.images[row].size[::-1] == kept.sizes[row]
     torch.testing.assert_close(kept.features.patches, plain.features.patches)
+
+
+def test_the_progress_bar_counts_every_batch_though_the_consumer_stops_after_the_last(tmp_path, capsys):
+    # A consumer that takes exactly the batches it expects never resumes the generator after the last one.
+    from itertools import islice
+
+    from PIL import Image
+
+    from funad.features.backbones import create_backbone
+    from funad.features.extraction import iterate_features
+
+    backbone = create_backbone("efficientnet_lite0", pretrained=False, image_size=32).eval()
+    rng = np.random.default_rng(0)
+    paths = [tmp_path / f"{index}.png" for index in range(5)]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(path)
+    batches = iterate_features(backbone, paths, batch_size=2, num_workers=0, device=torch.device("cpu"),
+                               progress=True, description="predicting")
+    assert sum(len(batch.indices) for batch in islice(batches, 3)) == 5
+    batches.close()
+    assert "5/5" in capsys.readouterr().err

@@ -110,9 +110,11 @@ def iterate_features(backbone: Backbone, sources: Sequence[ImageSource], *, batc
         for indices, inputs, errors, heights, widths, images, poses in loader:
             with torch.inference_mode():
                 features = backbone(inputs.to(device, non_blocking=True, memory_format=layout))
+            # Counted before the batch is handed on: a consumer that stops asking after the last batch never
+            # resumes this generator, and the bar would stop one batch short.
+            bar.update(len(indices))
             yield ImageBatch(indices.tolist(), features, list(zip(heights.tolist(), widths.tolist())), errors, images,
                              poses)
-            bar.update(len(indices))
 
 
 def extract_features(
