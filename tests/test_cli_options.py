@@ -119,3 +119,14 @@ def test_verbose_shows_the_traceback(tmp_path, capsys):
     assert "usable training images" in quiet_error and "Traceback" not in quiet_error
     assert main([*command, "--verbose"]) == 1
     assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_an_unknown_option_is_reported_with_its_commands_usage_and_the_nearest_option(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["predict", "model", "images", "--out", "o", "--treshold", "5"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("usage: funad predict") and "did you mean --threshold?" in error
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "images", "--out", "m", "--bogus"])
+    assert "unrecognized arguments: --bogus\n" in capsys.readouterr().err  # nothing near enough to suggest

@@ -70,8 +70,11 @@ def test_runtime_without_torch_writes_what_predict_writes(exported, demo_data, t
     # torch blocked: importing it would raise, so the runtime provably runs without it
     script = ("import sys; sys.modules['torch'] = None; from funad.runtime.__main__ import main; "
               "sys.exit(main(sys.argv[1:]))")
-    subprocess.run([sys.executable, "-c", script, str(folder / "model.onnx"), *images, "--out",
-                    str(tmp_path / "runtime")], check=True)
+    command = [sys.executable, "-c", script, str(folder / "model.onnx"), *images, "--out", str(tmp_path / "runtime")]
+    subprocess.run(command, check=True)
+    again = subprocess.run(command, capture_output=True, text=True)  # the first run's results are kept
+    assert again.returncode == 1 and "holds an earlier prediction" in again.stderr
+    subprocess.run([*command, "--overwrite"], check=True)
     expected, written = read_csv(tmp_path / "predict" / "scores.csv"), read_csv(tmp_path / "runtime" / "scores.csv")
     assert len(written) == len(expected) == 3
     assert not (tmp_path / "runtime" / "regions.csv").exists()  # it finds no regions (scipy): no file that says none

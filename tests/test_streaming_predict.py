@@ -130,6 +130,46 @@ def test_a_folder_written_before_input_folder_was_recorded_still_resumes(model_d
     assert read_csv(out / "scores.csv") == rows
 
 
+def test_an_earlier_prediction_is_refused_or_replaced_whole(model_dir, demo_data, tmp_path, capsys, read_csv):
+    out = tmp_path / "pred"
+    good, defect = sorted(folder for folder in demo_data.test_dir.iterdir() if folder.is_dir())[:2]
+    assert _predict(model_dir, demo_data.test_dir, out) == 0
+    first = read_csv(out / "scores.csv")
+    mine = out / "notes.txt"  # a user's own file in the folder
+    mine.write_text("kept")
+    capsys.readouterr()
+    assert _predict(model_dir, good, out) == 1  # neither --resume nor --overwrite: the earlier results stay
+    assert "holds an earlier prediction" in capsys.readouterr().err
+    assert read_csv(out / "scores.csv") == first
+    # --overwrite: the earlier run's maps and heatmaps go with its rows (the defect images' were stale beside
+    # the new ones before)
+    assert _predict(model_dir, good, out, "--overwrite") == 0
+    rows = read_csv(out / "scores.csv")
+    assert [row["path"] for row in rows] == [str(p) for p in sorted(good.glob("*.png"))]
+    written = {str(path.relative_to(out)) for path in out.rglob("*") if path.is_file()}
+    assert written == ({row["map"] for row in rows} | {row["heatmap"] for row in rows}
+                       | {"scores.csv", "regions.csv", "prediction.json", "notes.txt"})
+    assert mine.read_text() == "kept"
+    with pytest.raises(SystemExit):
+        _predict(model_dir, good, out, "--overwrite", "--resume")
+
+
+def test_predict_fails_when_no_input_could_be_read(model_dir, tmp_path, capsys, read_csv):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    assert _predict(model_dir, broken, tmp_path / "pred") == 1
+    assert "none of the 1 input images could be read" in capsys.readouterr().err
+    assert read_csv(tmp_path / "pred" / "scores.csv")[0]["error"]
+
+
+def test_predict_checks_the_model_before_the_images(model_dir, demo_data, tmp_path, capsys):
+    assert main(["--quiet", "predict", str(demo_data.test_dir), str(model_dir), "--out", str(tmp_path / "p")]) == 1
+    assert "takes the model first" in capsys.readouterr().err
+    assert main(["--quiet", "predict", str(tmp_path / "no_model"), str(demo_data.test_dir), "--out",
+                 str(tmp_path / "p")]) == 1
+    assert f"no such model directory: {tmp_path / 'no_model'}" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="thread priorities are a Unix feature")
 def test_writer_threads_run_below_the_backbones_priority(tmp_path):
     import threading

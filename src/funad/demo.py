@@ -75,4 +75,8 @@ def run_demo(out: Path, *, seed: int = 0, progress: bool = True, **params) -> di
     }
     print(f"image AUROC {result['image_auroc']:.3f}   pixel AUROC {result['pixel_auroc']:.3f}   "
           f"fit {fit_seconds:.1f} s   predict {predict_seconds:.1f} s   model: {out / 'model'}")
+    print(f"next: the scores, maps, heatmaps and an HTML report of the test images, with their ground truth:\n"
+          f"  funad predict {out / 'model'} {dataset.test_dir} --out {out / 'pred'} --report\n"
+          f"  funad report {out / 'pred'} --ground-truth {data_root / 'ground_truth'}\n"
+          f"and which training images the model finds defective: funad audit {out / 'model'} --out {out / 'audit'}")
     return result

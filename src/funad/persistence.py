@@ -67,9 +67,16 @@ def model_digest(directory: Path) -> str:
     return file_digest(directory / MANIFEST)
 
 
-def _read_manifest(directory: Path) -> dict[str, Any]:
+def check_model_directory(directory: Path) -> None:
+    """Raise unless ``directory`` holds a saved model's files (their contents are checked on loading)."""
+    if not directory.exists():
+        raise FileNotFoundError(f"no such model directory: {directory}")
     if not (directory / MANIFEST).is_file() or not (directory / TENSORS).is_file():
         raise ModelFormatError(f"{directory} is not a funad model directory (needs {MANIFEST} and {TENSORS})")
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    check_model_directory(directory)
     return read_versioned_json(directory / MANIFEST, FORMAT_VERSION, ModelFormatError, kind="model",
                                advice="fit the model again with this funad")
 

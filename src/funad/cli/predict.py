@@ -37,7 +37,8 @@ def register(subparsers) -> None:
                                                   "`funad export` (scored with onnxruntime, without torch: quick to "
                                                   "start; CPU only)")
     parser.add_argument("images", nargs="+", help="image files and/or folders")
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output folder: scores.csv, regions.csv, maps/, heatmaps/, prediction.json")
     add_device_option(parser)
     parser.add_argument("--threshold", type=float, default=None,
                         help="label images with a score above VALUE anomalous "
@@ -52,10 +53,14 @@ def register(subparsers) -> None:
                         help="write heatmaps/ (the map over the image, defect regions outlined)")
     add_heatmap_format_option(parser)
     parser.add_argument("--report", action="store_true", help="also write report.html (see `funad report`)")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the images already scored in OUT (the same files) and score only the others; OUT "
-                             "must have been written by the same model with the same settings, for inputs under the "
-                             "same common folder")
+    earlier = parser.add_mutually_exclusive_group()  # what to do with an earlier prediction in OUT
+    earlier.add_argument("--resume", action="store_true",
+                         help="keep the images already scored in OUT (the same files) and score only the others; OUT "
+                              "must have been written by the same model with the same settings, for inputs under the "
+                              "same common folder")
+    earlier.add_argument("--overwrite", action="store_true",
+                         help="replace an earlier prediction in OUT (its files, maps and heatmaps; nothing else "
+                              "there); without it or --resume such an OUT is refused")
     add_distributed_options(parser)
     parser.set_defaults(run=run_predict)
 
@@ -129,20 +134,25 @@ def _predict(args: argparse.Namespace) -> None:
     from funad.reports.prediction_folder import (
         REGIONS,
         SCORES,
+        check_no_earlier_prediction,
         image_key,
         input_folder,
         output_names,
         prediction_description,
+        remove_earlier_prediction,
         resume_folder,
         write_description,
     )
     from funad.reports.prediction_writer import MAX_PENDING, MAX_PENDING_BYTES, PredictionWriter
     from funad.utils import distributed
 
+    _check_model(args.model)  # before the images: MODEL and IMAGES given the other way round end here
     paths = discover_images(args.images)
     if not paths:
         raise NoInputImagesError(f"no image files in {', '.join(args.images)} (folders are searched recursively "
                                  f"for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    if not args.resume:  # refused before the model's minutes of loading, removed only once it has loaded
+        check_no_earlier_prediction(args.out, overwrite=args.overwrite)
     model, digest = _load(args.model, args.device)
     model.progress = not args.quiet and distributed.is_main()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -155,7 +165,10 @@ def _predict(args: argparse.Namespace) -> None:
         heatmaps=args.heatmap_format if args.heatmaps else "none", input_folder=input_folder(paths[0], names[paths[0]]))
     done: set[str] = set()
     if distributed.is_main():  # one process checks (and repairs) OUT; the others learn what it found
-        done = resume_folder(args.out, description) if args.resume else set()
+        if args.resume:
+            done = resume_folder(args.out, description)
+        else:
+            remove_earlier_prediction(args.out)
         write_description(args.out, description)
     done = distributed.broadcast_object(done)
     mine = distributed.block(len(paths))
@@ -190,10 +203,13 @@ def _predict(args: argparse.Namespace) -> None:
         if not distributed.is_main():
             return
         _join_parts(args.out, distributed.world_size(), (SCORES, REGIONS), append=args.resume)
+    if failed and not count and not finished:
+        raise ValueError(f"none of the {failed} input images could be read: see the error column of "
+                         f"{args.out / SCORES}")
     logger.info("scored %d images in %.2f s (%d above the threshold %.6g); results in %s",
                 count, time.perf_counter() - started, anomalous, threshold, args.out)
     if failed:
-        logger.warning("%d images could not be read: see the error column of %s", failed, args.out / SCORES)
+        logger.warning("%d of the images could not be read: see the error column of %s", failed, args.out / SCORES)
     if args.report:
         from funad.reports.html import write_report
 
@@ -205,6 +221,21 @@ def _held_bytes(prediction: Prediction) -> int:
     image = prediction.image
     map_bytes = 0 if prediction.anomaly_map is None else prediction.anomaly_map.nbytes
     return map_bytes + (0 if image is None else image.width * image.height * len(image.getbands()))
+
+
+def _check_model(model: Path) -> None:
+    """Raise unless ``model`` is an exported ``.onnx`` file or holds a `funad fit` model's files; cheap, unlike
+    loading it."""
+    if model.suffix == ".onnx" and not model.is_dir():
+        if not model.is_file():
+            raise FileNotFoundError(f"no such model file: {model}")
+        return
+    from funad.persistence import check_model_directory
+
+    try:
+        check_model_directory(model)
+    except ValueError as error:
+        raise ValueError(f"{error}; `funad predict` takes the model first: MODEL IMAGES... --out OUT") from None
 
 
 def _load(model: Path, device: str | None) -> tuple[FunAD | OnnxModel, str]:

@@ -29,7 +29,6 @@ float file), or a PIL image, becomes the RGB image a file with those pixels woul
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import logging
 import os
@@ -150,7 +149,7 @@ def discover_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> 
         elif path.exists():
             candidates = [path]
         else:
-            raise FileNotFoundError(errno.ENOENT, "no such file or folder", str(path))
+            raise FileNotFoundError(f"no such file or folder: {path}")
         for candidate in candidates:
             key = candidate.resolve()
             if key not in seen:

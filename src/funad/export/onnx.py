@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -194,7 +195,10 @@ def _exported(module: nn.Module, example: tuple[torch.Tensor, ...], input_names:
     # In eval mode before export: the exporter restores the mode it found, and a backbone left
     # training would change funad's own predictions afterwards (batch norm statistics).
     module.eval()
-    with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+    with tempfile.TemporaryDirectory() as folder, torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns of every constant it records (the map's interpolation matrices, the smoothing kernel's
+        # size): constants by design, fixed by the model, and a user reads the warnings as a broken export.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         path = Path(folder) / "exported.onnx"
         torch.onnx.export(module, example, path, input_names=input_names, output_names=list(OUTPUTS),
                           dynamic_axes={name: batch for name in [*input_names, *OUTPUTS]}, opset_version=opset,

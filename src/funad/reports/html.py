@@ -21,12 +21,17 @@ import numpy as np
 from matplotlib.figure import Figure  # not pyplot: no GUI backend, no global figure state
 
 from funad.data.images import ImageLoadError, load_image
-from funad.reports.prediction_folder import PredictedImage, PredictionFolder, label_name, read_prediction_folder
+from funad.reports.prediction_folder import (
+    REPORT,
+    PredictedImage,
+    PredictionFolder,
+    label_name,
+    read_prediction_folder,
+)
 from funad.utils.files import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
-REPORT = "report.html"
 THUMBNAIL_SIZE = 256  # longest side in pixels
 # Rows of the predictions table: thumbnails are decoded and embedded per row, so a page of 10 000
 # images would take minutes to write and be too heavy to open. The most anomalous come first.

@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,9 @@ DESCRIPTION = "prediction.json"
 COLUMNS = ["path", "score", "label", "threshold", "heatmap", "map", "error"]
 REGIONS = "regions.csv"
 REGION_COLUMNS = ["path", "region", "x", "y", "width", "height", "area", "peak"]
+REPORT = "report.html"
+#: The folders of per-image files a prediction writes (their names: :func:`output_file`).
+OUTPUT_FOLDERS = ("maps", "heatmaps")
 _PNG_LEVELS = 65535
 #: Columns every prediction folder has (older ones lack "error").
 _REQUIRED = COLUMNS[:-1]
@@ -147,6 +151,26 @@ def write_description(directory: Path, description: dict[str, Any]) -> None:
     write_text_atomically(directory / DESCRIPTION, json.dumps(description, indent=2))
 
 
+def check_no_earlier_prediction(directory: Path, *, overwrite: bool) -> None:
+    """Refuse a ``directory`` that holds an earlier prediction (its scores.csv or prediction.json), unless
+    ``overwrite`` (then :func:`remove_earlier_prediction` makes way).
+
+    Writing over it in place would replace scores.csv but leave the earlier run's maps and heatmaps beside
+    the new ones, for a report to show as if they were this run's.
+    """
+    if not overwrite and any((directory / name).exists() for name in (SCORES, DESCRIPTION)):
+        raise FileExistsError(f"{directory} holds an earlier prediction ({SCORES}): pass --resume to continue it, "
+                              "--overwrite to replace it, or choose another --out")
+
+
+def remove_earlier_prediction(directory: Path) -> None:
+    """Remove what a `funad predict` wrote into ``directory``: its files and folders only, nothing else there."""
+    for name in (SCORES, REGIONS, DESCRIPTION, REPORT):
+        (directory / name).unlink(missing_ok=True)
+    for folder in OUTPUT_FOLDERS:
+        shutil.rmtree(directory / folder, ignore_errors=True)
+
+
 def resume_folder(directory: Path, description: dict[str, Any]) -> set[str]:
     """The paths an earlier `funad predict` into ``directory`` finished, to be skipped by ``--resume``.
 
@@ -160,15 +184,15 @@ def resume_folder(directory: Path, description: dict[str, Any]) -> set[str]:
         return set()
     if not description_path.is_file():
         raise ValueError(f"{directory}: {SCORES} but no {DESCRIPTION}, so which model wrote it is unknown: "
-                         "cannot resume; choose another --out, or drop --resume to overwrite it")
+                         "cannot resume; choose another --out, or pass --overwrite instead of --resume to replace it")
     recorded = json.loads(description_path.read_text())
     # A folder written before input_folder was recorded resumes as it did then (its names are the same).
     keys = (recorded.keys() | description.keys()) - ({"input_folder"} - recorded.keys())
     differing = sorted(key for key in keys if recorded.get(key) != description.get(key))
     if differing:
         raise ValueError(f"{description_path}: written by a different model or settings (differing: "
-                         f"{', '.join(differing)}): cannot resume; choose another --out, or drop --resume to "
-                         "overwrite it")
+                         f"{', '.join(differing)}): cannot resume; choose another --out, or pass --overwrite "
+                         "instead of --resume to replace it")
     for path in (scores_path, directory / REGIONS):
         _cut_torn_line(path)
     with open(scores_path, newline="") as handle:

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from funad.data.images import IMAGE_EXTENSIONS, discover_images
-from funad.reports.prediction_folder import output_file, output_names, score_row, write_map
+from funad.reports.prediction_folder import (
+    check_no_earlier_prediction,
+    output_file,
+    output_names,
+    remove_earlier_prediction,
+    score_row,
+    write_map,
+)
 from funad.reports.prediction_writer import MAX_PENDING, MAX_PENDING_BYTES, ImageRows, PredictionWriter
 from funad.runtime import OnnxModel
 
@@ -32,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Score images with an ONNX model from `funad export`.")
     parser.add_argument("model", type=Path, help="model.onnx written by `funad export --format onnx`")
     parser.add_argument("images", nargs="+", help="image files and/or folders")
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="output folder: scores.csv and maps/")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier prediction in OUT (its files and maps; nothing else there)")
     parser.add_argument("--maps", choices=("npy", "none"), default="npy",
                         help="anomaly maps at each image's size as float32 .npy, or none (default npy)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -40,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, paths: list[Path]) -> None:
+    check_no_earlier_prediction(args.out, overwrite=args.overwrite)
     model = OnnxModel(args.model)
     names = dict(zip(paths, output_names(paths)))
+    remove_earlier_prediction(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
@@ -78,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                          ", ".join(sorted(IMAGE_EXTENSIONS)))
             return 2
         run(args, paths)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # FileNotFoundError, FileExistsError among them
         logger.error("%s", error)
         return 1
     return 0
