@@ -152,6 +152,11 @@ def test_an_earlier_prediction_is_refused_or_replaced_whole(model_dir, demo_data
     assert mine.read_text() == "kept"
     with pytest.raises(SystemExit):
         _predict(model_dir, good, out, "--overwrite", "--resume")
+    own = tmp_path / "own"  # a user's folder that holds no prediction: nothing of it is removed
+    (own / "maps").mkdir(parents=True)
+    (own / "maps" / "mine.npy").write_text("kept")
+    assert _predict(model_dir, good, own, "--overwrite") == 0
+    assert (own / "maps" / "mine.npy").read_text() == "kept"
 
 
 def test_predict_fails_when_no_input_could_be_read(model_dir, tmp_path, capsys, read_csv):
