@@ -68,12 +68,20 @@ def test_warning_counts_skipped_images(folder_with_corrupt_image, caplog):
     assert "skipped 1 of 21 image files" in caplog.text and str(corrupt) in caplog.text
 
 
-def test_too_few_usable_images_says_how_many_and_where(folder_with_corrupt_image, tmp_path, capsys, tiny_cli_flags):
+def test_too_few_usable_images_says_how_many_and_where(folder_with_corrupt_image, tmp_path, capsys, tiny_cli_flags,
+                                                       monkeypatch):
+    from funad.model import FunAD
+
     folder, corrupt = folder_with_corrupt_image
     few = tmp_path / "few"
     few.mkdir()
     for path in sorted(folder.glob("*.png"))[:3] + [corrupt]:
         shutil.copy(path, few)
+
+    def extract_training_set(*_args, **_kwargs):
+        raise AssertionError("too few images to train on are counted before any feature is extracted")
+
+    monkeypatch.setattr(FunAD, "extract_training_set", extract_training_set)
     assert main(["fit", str(few), "--out", str(tmp_path / "m"), "--no-cache", *tiny_cli_flags]) == 1
     message = capsys.readouterr().err
     assert f"at least {MIN_TRAINING_IMAGES} usable training images; found 3 in {few}" in message

@@ -254,12 +254,11 @@ class FunAD:
         """
         paths = discover_images(images)
         usable, skipped = check_images(paths, strict=strict)
+        _require_training_images(len(usable), images)  # before minutes of extraction, where the files tell
         self.choose_preprocessing(usable)
         features, num_synthetic = self.extract_training_set(usable)
         self.skipped_ = skipped + [SkippedImage(path, reason) for path, reason in features.failures.items()]
-        if len(features) < MIN_TRAINING_IMAGES:
-            raise ValueError(f"FUN-AD needs at least {MIN_TRAINING_IMAGES} usable training images; "
-                             f"found {len(features)} in {', '.join(str(p) for p in _roots(images))}")
+        _require_training_images(len(features), images)  # files that failed to decode are gone too
         return self.fit_features(features, state=state, on_epoch_end=on_epoch_end, checkpoint=checkpoint,
                                  num_synthetic=num_synthetic)
 
@@ -465,6 +464,12 @@ def pixel_reference_images(trusted: np.ndarray, labelled_normal: np.ndarray) -> 
     held_out[trusted] = False
     chosen = held_out if held_out.sum() >= 3 else labelled_normal
     return np.flatnonzero(chosen if chosen.any() else np.ones_like(labelled_normal))
+
+
+def _require_training_images(count: int, images: str | Path | Iterable[str | Path]) -> None:
+    if count < MIN_TRAINING_IMAGES:
+        raise ValueError(f"FUN-AD needs at least {MIN_TRAINING_IMAGES} usable training images; "
+                         f"found {count} in {', '.join(str(p) for p in _roots(images))}")
 
 
 def _roots(images: str | Path | Iterable[str | Path]) -> list[Path]:
