@@ -73,7 +73,11 @@ def test_predict_on_no_images_is_a_usage_error(demo_data, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no images here")
-    assert main(["predict", str(tmp_path / "no-model"), str(empty), "--out", str(tmp_path / "out")]) == 2
+    model = tmp_path / "model"  # a model's files (found before the images are looked for; read only after)
+    model.mkdir()
+    for name in ("model.json", "model.safetensors"):
+        (model / name).write_text("")
+    assert main(["predict", str(model), str(empty), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert str(empty) in error and "no image files" in error
     assert not (tmp_path / "out").exists()

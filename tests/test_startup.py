@@ -45,7 +45,7 @@ def test_a_collector_that_was_off_stays_off():
 
 def test_loading_a_model_directory_leaves_the_collector_running(tmp_path):
     """In a fresh process (the pause is process-wide): torch is imported and frozen, and collection resumes
-    even when the folder is no model."""
+    even when there is no such folder."""
     script = (
         "import gc\n"
         "from pathlib import Path\n"
@@ -57,4 +57,4 @@ def test_loading_a_model_directory_leaves_the_collector_running(tmp_path):
         "import sys\n"
         "print('torch' in sys.modules, gc.isenabled(), gc.get_freeze_count() > 100000)\n" % (tmp_path / "missing"))
     lines = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
-    assert lines == ["ModelFormatError", "True", "True", "True"]
+    assert lines == ["FileNotFoundError", "True", "True", "True"]

@@ -149,7 +149,9 @@ def discover_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> 
         elif path.exists():
             candidates = [path]
         else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
+            missing = FileNotFoundError(f"no such file or folder: {path}")
+            missing.filename = str(path)  # as the OS's own error names it
+            raise missing
         for candidate in candidates:
             key = candidate.resolve()
             if key not in seen:
