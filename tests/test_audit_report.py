@@ -160,11 +160,15 @@ def test_report_shows_no_suspects_of_a_model_refitted_since_the_predictions(fitt
     assert "is not the one these predictions were made with" in page
 
 
-def test_report_of_an_exported_model_says_why_it_has_no_training_section(fitted, demo_data, tmp_path):
+def test_report_of_an_exported_model_says_why_it_has_no_training_section(fitted, demo_data, tmp_path, capsys):
     from funad.reports.html import write_report
 
     _, model_dir = fitted
-    assert main(["--quiet", "export", str(model_dir), "--out", str(tmp_path / "model.onnx")]) == 0
+    export = ["--quiet", "export", str(model_dir), "--out", str(tmp_path / "model.onnx")]
+    assert main(export) == 0
+    assert main(export) == 1  # an existing file is replaced only when asked
+    assert "model.onnx already exists: pass --overwrite" in capsys.readouterr().err
+    assert main([*export, "--overwrite"]) == 0
     assert main(["--quiet", "predict", str(tmp_path / "model.onnx"), str(demo_data.test_dir),
                  "--out", str(tmp_path / "pred")]) == 0
     assert "which carries no training images" in write_report(tmp_path / "pred").read_text()

@@ -15,6 +15,7 @@ def register(subparsers) -> None:
     parser.add_argument("model", type=Path, help="model directory written by `funad fit`")
     parser.add_argument("--format", choices=("onnx",), default="onnx")
     parser.add_argument("--out", required=True, type=Path, help="file to write, e.g. model.onnx")
+    parser.add_argument("--overwrite", action="store_true", help="replace the file --out if it exists")
     parser.set_defaults(run=run_export)
 
 
@@ -22,6 +23,8 @@ def run_export(args: argparse.Namespace) -> None:
     from funad.cli.loading import load_model_directory
     from funad.export.onnx import export_onnx
 
+    if args.out.exists() and not args.overwrite:  # as fit and predict refuse their earlier outputs
+        raise FileExistsError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
     path = export_onnx(load_model_directory(args.model, "cpu"), args.out)
     logger.info("wrote %s (%.1f MB); run it with: python -m funad.runtime %s IMAGES... --out DIR",
                 path, path.stat().st_size / 1e6, path)
