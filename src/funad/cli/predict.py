@@ -223,10 +223,15 @@ def _held_bytes(prediction: Prediction) -> int:
     return map_bytes + (0 if image is None else image.width * image.height * len(image.getbands()))
 
 
+def _is_exported(model: Path) -> bool:
+    """Whether MODEL names an exported ``.onnx`` file rather than a `funad fit` directory."""
+    return model.suffix == ".onnx" and not model.is_dir()
+
+
 def _check_model(model: Path) -> None:
     """Raise unless ``model`` is an exported ``.onnx`` file or holds a `funad fit` model's files; cheap, unlike
     loading it."""
-    if model.suffix == ".onnx" and not model.is_dir():
+    if _is_exported(model):
         if not model.is_file():
             raise FileNotFoundError(f"no such model file: {model}")
         return
@@ -240,7 +245,7 @@ def _check_model(model: Path) -> None:
 
 def _load(model: Path, device: str | None) -> tuple[FunAD | OnnxModel, str]:
     """The model at ``model`` (a `funad fit` directory or an exported ``.onnx`` file) and what identifies it."""
-    if model.suffix == ".onnx" and not model.is_dir():
+    if _is_exported(model):
         from funad.runtime import OnnxModel
         from funad.utils import distributed
         from funad.utils.files import file_digest
