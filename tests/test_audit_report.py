@@ -172,3 +172,24 @@ def test_report_of_an_exported_model_says_why_it_has_no_training_section(fitted,
     assert main(["--quiet", "predict", str(tmp_path / "model.onnx"), str(demo_data.test_dir),
                  "--out", str(tmp_path / "pred")]) == 0
     assert "which carries no training images" in write_report(tmp_path / "pred").read_text()
+
+
+def test_auditing_again_replaces_the_earlier_audits_heatmaps(fitted, tmp_path, read_csv, capsys):
+    _, model_dir = fitted
+    audit = tmp_path / "audit"
+    assert main(["--quiet", "audit", str(model_dir), "--out", str(audit), "--threshold", "-1"]) == 0
+    assert len(list((audit / "heatmaps").rglob("*.png.jpg"))) == 20
+    assert main(["--quiet", "audit", str(model_dir), "--out", str(audit)]) == 0  # the model's own threshold
+    suspected = sum(row["suspected"] == "True" for row in read_csv(audit / "audit.csv"))
+    assert suspected < 20
+    assert len(list((audit / "heatmaps").rglob("*.png.jpg"))) == suspected
+
+
+def test_audit_refuses_a_folder_holding_a_prediction(fitted, demo_data, tmp_path, capsys):
+    _, model_dir = fitted
+    out = tmp_path / "pred"
+    assert main(["--quiet", "predict", str(model_dir), str(demo_data.test_dir), "--out", str(out)]) == 0
+    heatmaps = sorted((out / "heatmaps").rglob("*"))
+    assert main(["--quiet", "audit", str(model_dir), "--out", str(out), "--threshold", "-1"]) == 1
+    assert "holds a prediction" in capsys.readouterr().err
+    assert sorted((out / "heatmaps").rglob("*")) == heatmaps and not (out / "audit.csv").exists()

@@ -35,25 +35,40 @@ def model(demo_data, tmp_path_factory):
     return fitted, directory
 
 
-@pytest.fixture(scope="module")
-def server(model):
-    _, directory = model
+def _start_server(directory) -> tuple[subprocess.Popen, str] | str:
+    """A `funad serve` answering /health and its address, or what it printed if it exited first (another
+    process may have taken its port)."""
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "funad.cli", "--quiet", "serve", str(directory),
                                 "--port", str(port), "--max-upload-mb", str(MAX_UPLOAD_MB)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
+    while process.poll() is None:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.terminate()
+            pytest.fail(f"funad serve did not answer in 120 s: {process.communicate(timeout=30)[0]}")
+        time.sleep(0.3)
+    return process.communicate(timeout=30)[0]
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    _, directory = model
+    # The free port is only free when probed: a server that lost it to another process is started again.
+    for _ in range(3):
+        started = _start_server(directory)
+        if not isinstance(started, str):
+            break
+    else:
+        pytest.fail(f"funad serve exited three times before answering, last with: {started}")
+    process, url = started
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"funad serve did not start: {process.communicate(timeout=10)[0]}")
-            time.sleep(0.3)
         yield url
     finally:
         process.terminate()

@@ -2,7 +2,9 @@
 
 Writes audit.csv (every training image, highest score first: path, score, suspected) and, for
 the suspected ones, heatmaps/<relative path>.jpg (``part.png.jpg``; ``--heatmap-format png``: ``.png``)
-re-predicted from the training files.
+re-predicted from the training files. Auditing again into the same folder replaces the earlier
+audit's heatmaps, so none of a suspect no longer suspected stays behind; a folder holding a
+prediction is refused, as its heatmaps/ would mix with the audit's.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import shutil
 from pathlib import Path
 
 from funad.cli.loading import add_device_option
@@ -38,16 +41,21 @@ def add_train_root_option(parser: argparse.ArgumentParser) -> None:
 def run_audit(args: argparse.Namespace) -> None:
     from funad.cli.loading import load_model_directory
     from funad.reports.heatmaps import save_overlay
-    from funad.reports.prediction_folder import output_file, output_names
+    from funad.reports.prediction_folder import holds_prediction, output_file, output_names
     from funad.reports.training_images import locate_training_images, rank_training_images
     from funad.utils.files import write_text_atomically
 
+    if holds_prediction(args.out):
+        raise FileExistsError(f"{args.out} holds a prediction: its heatmaps/ would mix with the audit's; "
+                              "choose another --out")
     model = load_model_directory(args.model, args.device)
     model.progress = not args.quiet
     threshold = model.threshold_ if args.threshold is None else args.threshold
     scores = model.train_predict_scores_
     order, suspected = rank_training_images(scores, threshold)
     args.out.mkdir(parents=True, exist_ok=True)
+    if (args.out / AUDIT).exists():  # an earlier audit's: its heatmaps go with it
+        shutil.rmtree(args.out / "heatmaps", ignore_errors=True)
     rows = io.StringIO()
     writer = csv.writer(rows)
     writer.writerow(["path", "score", "suspected"])

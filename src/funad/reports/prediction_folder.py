@@ -158,19 +158,20 @@ def check_no_earlier_prediction(directory: Path, *, overwrite: bool) -> None:
     Writing over it in place would replace scores.csv but leave the earlier run's maps and heatmaps beside
     the new ones, for a report to show as if they were this run's.
     """
-    if not overwrite and _holds_prediction(directory):
+    if not overwrite and holds_prediction(directory):
         raise FileExistsError(f"{directory} holds an earlier prediction ({SCORES}): pass --resume to continue it, "
                               "--overwrite to replace it, or choose another --out")
 
 
-def _holds_prediction(directory: Path) -> bool:
+def holds_prediction(directory: Path) -> bool:
+    """Whether ``directory`` holds what a `funad predict` wrote (its scores.csv or prediction.json)."""
     return any((directory / name).exists() for name in (SCORES, DESCRIPTION))
 
 
 def remove_earlier_prediction(directory: Path) -> None:
     """Remove what a `funad predict` wrote into ``directory``, if it holds a prediction: its files and folders
     only, nothing else there (a folder of the user's own named maps/ beside no prediction stays)."""
-    if not _holds_prediction(directory):
+    if not holds_prediction(directory):
         return
     for name in (SCORES, REGIONS, DESCRIPTION, REPORT):
         (directory / name).unlink(missing_ok=True)
