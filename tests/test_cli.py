@@ -83,6 +83,16 @@ def test_predict_on_no_images_is_a_usage_error(demo_data, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_fit_on_no_images_is_a_usage_error_as_predicts_is(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    assert main(["fit", str(empty), "--out", str(tmp_path / "model")]) == 2
+    error = capsys.readouterr().err
+    assert str(empty) in error and "no image files" in error and ".png" in error
+    assert not (tmp_path / "model").exists()
+
+
 def test_bad_input_is_an_error_not_a_traceback(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 1
     assert "missing" in capsys.readouterr().err

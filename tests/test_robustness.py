@@ -131,6 +131,12 @@ def test_tampered_manifest_is_refused(fitted_dir, tmp_path, edit, message):
         FunAD.load(_tampered_copy(fitted_dir, tmp_path, edit))
 
 
+def test_a_bad_override_is_the_callers_error_not_the_manifests(fitted_dir):
+    with pytest.raises(ValueError, match="device must be") as raised:
+        FunAD.load(fitted_dir, device="gpu0")
+    assert not isinstance(raised.value, ModelFormatError) and "model.json" not in str(raised.value)
+
+
 def test_manifest_that_is_not_json_is_refused(fitted_dir, tmp_path):
     copy = tmp_path / "broken"
     shutil.copytree(fitted_dir, copy)

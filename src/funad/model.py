@@ -442,10 +442,10 @@ class FunAD:
         saved = load_model(directory)
         manifest = directory / MANIFEST
         try:
-            config = FunADConfig.from_dict(saved.estimator["config"]).to_dict() | overrides
-            model = cls(pretrained=saved.estimator["pretrained"], **config)
+            config = FunADConfig.from_dict(saved.estimator["config"]).to_dict()
         except (TypeError, ValueError) as error:  # an edited manifest: unknown key or out-of-range value
             raise ModelFormatError(f"{manifest}: invalid configuration ({error})") from error
+        model = cls(pretrained=saved.estimator["pretrained"], **config | overrides)  # a bad override is the caller's
         if model.backbone.describe() != saved.estimator["backbone"]:
             raise ModelFormatError(f"{directory}: backbone {model.backbone.describe()} differs from the saved "
                                    f"{saved.estimator['backbone']}")

@@ -129,8 +129,7 @@ def run_predict(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     """Under torchrun each rank scores its block of the images, writing their maps and heatmaps and its
     part of the CSV files, which rank 0 then joins (OUT must be one folder for all ranks)."""
-    from funad.cli.errors import NoInputImagesError
-    from funad.data.images import IMAGE_EXTENSIONS, discover_images
+    from funad.cli.errors import require_image_files
     from funad.reports.prediction_folder import (
         REGIONS,
         SCORES,
@@ -147,10 +146,7 @@ def _predict(args: argparse.Namespace) -> None:
     from funad.utils import distributed
 
     _check_model(args.model)  # before the images: MODEL and IMAGES given the other way round end here
-    paths = discover_images(args.images)
-    if not paths:
-        raise NoInputImagesError(f"no image files in {', '.join(args.images)} (folders are searched recursively "
-                                 f"for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    paths = require_image_files(args.images)
     if not args.resume:  # refused before the model's minutes of loading, removed only once it has loaded
         check_no_earlier_prediction(args.out, overwrite=args.overwrite)
     model, digest = _load(args.model, args.device)
