@@ -113,7 +113,10 @@ def test_version(capsys):
 
 
 def test_verbose_shows_the_traceback(tmp_path, capsys):
-    command = ["fit", str(tmp_path), "--out", str(tmp_path / "m"), "--no-cache"]
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "broken.png").write_bytes(b"not a png")  # too few usable images to fit
+    command = ["fit", str(images), "--out", str(tmp_path / "m"), "--no-cache"]
     assert main(command) == 1
     quiet_error = capsys.readouterr().err
     assert "usable training images" in quiet_error and "Traceback" not in quiet_error

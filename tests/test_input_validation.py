@@ -105,6 +105,14 @@ def test_runtime_points_a_model_directory_to_funad_predict(tmp_path, images, cap
     assert "not found" not in caplog.text
 
 
+def test_runtime_on_inputs_holding_no_image_is_a_usage_error_as_predicts_is(unreadable_onnx, tmp_path, caplog):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with caplog.at_level(logging.ERROR):
+        assert runtime_main([str(unreadable_onnx), str(empty), "--out", str(tmp_path / "scored")]) == 2
+    assert f"no image files in {empty}" in caplog.text
+
+
 # --device: one check, in the configuration and on the command line.
 
 def test_devices_are_checked_alike_in_the_configuration_and_on_the_command_line(capsys):

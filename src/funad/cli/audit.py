@@ -15,7 +15,7 @@ import io
 import shutil
 from pathlib import Path
 
-from funad.cli.loading import add_device_option
+from funad.cli.loading import add_device_option, add_model_argument
 from funad.cli.predict import add_heatmap_format_option
 
 AUDIT = "audit.csv"
@@ -23,7 +23,7 @@ AUDIT = "audit.csv"
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("audit", help="rank the training images; heatmaps of those above the threshold")
-    parser.add_argument("model", type=Path, help="model directory written by `funad fit`")
+    add_model_argument(parser)
     parser.add_argument("--out", required=True, type=Path, help="folder for audit.csv and heatmaps/")
     parser.add_argument("--threshold", type=float, default=None, help="default: the model's label-free threshold")
     add_device_option(parser)

@@ -6,13 +6,15 @@ import argparse
 import logging
 from pathlib import Path
 
+from funad.cli.loading import add_model_argument
+
 logger = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("export", help="export a fitted model (backbone, scorer, maps, threshold) to "
                                    "ONNX, to run with `python -m funad.runtime`")
-    parser.add_argument("model", type=Path, help="model directory written by `funad fit`")
+    add_model_argument(parser)
     parser.add_argument("--format", choices=("onnx",), default="onnx")
     parser.add_argument("--out", required=True, type=Path, help="file to write, e.g. model.onnx")
     parser.add_argument("--overwrite", action="store_true", help="replace the file --out if it exists")
@@ -22,9 +24,9 @@ def register(subparsers) -> None:
 def run_export(args: argparse.Namespace) -> None:
     from funad.cli.loading import load_model_directory
     from funad.export.onnx import export_onnx
+    from funad.utils.files import refuse_existing_output
 
-    if args.out.exists() and not args.overwrite:  # as fit and predict refuse their earlier outputs
-        raise FileExistsError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
+    refuse_existing_output(args.out, overwrite=args.overwrite)
     path = export_onnx(load_model_directory(args.model, "cpu"), args.out)
     logger.info("wrote %s (%.1f MB); run it with: python -m funad.runtime %s IMAGES... --out DIR",
                 path, path.stat().st_size / 1e6, path)

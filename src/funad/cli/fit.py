@@ -83,14 +83,13 @@ def run_fit(args: argparse.Namespace) -> None:
 
 
 def _fit(args: argparse.Namespace) -> None:
-    from funad.cli.errors import require_image_files
-    from funad.data.images import write_skipped_csv
+    from funad.data.images import require_image_files, write_skipped_csv
     from funad.method.checkpoint import TrainingCheckpoint
     from funad.model import FunAD
     from funad.utils import distributed
+    from funad.utils.files import refuse_existing_output
 
-    if args.out.exists() and not args.overwrite:
-        raise ValueError(f"{args.out} already exists: pass --overwrite to replace it, or choose another --out")
+    refuse_existing_output(args.out, overwrite=args.overwrite)
     require_image_files(args.images)  # a usage error, as predict's; the model finds them again while it reads them
     model = FunAD(cache_dir=cache_dir_of(args), progress=not args.quiet and distributed.is_main(),
                   **config_overrides(args))

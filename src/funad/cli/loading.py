@@ -34,6 +34,10 @@ def _device(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, help="model directory written by `funad fit`")
+
+
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """``--device`` of the commands that load a fitted model (``funad fit``'s comes from its configuration)."""
     parser.add_argument("--device", type=_device, default=None,

@@ -129,7 +129,7 @@ def run_predict(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     """Under torchrun each rank scores its block of the images, writing their maps and heatmaps and its
     part of the CSV files, which rank 0 then joins (OUT must be one folder for all ranks)."""
-    from funad.cli.errors import require_image_files
+    from funad.data.images import require_image_files
     from funad.reports.prediction_folder import (
         REGIONS,
         SCORES,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
-from funad.cli.loading import add_device_option
+from funad.cli.loading import add_device_option, add_model_argument
 
 logger = logging.getLogger(__name__)
 
@@ -14,7 +13,7 @@ logger = logging.getLogger(__name__)
 def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="serve a fitted model over HTTP: POST /predict, GET /health, "
                                    "a form at /")
-    parser.add_argument("model", type=Path, help="model directory written by `funad fit`")
+    add_model_argument(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)

@@ -160,6 +160,22 @@ def discover_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> 
     return found
 
 
+class NoImageFilesError(ValueError):
+    """The inputs hold no image file: for a command, a usage error (exit status 2, as argparse uses)."""
+
+    exit_code = 2
+
+
+def require_image_files(inputs: list[str]) -> list[Path]:
+    """The image files among a command line's ``inputs`` (:func:`discover_images`), or a
+    :class:`NoImageFilesError` naming the inputs and the suffixes looked for."""
+    paths = discover_images(inputs)
+    if not paths:
+        raise NoImageFilesError(f"no image files in {', '.join(inputs)} (folders are searched recursively "
+                                f"for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return paths
+
+
 def _images_under(folder: Path) -> list[Path]:
     """Image files below ``folder`` in sorted order, hidden files and folders skipped.
 

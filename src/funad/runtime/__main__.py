@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from funad.data.images import IMAGE_EXTENSIONS, discover_images
+from funad.data.images import require_image_files
 from funad.reports.prediction_folder import (
     check_no_earlier_prediction,
     output_file,
@@ -26,7 +26,7 @@ from funad.reports.prediction_folder import (
     write_map,
 )
 from funad.reports.prediction_writer import MAX_PENDING, MAX_PENDING_BYTES, ImageRows, PredictionWriter
-from funad.runtime import OnnxModel
+from funad.runtime import BATCH_SIZE, OnnxModel
 
 if TYPE_CHECKING:
     from funad.inference.prediction import Prediction
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace an earlier prediction in OUT (its files and maps; nothing else there)")
     parser.add_argument("--maps", choices=("npy", "none"), default="npy",
                         help="anomaly maps at each image's size as float32 .npy, or none (default npy)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     return parser
 
 
@@ -83,15 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        paths = discover_images(args.images)
-        if not paths:  # a usage error, exit status 2 as funad predict's
-            logger.error("no image files in %s (folders are searched recursively for %s)", ", ".join(args.images),
-                         ", ".join(sorted(IMAGE_EXTENSIONS)))
-            return 2
-        run(args, paths)
+        run(args, require_image_files(args.images))
     except (ValueError, OSError) as error:  # FileNotFoundError, FileExistsError among them
         logger.error("%s", error)
-        return 1
+        return getattr(error, "exit_code", 1)  # 2 for inputs holding no image (NoImageFilesError), as predict's
     return 0
 
 

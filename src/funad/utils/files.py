@@ -35,6 +35,13 @@ def common_folder(paths: list[Path]) -> Path:
     return Path(*prefix)
 
 
+def refuse_existing_output(path: Path, *, overwrite: bool) -> None:
+    """A FileExistsError for an output ``path`` that exists, unless ``overwrite``: a command never replaces
+    earlier work the user did not ask it to."""
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists: pass --overwrite to replace it, or choose another --out")
+
+
 def write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
     """``write`` into a temporary sibling, flush it to disk, then rename it over ``target``.
 
