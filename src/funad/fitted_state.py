@@ -19,7 +19,6 @@ from funad.method.local_net import LocalNet
 from funad.method.trainer import EpochRecord
 from funad.utils.tensors import under_prefix, with_prefix
 
-_LOCAL_NET = "local_net."
 _SCORER = "scorer."
 
 
@@ -41,7 +40,7 @@ class FittedState:
     def to_saved(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Tensors (for safetensors) and JSON that :meth:`from_saved` turns back into this state."""
         scorer = self.scorer.state_dict()
-        tensors = with_prefix(_LOCAL_NET, self.local_net.tensors()) | with_prefix(_SCORER, scorer.tensors)
+        tensors = with_prefix(LocalNet.STATE_PREFIX, self.local_net.tensors()) | with_prefix(_SCORER, scorer.tensors)
         tensors["train_scores"] = torch.from_numpy(np.asarray(self.train_scores, dtype=np.float64))
         tensors["train_predict_scores"] = torch.from_numpy(np.asarray(self.train_predict_scores, dtype=np.float64))
         tensors["judged_normal"] = torch.from_numpy(np.asarray(self.judged_normal, dtype=np.uint8))
@@ -63,7 +62,7 @@ class FittedState:
         """The state :meth:`to_saved` wrote; KeyError, TypeError or ValueError if it does not fit together."""
 
         scorer = info["scorer"]
-        local_net = LocalNet.from_state(under_prefix(_LOCAL_NET, tensors), info["local_net"])
+        local_net = LocalNet.from_state(under_prefix(LocalNet.STATE_PREFIX, tensors), info["local_net"])
         scorer_state = ScorerState(under_prefix(_SCORER, tensors), scorer["settings"])
         return cls(
             scorer=scorer_from_state(scorer["name"], scorer_state, local_net),

@@ -89,7 +89,7 @@ class SoftPatch(PatchScorer):
         return cls(seed=config.seed)
 
     def fit(self, features: MethodFeatures, image_ids: np.ndarray | None = None) -> Self:
-        indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
+        indices = features.indices(image_ids)
         if len(indices) > self.lof_reference_images:
             return self._fit_sampled(features, indices)
         patches = features.take(indices)

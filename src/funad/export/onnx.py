@@ -209,7 +209,7 @@ def _exported(module: nn.Module, example: tuple[torch.Tensor, ...], input_names:
 def composed_with_onnx_backbone(backbone: OnnxDinov2Backbone, head: Head) -> onnx.ModelProto:
     """The backbone's truncated graph (its chosen blocks' outputs), then the head exported from torch."""
     blocks_graph = onnx.load_from_string(backbone.truncated_model_bytes)
-    tokens = 1 + backbone.grid[0] * backbone.grid[1]
+    tokens = 1 + backbone.num_patches
     examples = tuple(torch.zeros(1, tokens, backbone.embed_dim) for _ in backbone.block_output_names)
     block_inputs = [f"block_{index}" for index in backbone.layers]
     opset = next(entry.version for entry in blocks_graph.opset_import if entry.domain in ("", "ai.onnx"))

@@ -83,6 +83,10 @@ class MethodFeatures:
     def __len__(self) -> int:
         return len(self.arrays)
 
+    def indices(self, image_ids: Sequence[int] | np.ndarray | None) -> np.ndarray:
+        """``image_ids`` as an index array, or every image's index when None (a scorer fitted on all)."""
+        return np.arange(len(self)) if image_ids is None else np.asarray(image_ids)
+
     def head(self, count: int) -> MethodFeatures:
         """The first ``count`` images (FUN-AD*'s real images come before its synthetic ones)."""
         return MethodFeatures(self.arrays[:count], {view: posed.head(count) for view, posed in self.views.items()})

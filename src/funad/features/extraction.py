@@ -230,4 +230,4 @@ def extract_features_sharded(backbone: Backbone, paths: Sequence[Path], *, cache
 
 
 def _patch_shape(backbone: Backbone) -> tuple[int, int]:
-    return backbone.grid[0] * backbone.grid[1], backbone.patch_dim
+    return backbone.num_patches, backbone.patch_dim

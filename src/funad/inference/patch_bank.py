@@ -129,7 +129,7 @@ def sample_patches(features: MethodFeatures, image_ids: np.ndarray | None, count
 
     Only the drawn rows are read, so memory grows with ``count``, not with the number of images.
     """
-    indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
+    indices = features.indices(image_ids)
     if count is None or count >= len(indices) * features.num_patches:
         return all_patches(features, indices)
     images, positions = sample_rows(indices, features.num_patches, count, rng)
@@ -154,7 +154,6 @@ def read_rows(features: MethodFeatures, images: np.ndarray, positions: np.ndarra
     return torch.from_numpy(patches)
 
 
-def all_patches(features: MethodFeatures, image_ids: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray]:
-    """Every patch of the chosen images (all when None) as float32 ``[n * K, D]``, and each patch's image."""
-    indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
+def all_patches(features: MethodFeatures, indices: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """Every patch of the images ``indices`` as float32 ``[n * K, D]``, and each patch's image."""
     return features.take(indices).reshape(-1, features.dim), np.repeat(indices, features.num_patches)

@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT_VERSION = 1
 MANIFEST = "checkpoint.json"
-_LOCAL_NET = "local_net."
 _OPTIMIZER = "optimizer."
 
 # Settings that change speed only, never what is computed; a resumed run may change them.
@@ -165,7 +164,7 @@ def broadcast_state(state: TrainingState) -> None:
 
 def _state_parts(state: TrainingState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``state`` as CPU tensors (weights, optimizer buffers, torch generator) and JSON (the rest)."""
-    tensors = with_prefix(_LOCAL_NET, state.local_net.tensors())
+    tensors = with_prefix(state.local_net.STATE_PREFIX, state.local_net.tensors())
     optimizer_tensors, optimizer_rest = _split_optimizer_state(state.optimizer.state_dict())
     tensors.update(optimizer_tensors)
     tensors["torch_generator"] = state.generator.get_state()
@@ -180,7 +179,8 @@ def _state_parts(state: TrainingState) -> tuple[dict[str, torch.Tensor], dict[st
 
 def _load_parts(state: TrainingState, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     """Set ``state`` to what :func:`_state_parts` returned."""
-    state.local_net.load_state_dict(under_prefix(_LOCAL_NET, tensors))  # in place: the optimizer holds the parameters
+    # in place: the optimizer holds the parameters
+    state.local_net.load_state_dict(under_prefix(state.local_net.STATE_PREFIX, tensors))
     state.optimizer.load_state_dict(_optimizer_state_from(tensors, info["optimizer"]))
     state.generator.set_state(tensors["torch_generator"])
     state.rng.bit_generator.state = info["numpy_rng"]

@@ -41,6 +41,9 @@ class LocalNet(nn.Module):
         return torch.sigmoid(self.logits(self.adapt(features)))
 
     # ----------------------------------------------------------------- saving
+    #: Where its tensors are named in a file that holds other parts too (the model's, a training checkpoint's).
+    STATE_PREFIX = "local_net."
+
     def architecture(self) -> dict[str, Any]:
         """The constructor's arguments, as JSON."""
         return {"dim": self.dim, "hidden": list(self.hidden), "slope": self.slope}

@@ -1,4 +1,7 @@
-"""How many of ``count`` things a share of them is: one rule for every bank, coreset and trusted set."""
+"""How many of ``count`` things a share of them is: one rule for every bank, coreset and trusted set.
+
+The floors' corroborated share of the images rounds up instead (``NearestNeighbourScorer._exempt_entries``).
+"""
 
 from __future__ import annotations
 

@@ -40,6 +40,11 @@ class Backbone(nn.Module):
     #: Numeric precision of the forward pass (:meth:`set_precision`).
     precision: str = "fp32"
 
+    @property
+    def num_patches(self) -> int:
+        """Patch features per image: the cells of ``grid``."""
+        return self.grid[0] * self.grid[1]
+
     def set_precision(self, precision: str) -> None:
         """Run in ``precision`` ("fp32" or "int8"); subclasses that can, override this."""
         if precision == self.precision:

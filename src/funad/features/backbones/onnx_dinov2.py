@@ -501,7 +501,7 @@ class OnnxDinov2Backbone(Backbone):
         session = self._session("CUDAExecutionProvider")
         device_id = images.device.index or 0
         batch = images.shape[0]
-        tokens = 1 + self.grid[0] * self.grid[1]
+        tokens = 1 + self.num_patches
         binding = session.io_binding()
         binding.bind_input(self.graph_info.input_name, "cuda", device_id, np.float32,
                            tuple(images.shape), images.data_ptr())
@@ -533,7 +533,7 @@ class OnnxDinov2Backbone(Backbone):
             tokens = torch.stack(list(blocks)).mean(dim=0)
         else:
             tokens = torch.cat(list(blocks), dim=-1)
-        count = self.grid[0] * self.grid[1]
+        count = self.num_patches
         prefix = tokens.shape[1] - count
         if prefix < 1:
             raise RuntimeError(f"expected at least {count + 1} tokens, got {tokens.shape[1]}")

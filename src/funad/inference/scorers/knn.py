@@ -168,7 +168,7 @@ class NearestNeighbourScorer(PatchScorer):
             chosen = greedy_coreset(pool, size, projection_dim=self.projection_dim, seed=self.seed)
             self.bank_ = PatchBank(pool[chosen], pool_images[chosen])
         else:
-            indices = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
+            indices = features.indices(image_ids)
             per_image = share_count(self.patch_fraction, features.num_patches)  # at most every position
             positions = features.random_positions(len(indices), per_image, rng)
             pool = self._fit_projection(features.take_rows(indices, positions).reshape(-1, features.dim))
@@ -220,11 +220,12 @@ class NearestNeighbourScorer(PatchScorer):
         """``[M]`` bool: the entries of the fitted images outside the ``corroborated_share`` that score highest
         as new images (own entries left out), with the floors of full corroboration (whatever the quantile, so
         that :meth:`with_corroboration_quantile` keeps the same exemptions)."""
-        fitted = np.arange(len(features)) if image_ids is None else np.asarray(image_ids)
+        fitted = features.indices(image_ids)
         logger.info("floors: kept for the highest-scoring %g %% of the %d training images, each scored without "
                     "its own entries", 100 * self.corroborated_share, len(fitted))
         scores = self._own_image_left_out(features, self.vouched_, fitted)
-        count = math.ceil(round(self.corroborated_share * len(fitted), 6))  # 0.3 x 10 is 3, not 3.0000000000000004
+        # Rounded up (an odd count's middle image keeps its floors), after round(): 0.3 x 10 is 3.0000000000000004.
+        count = math.ceil(round(self.corroborated_share * len(fitted), 6))
         corroborated = fitted[np.argsort(-scores, kind="stable")[:count]]
         assert self.bank_.image_ids is not None
         return ~np.isin(self.bank_.image_ids, corroborated)
