@@ -193,3 +193,21 @@ def test_audit_refuses_a_folder_holding_a_prediction(fitted, demo_data, tmp_path
     assert main(["--quiet", "audit", str(model_dir), "--out", str(out), "--threshold", "-1"]) == 1
     assert "holds a prediction" in capsys.readouterr().err
     assert sorted((out / "heatmaps").rglob("*")) == heatmaps and not (out / "audit.csv").exists()
+
+
+def test_outputs_that_cannot_be_written_are_one_line_naming_them(fitted, demo_data, tmp_path, capsys):
+    _, model_dir = fitted
+    folder, a_file = tmp_path / "a folder", tmp_path / "a file"
+    folder.mkdir()
+    a_file.write_text("")
+    predictions = tmp_path / "pred"
+    assert main(["--quiet", "predict", str(model_dir), str(demo_data.test_dir), "--out", str(predictions)]) == 0
+    capsys.readouterr()
+    for command, named in [(["report", str(predictions), "--out", str(folder)], f"Is a directory: {folder}"),
+                           (["export", str(model_dir), "--out", str(folder), "--overwrite"],
+                            f"Is a directory: {folder}"),
+                           (["audit", str(model_dir), "--out", str(a_file / "audit")],
+                            f"Not a directory: {a_file / 'audit'}")]:
+        assert main(["--quiet", *command]) == 1
+        error = capsys.readouterr().err
+        assert named in error and "Traceback" not in error and ".tmp" not in error, command

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from funad import __version__
 from funad.cli import audit, benchmark, demo, export, fit, predict, report, serve
+from funad.utils.files import error_message
 
 logger = logging.getLogger("funad")
 
@@ -65,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("matplotlib").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:  # OSError: a missing input, an unwritable --out, ...
         # One line for a user's mistake; --verbose adds the traceback a bug report needs.
-        logger.error("%s", error, exc_info=args.verbose)
+        logger.error("%s", error_message(error), exc_info=args.verbose)
         return getattr(error, "exit_code", 1)
     return 0
 

@@ -29,6 +29,7 @@ float file), or a PIL image, becomes the RGB image a file with those pixels woul
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import logging
 import os
@@ -149,9 +150,7 @@ def discover_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> 
         elif path.exists():
             candidates = [path]
         else:
-            missing = FileNotFoundError(f"no such file or folder: {path}")
-            missing.filename = str(path)  # as the OS's own error names it
-            raise missing
+            raise FileNotFoundError(errno.ENOENT, "no such file or folder", str(path))  # as the OS's own names it
         for candidate in candidates:
             key = candidate.resolve()
             if key not in seen:

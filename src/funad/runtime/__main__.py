@@ -27,6 +27,7 @@ from funad.reports.prediction_folder import (
 )
 from funad.reports.prediction_writer import MAX_PENDING, MAX_PENDING_BYTES, ImageRows, PredictionWriter
 from funad.runtime import BATCH_SIZE, OnnxModel
+from funad.utils.files import error_message
 
 if TYPE_CHECKING:
     from funad.inference.prediction import Prediction
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args, require_image_files(args.images))
     except (ValueError, OSError) as error:  # FileNotFoundError, FileExistsError among them
-        logger.error("%s", error)
+        logger.error("%s", error_message(error))
         return getattr(error, "exit_code", 1)  # 2 for inputs holding no image (NoImageFilesError), as predict's
     return 0
 

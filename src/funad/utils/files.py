@@ -42,6 +42,14 @@ def refuse_existing_output(path: Path, *, overwrite: bool) -> None:
         raise FileExistsError(f"{path} already exists: pass --overwrite to replace it, or choose another --out")
 
 
+def error_message(error: BaseException) -> str:
+    """One line for a user: an OS error as "reason: file" (not "[Errno 13] Permission denied: 'file'"), any
+    other error as it reads."""
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        return f"{error.strerror}: {error.filename}" + (f" -> {error.filename2}" if error.filename2 else "")
+    return str(error)
+
+
 def write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
     """``write`` into a temporary sibling, flush it to disk, then rename it over ``target``.
 
@@ -55,8 +63,10 @@ def write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename == str(temporary):  # the user named the target
+            error.filename, error.filename2 = str(target), None
         raise
 
 
