@@ -146,6 +146,52 @@ def test_report_max_images_must_be_a_positive_count(capsys):
     assert build_parser().parse_args(["report", "p"]).max_images is None
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["serve", "m", "--port", "70000"], "argument --port: must be a port number from 1 to 65535, got '70000'"),
+    (["serve", "m", "--max-connections", "0"], "argument --max-connections: must be a whole number of at least 1"),
+    (["serve", "m", "--max-upload-mb", "-1"], "argument --max-upload-mb: must be a number above 0, got '-1'"),
+    (["audit", "m", "--out", "o", "--threshold", "nan"], "argument --threshold: must be a finite number, got 'nan'"),
+    (["predict", "m", "i", "--out", "o", "--threshold", "inf"], "argument --threshold: must be a finite number"),
+])
+def test_values_out_of_range_are_usage_errors(argv, message, capsys):
+    assert message in _usage_error(argv, capsys)
+
+
+def test_runtime_batch_size_must_be_a_positive_count(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        runtime_main(["m.onnx", "i", "--out", "o", "--batch-size", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --batch-size: must be a whole number of at least 1, got '0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"image_size": 0}, "image_size must be >= 1 or None"),
+    ({"patches_per_image": -3}, "patches_per_image must be >= 1 or None"),
+    ({"head_hidden": (-1, 0)}, "head_hidden and batch_size_extract must be >= 1"),
+    ({"batch_size_extract": 0}, "head_hidden and batch_size_extract must be >= 1"),
+    ({"num_workers": -1}, "num_workers >= 0"),
+    ({"learning_rate": -1.0}, "learning_rate must be a finite number > 0"),
+    ({"map_sigma": -2.0}, "map_sigma must be a finite number >= 0"),
+])
+def test_configuration_values_out_of_range_are_refused(setting, message):
+    with pytest.raises(ValueError, match=message):
+        FunADConfig(**setting)
+    assert FunADConfig(map_sigma=0.0).map_sigma == 0.0  # no smoothing is a setting
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--coreset-fraction", "5", "coreset_fraction must lie in (0, 1]"),
+    ("--softpatch-noise", "-1", "softpatch_noise must lie in [0, 1)"),
+    ("--funad-star-ratio", "3", "funad_star_ratio must lie in [0, 1]"),
+    ("--epochs", "0", "epochs must be >= 1"),
+])
+def test_benchmark_refuses_bad_settings_before_writing_anything(flag, value, message, demo_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["benchmark", str(demo_data.root), "--out", str(out), flag, value]) == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_write_report_refuses_fewer_than_one_row(tmp_path):
     """0 is no stand-in for the default 200, and it would leave the folder unread: a page of 0 images."""
     folder = tmp_path / "predicted"

@@ -1,6 +1,7 @@
 """`funad export --format onnx`, `python -m funad.runtime` and `funad predict model.onnx`: one graph that
 scores and maps as funad does."""
 
+import logging
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from funad.features.extraction import preprocess
 from funad.inference.scorers.local_net import LocalNetScorer
 from funad.method.local_net import LocalNet
 from funad.runtime import OnnxModel
+from funad.runtime.__main__ import main as runtime_main
 from funad.utils.resize import resize_bilinear
 
 from conftest import fit_save_and_export
@@ -74,6 +76,7 @@ def test_runtime_without_torch_writes_what_predict_writes(exported, demo_data, t
     subprocess.run(command, check=True)
     again = subprocess.run(command, capture_output=True, text=True)  # the first run's results are kept
     assert again.returncode == 1 and "holds an earlier prediction" in again.stderr
+    assert "--resume" not in again.stderr  # predict's option, which the runtime has not
     subprocess.run([*command, "--overwrite"], check=True)
     expected, written = read_csv(tmp_path / "predict" / "scores.csv"), read_csv(tmp_path / "runtime" / "scores.csv")
     assert len(written) == len(expected) == 3
@@ -153,3 +156,12 @@ def test_exporting_an_unfitted_model_says_so(tmp_path):
 
     with pytest.raises(RuntimeError, match="not fitted yet"):
         export_onnx(FunAD(pretrained=False, progress=False, **TINY), tmp_path / "model.onnx")
+
+
+def test_runtime_fails_when_no_image_could_be_read_as_predict_does(exported, tmp_path, caplog):
+    _, folder = exported
+    unreadable = tmp_path / "unreadable.png"
+    unreadable.write_bytes(b"not an image")
+    with caplog.at_level(logging.ERROR):
+        assert runtime_main([str(folder / "model.onnx"), str(unreadable), "--out", str(tmp_path / "out")]) == 1
+    assert "none of the 1 input images could be read" in caplog.text

@@ -150,3 +150,15 @@ def test_the_form_page_loads_and_reaches_the_model_in_a_browser(server, tmp_path
     dom = _run_browser(browser, tmp_path / "profile", "--dump-dom", f"{server}/").stdout
     assert 'type="file"' in dom and 'id="drop"' in dom
     assert "model ready: efficientnet_lite0" in dom  # the page's script fetched /health
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads(tmp_path, capsys):
+    from funad.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # no model there: the address is checked first, so its error is the one reported
+        assert main(["serve", str(tmp_path / "no model"), "--port", str(port)]) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err

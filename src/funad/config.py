@@ -236,9 +236,16 @@ class FunADConfig:
 
         if self.scorer not in list_scorers():
             raise ValueError(f"scorer must be one of {', '.join(map(repr, list_scorers()))}, got {self.scorer!r}")
-        for name in ("bank_max_patches", "knn_pool_max_patches", "knn_components"):
+        for name in ("bank_max_patches", "knn_pool_max_patches", "knn_components", "image_size", "patches_per_image"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
+        if min(self.head_hidden) < 1 or self.batch_size_extract < 1 or self.num_workers < 0:
+            raise ValueError(f"head_hidden and batch_size_extract must be >= 1 and num_workers >= 0; got "
+                             f"{self.head_hidden}, {self.batch_size_extract} and {self.num_workers}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
+        if not (math.isfinite(self.map_sigma) and self.map_sigma >= 0):
+            raise ValueError(f"map_sigma must be a finite number >= 0 (0: no smoothing), got {self.map_sigma}")
         if not (math.isfinite(self.threshold_tail_widths) and self.threshold_tail_widths > 0):
             raise ValueError(f"threshold_tail_widths must be a finite number > 0, got {self.threshold_tail_widths}")
         if self.knn_map_corroboration_images < 1:

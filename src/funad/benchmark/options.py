@@ -25,6 +25,14 @@ class PeerSettings:
     softpatch_noise: float = setting(0.15, "SoftPatch's dropped share per position")
     patchcore_reweight: bool = setting(False, "PatchCore's image-score reweighting")
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.funad_star_ratio <= 1.0:
+            raise ValueError(f"funad_star_ratio must lie in [0, 1], got {self.funad_star_ratio}")
+        if not 0.0 < self.coreset_fraction <= 1.0:
+            raise ValueError(f"coreset_fraction must lie in (0, 1], got {self.coreset_fraction}")
+        if not 0.0 <= self.softpatch_noise < 1.0:
+            raise ValueError(f"softpatch_noise must lie in [0, 1), got {self.softpatch_noise}")
+
 
 @dataclass
 class BenchmarkOptions:

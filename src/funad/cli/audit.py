@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from funad.cli.loading import add_device_option, add_model_argument
-from funad.cli.predict import add_heatmap_format_option
+from funad.cli.predict import add_heatmap_format_option, add_threshold_option
 
 AUDIT = "audit.csv"
 
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("audit", help="rank the training images; heatmaps of those above the threshold")
     add_model_argument(parser)
     parser.add_argument("--out", required=True, type=Path, help="folder for audit.csv and heatmaps/")
-    parser.add_argument("--threshold", type=float, default=None, help="default: the model's label-free threshold")
+    add_threshold_option(parser)
     add_device_option(parser)
     add_heatmap_format_option(parser)
     add_train_root_option(parser)

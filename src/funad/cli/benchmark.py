@@ -142,6 +142,7 @@ def run_benchmark_command(args: argparse.Namespace) -> None:
     from funad.utils.versions import package_versions
 
     methods = tuple(dict.fromkeys(args.methods))
+    FunADConfig(**config_overrides(args))  # checks every setting before any split file is written
     jobs = _jobs(args)
     options = BenchmarkOptions(methods=methods, settings=_SETTINGS[args.setting], funad_config=config_overrides(args),
                                peers=PeerSettings(**dataclass_overrides(args, PeerSettings)),

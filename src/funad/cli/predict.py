@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from funad.cli.distributed import add_distributed_options, distributed_run
 from funad.cli.loading import add_device_option
+from funad.utils.arguments import finite_float
 
 if TYPE_CHECKING:
     from funad.inference.prediction import Prediction
@@ -40,9 +41,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path,
                         help="output folder: scores.csv, regions.csv, maps/, heatmaps/, prediction.json")
     add_device_option(parser)
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="label images with a score above VALUE anomalous "
-                             "(default: the model's label-free threshold)")
+    add_threshold_option(parser)
     parser.add_argument("--maps", choices=("npy", "png", "none"), default="npy",
                         help="anomaly maps as float32 .npy, as 16-bit .png scaled by the model's heatmap colour "
                              "range (recorded in prediction.json), or not at all (default npy)")
@@ -63,6 +62,12 @@ def register(subparsers) -> None:
                               "there); without it or --resume such an OUT is refused")
     add_distributed_options(parser)
     parser.set_defaults(run=run_predict)
+
+
+def add_threshold_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", type=finite_float, default=None, metavar="VALUE",
+                        help="an image with a score above VALUE is anomalous (default: the model's label-free "
+                             "threshold)")
 
 
 def add_heatmap_format_option(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +139,7 @@ def _predict(args: argparse.Namespace) -> None:
         REGIONS,
         SCORES,
         check_no_earlier_prediction,
+        check_some_image_read,
         image_key,
         input_folder,
         output_names,
@@ -199,9 +205,7 @@ def _predict(args: argparse.Namespace) -> None:
         if not distributed.is_main():
             return
         _join_parts(args.out, distributed.world_size(), (SCORES, REGIONS), append=args.resume)
-    if failed and not count and not finished:
-        raise ValueError(f"none of the {failed} input images could be read: see the error column of "
-                         f"{args.out / SCORES}")
+    check_some_image_read(count + finished, failed, args.out / SCORES)
     logger.info("scored %d images in %.2f s (%d above the threshold %.6g); results in %s",
                 count, time.perf_counter() - started, anomalous, threshold, args.out)
     if failed:

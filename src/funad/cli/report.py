@@ -6,17 +6,7 @@ import argparse
 from pathlib import Path
 
 from funad.cli.audit import add_train_root_option
-
-
-def _positive_int(text: str) -> int:
-    """An argparse type: a count of at least 1 (0 or less would show no row, or a negative count)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return value
+from funad.utils.arguments import positive_int
 
 
 def register(subparsers) -> None:
@@ -26,7 +16,7 @@ def register(subparsers) -> None:
                         help="MVTec-layout mask folder (<type>/<name>_mask.png); images in a 'good' folder are "
                              "normal, others anomalous. Adds image AUROC, precision/recall/F1 and pixel AUROC")
     parser.add_argument("--out", type=Path, default=None, help="report file (default PRED_DIR/report.html)")
-    parser.add_argument("--max-images", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--max-images", type=positive_int, default=None, metavar="N",
                         help="rows of the predictions table, highest scores first (default 200)")
     add_train_root_option(parser)
     parser.set_defaults(run=run_report)

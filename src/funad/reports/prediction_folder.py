@@ -151,16 +151,23 @@ def write_description(directory: Path, description: dict[str, Any]) -> None:
     write_text_atomically(directory / DESCRIPTION, json.dumps(description, indent=2))
 
 
-def check_no_earlier_prediction(directory: Path, *, overwrite: bool) -> None:
+def check_no_earlier_prediction(directory: Path, *, overwrite: bool, resumable: bool = True) -> None:
     """Refuse a ``directory`` that holds an earlier prediction (its scores.csv or prediction.json), unless
-    ``overwrite`` (then :func:`remove_earlier_prediction` makes way).
+    ``overwrite`` (then :func:`remove_earlier_prediction` makes way); ``resumable``: the command has --resume.
 
     Writing over it in place would replace scores.csv but leave the earlier run's maps and heatmaps beside
     the new ones, for a report to show as if they were this run's.
     """
     if not overwrite and holds_prediction(directory):
-        raise FileExistsError(f"{directory} holds an earlier prediction ({SCORES}): pass --resume to continue it, "
-                              "--overwrite to replace it, or choose another --out")
+        resume = "pass --resume to continue it, " if resumable else ""
+        raise FileExistsError(f"{directory} holds an earlier prediction ({SCORES}): {resume}pass --overwrite to "
+                              "replace it, or choose another --out")
+
+
+def check_some_image_read(scored: int, failed: int, scores: Path) -> None:
+    """A ValueError when every input image failed: a run that scored nothing did not succeed."""
+    if failed and not scored:
+        raise ValueError(f"none of the {failed} input images could be read: see the error column of {scores}")
 
 
 def holds_prediction(directory: Path) -> bool:

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 
 from funad.data.images import require_image_files
 from funad.reports.prediction_folder import (
+    SCORES,
     check_no_earlier_prediction,
+    check_some_image_read,
     output_file,
     output_names,
     remove_earlier_prediction,
@@ -27,6 +29,7 @@ from funad.reports.prediction_folder import (
 )
 from funad.reports.prediction_writer import MAX_PENDING, MAX_PENDING_BYTES, ImageRows, PredictionWriter
 from funad.runtime import BATCH_SIZE, OnnxModel
+from funad.utils.arguments import positive_int
 from funad.utils.files import error_message
 
 if TYPE_CHECKING:
@@ -45,12 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replace an earlier prediction in OUT (its files and maps; nothing else there)")
     parser.add_argument("--maps", choices=("npy", "none"), default="npy",
                         help="anomaly maps at each image's size as float32 .npy, or none (default npy)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE,
+                        help=f"images per ONNX run (default {BATCH_SIZE})")
     return parser
 
 
 def run(args: argparse.Namespace, paths: list[Path]) -> None:
-    check_no_earlier_prediction(args.out, overwrite=args.overwrite)
+    check_no_earlier_prediction(args.out, overwrite=args.overwrite, resumable=False)
     model = OnnxModel(args.model)
     names = dict(zip(paths, output_names(paths)))
     remove_earlier_prediction(args.out)
@@ -76,6 +80,7 @@ def run(args: argparse.Namespace, paths: list[Path]) -> None:
         for prediction in model.predict(paths, batch_size=args.batch_size):
             map_bytes = 0 if prediction.anomaly_map is None else prediction.anomaly_map.nbytes
             writer.submit(partial(rows, prediction), map_bytes)
+    check_some_image_read(writer.written, writer.failed, args.out / SCORES)
     logger.info("scored %d images in %.2f s (%d could not be read); results in %s", writer.written,
                 time.perf_counter() - started, writer.failed, args.out)
 
