@@ -143,6 +143,34 @@ def test_report_of_a_folder_that_is_not_one(tmp_path, capsys):
     assert "scores.csv is missing" in capsys.readouterr().err
 
 
+def _cut_scores(text: str) -> str:
+    header, first, *_ = text.splitlines()
+    return f"{header}\n{first.split(',')[0]},0.5\n"  # the second row cut after its score
+
+
+@pytest.mark.parametrize("name, corrupt, message", [
+    ("prediction.json", lambda text: "", "prediction.json: not a prediction description"),
+    ("prediction.json", lambda text: "[]", "not a JSON object"),
+    ("prediction.json", lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "model"}),
+     "no model recorded"),
+    ("prediction.json", lambda text: json.dumps({**json.loads(text), "threshold": "x"}), "prediction.json"),
+    ("scores.csv", _cut_scores, "line 2: the row is cut short (no threshold)"),
+    ("scores.csv", lambda text: "\x89PNG\x00\xff\xfe", "scores.csv: not a UTF-8 text file"),
+])
+def test_report_of_a_damaged_prediction_folder_names_the_file(fitted, demo_data, tmp_path, capsys, name, corrupt,
+                                                               message):
+    _, model_dir = fitted
+    out = tmp_path / "pred"
+    assert main(["--quiet", "predict", str(model_dir), str(demo_data.test_dir), "--out", str(out)]) == 0
+    target = out / name
+    damaged = corrupt(target.read_text())
+    target.write_bytes(damaged.encode("latin-1"))
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+
+
 def test_report_shows_no_suspects_of_a_model_refitted_since_the_predictions(fitted, demo_data, tmp_path):
     from funad.reports.html import write_report
 

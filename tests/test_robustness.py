@@ -124,6 +124,11 @@ def _tampered_copy(fitted_dir: Path, tmp_path: Path, edit) -> Path:
     (lambda m: m["estimator"]["config"].update(secret_hook="os.system"), "invalid configuration.*secret_hook"),
     (lambda m: m["estimator"]["config"].update(head_hidden=[64, 32]), "does not fit the configuration"),
     (lambda m: m["fitted"]["scorer"].update(name="nope"), "unknown scorer 'nope'"),
+    (lambda m: m.pop("tensors_sha256"), "no 'tensors_sha256' \\(str\\) in the manifest"),
+    (lambda m: m.pop("tensor_shapes"), "no 'tensor_shapes' \\(dict\\) in the manifest"),
+    (lambda m: m.update(estimator=[]), "no 'estimator' \\(dict\\) in the manifest"),
+    (lambda m: m["estimator"].pop("backbone"), "the estimator part lacks backbone"),
+    (lambda m: m["estimator"]["config"].update(backbone="nosuch"), "model.json: unknown backbone 'nosuch'"),
     (lambda m: m["tensor_shapes"].update(train_scores=[3]), "do not match the manifest"),
 ])
 def test_tampered_manifest_is_refused(fitted_dir, tmp_path, edit, message):

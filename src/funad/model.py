@@ -446,8 +446,12 @@ class FunAD:
         except (TypeError, ValueError) as error:  # an edited manifest: unknown key or out-of-range value
             raise ModelFormatError(f"{manifest}: invalid configuration ({error})") from error
         model = cls(pretrained=saved.estimator["pretrained"], **config | overrides)  # a bad override is the caller's
-        if model.backbone.describe() != saved.estimator["backbone"]:
-            raise ModelFormatError(f"{directory}: backbone {model.backbone.describe()} differs from the saved "
+        try:
+            backbone = model.backbone.describe()
+        except ValueError as error:  # an edited manifest naming no backbone funad has
+            raise ModelFormatError(f"{manifest}: {error}") from error
+        if backbone != saved.estimator["backbone"]:
+            raise ModelFormatError(f"{directory}: backbone {backbone} differs from the saved "
                                    f"{saved.estimator['backbone']}")
         net = saved.state.local_net
         if (net.hidden, net.slope) != (model.config.head_hidden, model.config.leaky_slope):

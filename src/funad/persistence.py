@@ -75,10 +75,24 @@ def check_model_directory(directory: Path) -> None:
         raise ModelFormatError(f"{directory} is not a funad model directory (needs {MANIFEST} and {TENSORS})")
 
 
+#: What every manifest holds, and the estimator part's own keys (a manifest edited by hand may lack any).
+_MANIFEST_PARTS = {"estimator": dict, "fitted": dict, "tensors_sha256": str, "tensor_shapes": dict}
+_ESTIMATOR_KEYS = ("config", "pretrained", "backbone")
+
+
 def _read_manifest(directory: Path) -> dict[str, Any]:
     check_model_directory(directory)
-    return read_versioned_json(directory / MANIFEST, FORMAT_VERSION, ModelFormatError, kind="model",
-                               advice="fit the model again with this funad")
+    manifest = read_versioned_json(directory / MANIFEST, FORMAT_VERSION, ModelFormatError, kind="model",
+                                   advice="fit the model again with this funad")
+    for key, kind in _MANIFEST_PARTS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise ModelFormatError(f"{directory / MANIFEST}: no {key!r} ({kind.__name__}) in the manifest: edited "
+                                   "or cut; fit the model again")
+    missing = [key for key in _ESTIMATOR_KEYS if key not in manifest["estimator"]]
+    if missing:
+        raise ModelFormatError(f"{directory / MANIFEST}: the estimator part lacks {', '.join(missing)}: edited or "
+                               "cut; fit the model again")
+    return manifest
 
 
 def load_model(directory: Path) -> SavedModel:

@@ -20,6 +20,7 @@ values outside the range clipped to it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -69,7 +70,7 @@ class PredictionFolder:
         """The images of scores.csv in its order, read row by row: a folder of 100 000 images is never
         all in memory. Images predict could not read (an ``error``) have nothing to report and are left out."""
         scores_path = self.directory / SCORES
-        with open(scores_path, newline="") as handle:
+        with open(scores_path, newline="") as handle, _named_if_not_text(scores_path):
             for line, row in enumerate(csv.DictReader(handle), start=2):
                 if not row.get("error"):
                     yield PredictedImage(Path(row["path"]), _number(row, "score", scores_path, line),
@@ -200,7 +201,7 @@ def resume_folder(directory: Path, description: dict[str, Any]) -> set[str]:
     if not description_path.is_file():
         raise ValueError(f"{directory}: {SCORES} but no {DESCRIPTION}, so which model wrote it is unknown: "
                          "cannot resume; choose another --out, or pass --overwrite instead of --resume to replace it")
-    recorded = json.loads(description_path.read_text())
+    recorded = read_description(description_path)
     # A folder written before input_folder was recorded resumes as it did then (its names are the same).
     keys = (recorded.keys() | description.keys()) - ({"input_folder"} - recorded.keys())
     differing = sorted(key for key in keys if recorded.get(key) != description.get(key))
@@ -277,12 +278,32 @@ def write_map(path: Path, anomaly_map: np.ndarray, value_range: tuple[float, flo
     write_atomically(path, lambda handle: picture.save(handle, format="PNG"))
 
 
+def read_description(path: Path) -> dict[str, Any]:
+    """prediction.json's object, or a ValueError naming the file when it is not one `funad predict` wrote
+    (cut, emptied, edited): a model, a numeric threshold and, if any, a map range of two numbers."""
+    try:
+        description = json.loads(path.read_text())
+        if not isinstance(description, dict):
+            raise ValueError("not a JSON object")
+        if "model" not in description:
+            raise ValueError("no model recorded")
+        float(description["threshold"])
+        map_range = description.get("map_range")
+        if map_range and len(list(map(float, map_range))) != 2:
+            raise ValueError("map_range is not two numbers")
+    except (ValueError, TypeError, KeyError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        problem = f"no {error}" if isinstance(error, KeyError) else str(error)
+        raise ValueError(f"{path}: not a prediction description that `funad predict` wrote ({problem}); "
+                         "predict again into a new --out") from error
+    return description
+
+
 def read_prediction_folder(directory: Path) -> PredictionFolder:
     """The folder's description; its images are read when :meth:`PredictionFolder.images` is iterated."""
     scores_path = directory / SCORES
     if not scores_path.is_file():
         raise FileNotFoundError(f"{directory} is not a prediction folder: {SCORES} is missing (run `funad predict`)")
-    with open(scores_path, newline="") as handle:
+    with open(scores_path, newline="") as handle, _named_if_not_text(scores_path):
         reader = csv.DictReader(handle)
         missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
@@ -292,7 +313,7 @@ def read_prediction_folder(directory: Path) -> PredictionFolder:
             raise ValueError(f"{scores_path} lists no images: nothing to report")
         folder = PredictionFolder(directory, _number(first, "threshold", scores_path, reader.line_num), None)
     if (directory / DESCRIPTION).is_file():
-        description = json.loads((directory / DESCRIPTION).read_text())
+        description = read_description(directory / DESCRIPTION)
         folder.model_dir, folder.threshold = Path(description["model"]), float(description["threshold"])
         folder.model_digest = description.get("model_digest")
         if description.get("map_range"):
@@ -300,7 +321,18 @@ def read_prediction_folder(directory: Path) -> PredictionFolder:
     return folder
 
 
+@contextlib.contextmanager
+def _named_if_not_text(path: Path) -> Iterator[None]:
+    """A ValueError naming ``path`` for bytes that are not UTF-8 text (Python's own names no file)."""
+    try:
+        yield
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start})") from error
+
+
 def _number(row: dict, column: str, path: Path, line: int) -> float:
+    if row.get(column) is None:  # csv gives None for the columns of a row cut short
+        raise ValueError(f"{path}, line {line}: the row is cut short (no {column})")
     try:
         return float(row[column])
     except ValueError:
