@@ -143,6 +143,15 @@ def test_report_of_a_folder_that_is_not_one(tmp_path, capsys):
     assert "scores.csv is missing" in capsys.readouterr().err
 
 
+def test_report_names_a_ground_truth_that_is_a_file(fitted, demo_data, tmp_path, capsys):
+    _, model_dir = fitted
+    out, a_file = tmp_path / "pred", tmp_path / "masks.zip"
+    a_file.write_bytes(b"")
+    assert main(["--quiet", "predict", str(model_dir), str(demo_data.test_dir), "--out", str(out)]) == 0
+    assert main(["report", str(out), "--ground-truth", str(a_file)]) == 1
+    assert f"ground-truth folder {a_file} is not a folder" in capsys.readouterr().err
+
+
 def _cut_scores(text: str) -> str:
     header, first, *_ = text.splitlines()
     return f"{header}\n{first.split(',')[0]},0.5\n"  # the second row cut after its score

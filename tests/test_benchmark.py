@@ -79,6 +79,16 @@ def test_unknown_layout_names_the_folder(tmp_path):
         load_dataset(tmp_path)
 
 
+def test_an_mvtec_root_without_the_category_lists_its_categories(tmp_path):
+    for category in ("bottle", "screw"):
+        for part in ("train", "test"):
+            (tmp_path / category / part).mkdir(parents=True)
+    with pytest.raises(ValueError, match=f"{tmp_path}: no category 'srew'; .*found: bottle, screw"):
+        load_dataset(tmp_path, "srew")
+    with pytest.raises(ValueError, match=f"{tmp_path}: several categories; name one as {tmp_path}:CATEGORY"):
+        load_dataset(tmp_path)
+
+
 # --------------------------------------------------------------------------- protocol
 
 

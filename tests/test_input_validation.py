@@ -152,6 +152,8 @@ def test_report_max_images_must_be_a_positive_count(capsys):
     (["serve", "m", "--max-upload-mb", "-1"], "argument --max-upload-mb: must be a number above 0, got '-1'"),
     (["audit", "m", "--out", "o", "--threshold", "nan"], "argument --threshold: must be a finite number, got 'nan'"),
     (["predict", "m", "i", "--out", "o", "--threshold", "inf"], "argument --threshold: must be a finite number"),
+    (["report", "p", "--train-root", "/no/such/folder"], "argument --train-root: no such folder: /no/such/folder"),
+    (["audit", "m", "--out", "o", "--train-root", __file__], f"argument --train-root: {__file__} is not a folder"),
 ])
 def test_values_out_of_range_are_usage_errors(argv, message, capsys):
     assert message in _usage_error(argv, capsys)

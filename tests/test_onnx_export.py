@@ -165,3 +165,15 @@ def test_runtime_fails_when_no_image_could_be_read_as_predict_does(exported, tmp
     with caplog.at_level(logging.ERROR):
         assert runtime_main([str(folder / "model.onnx"), str(unreadable), "--out", str(tmp_path / "out")]) == 1
     assert "none of the 1 input images could be read" in caplog.text
+
+
+def test_edited_metadata_is_named_with_the_file(exported, tmp_path):
+    _, folder = exported
+    graph = onnx.load(str(folder / "model.onnx"))
+    for entry in graph.metadata_props:
+        if entry.key == "threshold":
+            entry.value = "abc"
+    edited = tmp_path / "edited.onnx"
+    onnx.save(graph, str(edited))
+    with pytest.raises(ValueError, match=f"{edited}: unreadable funad metadata"):
+        OnnxModel(edited)

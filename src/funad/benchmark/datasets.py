@@ -186,6 +186,10 @@ def load_dataset(root: Path, category: str | None = None) -> Dataset:
     normal_dir, abnormal_dir = _first_dir(base, GENERIC_NORMAL_NAMES), _first_dir(base, GENERIC_ABNORMAL_NAMES)
     if normal_dir and abnormal_dir:
         return load_folders(normal_dir, abnormal_dir, _first_dir(base, GENERIC_MASK_NAMES), category or base.name)
+    categories = sorted(folder.name for folder in root.iterdir() if _mvtec_category_dir(folder, None) is not None)
+    if categories:  # an MVTec AD root: the category is missing or misspelt
+        wanted = f"no category {category!r}" if category else "several categories"
+        raise ValueError(f"{root}: {wanted}; name one as {root}:CATEGORY (found: {', '.join(categories)})")
     raise ValueError(
         f"{base}: no known dataset layout. Expected one of: VisA (split_csv/1cls.csv), MVTec AD "
         f"(<category>/train and <category>/test), or folders {'|'.join(GENERIC_NORMAL_NAMES)}/ and "

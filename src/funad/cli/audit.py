@@ -17,6 +17,7 @@ from pathlib import Path
 
 from funad.cli.loading import add_device_option, add_model_argument
 from funad.cli.predict import add_heatmap_format_option, add_threshold_option
+from funad.utils.arguments import existing_folder
 
 AUDIT = "audit.csv"
 
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
 
 
 def add_train_root_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train-root", type=Path, default=None,
+    parser.add_argument("--train-root", type=existing_folder, default=None,
                         help="where the training folder is now, if it moved since `funad fit` (each image is "
                              "looked up at its old place relative to it, and checked by its content hash)")
 

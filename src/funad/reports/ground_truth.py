@@ -26,7 +26,8 @@ def evaluate(folder: PredictionFolder, ground_truth: Path) -> dict[str, float]:
     One pass over the folder's images, a map at a time: what is kept per image is three numbers.
     """
     if not ground_truth.is_dir():
-        raise FileNotFoundError(f"ground-truth folder {ground_truth} does not exist")
+        raise FileNotFoundError(f"ground-truth folder {ground_truth} "
+                                f"{'is not a folder' if ground_truth.exists() else 'does not exist'}")
     truth, scores, predicted = array("b"), array("d"), array("b")
     pixels, masks_found = PixelMetrics(), 0
     for image in folder.images():

@@ -82,13 +82,18 @@ class OnnxModel:
         if missing:
             raise ValueError(f"{self.path} is not a model written by `funad export` (its metadata lacks "
                              f"{', '.join(missing)})")
-        self.threshold_ = float(metadata[THRESHOLD_KEY])
-        # Exports before funad recorded it have no pixel threshold: their images get no defect regions.
-        self.pixel_threshold_ = (float(metadata[PIXEL_THRESHOLD_KEY]) if PIXEL_THRESHOLD_KEY in metadata
-                                 else math.inf)
-        self.map_range: tuple[float, float] | None = (tuple(json.loads(metadata["map_range"]))
-                                                      if "map_range" in metadata else None)
-        self.preprocessing = preprocessing_from_metadata(metadata, str(self.path))
+        try:
+            self.threshold_ = float(metadata[THRESHOLD_KEY])
+            # Exports before funad recorded it have no pixel threshold: their images get no defect regions.
+            self.pixel_threshold_ = (float(metadata[PIXEL_THRESHOLD_KEY]) if PIXEL_THRESHOLD_KEY in metadata
+                                     else math.inf)
+            self.map_range: tuple[float, float] | None = (tuple(json.loads(metadata["map_range"]))
+                                                          if "map_range" in metadata else None)
+            self.preprocessing = preprocessing_from_metadata(metadata, str(self.path))
+        except (ValueError, TypeError) as error:  # metadata edited since the export (the version check names it)
+            message = str(error)
+            raise ValueError(message if message.startswith(str(self.path)) else
+                             f"{self.path}: unreadable funad metadata ({message})") from error
         self.input_name = self.session.get_inputs()[0].name
         self.progress = False  # the same attribute as FunAD's; nothing here draws a progress bar
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 
 def positive_int(text: str) -> int:
@@ -49,3 +50,11 @@ def port_number(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text!r}")
     return value
+
+
+def existing_folder(text: str) -> Path:
+    """A folder that exists (a typo would otherwise surface as one warning per file looked for in it)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder" if path.exists() else f"no such folder: {text}")
+    return path
