@@ -159,6 +159,15 @@ def test_values_out_of_range_are_usage_errors(argv, message, capsys):
     assert message in _usage_error(argv, capsys)
 
 
+def test_benchmark_usage_errors_found_after_parsing_are_exit_status_2(tmp_path, capsys):
+    assert main(["benchmark", "--out", str(tmp_path / "out")]) == 2
+    assert "give DATASET..., --normal-dir/--abnormal-dir, or --split FILE" in capsys.readouterr().err
+    assert main(["benchmark", "--normal-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "needs both --normal-dir and --abnormal-dir" in capsys.readouterr().err
+    assert "argument --seeds: must be a whole number of at least 0, got '-1'" in _usage_error(
+        ["benchmark", "d", "--out", "o", "--seeds", "-1"], capsys)
+
+
 def test_runtime_batch_size_must_be_a_positive_count(capsys):
     with pytest.raises(SystemExit) as exit_info:
         runtime_main(["m.onnx", "i", "--out", "o", "--batch-size", "0"])

@@ -210,7 +210,8 @@ class FunADConfig:
     device: str = setting("auto", f"{DEVICE_FORMS}; auto: cuda when available")
     batch_size_extract: int = setting(16, "images per feature-extraction batch; speed only")
     num_workers: int = field(default_factory=default_num_workers, metadata={
-        "help": "DataLoader processes decoding images, min(4, cores - 2) by default; speed only"})
+        "help": "DataLoader processes decoding images; speed only. The default, min(4, cores - 2), is this "
+                "machine's"})
 
     def __post_init__(self) -> None:
         first, second = self.head_hidden  # a list from JSON or the command line

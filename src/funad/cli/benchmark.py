@@ -15,6 +15,7 @@ from funad.benchmark.options import METHODS, SETTINGS, BenchmarkOptions, PeerSet
 from funad.cli.dataclass_options import add_dataclass_options, dataclass_overrides
 from funad.cli.fit import CONFIG_CHOICES, add_cache_options, cache_dir_of, config_overrides
 from funad.config import FunADConfig
+from funad.utils.arguments import UsageError, non_negative_int
 from funad.utils.files import write_text_atomically
 
 if TYPE_CHECKING:
@@ -43,8 +44,11 @@ def register(subparsers) -> None:
                         "as test anomalies (default 0.1)")
     ratios.add_argument("--sweep", type=float, nargs="+", help="several contamination ratios; also plots them")
     ratios.add_argument("--split", type=Path, nargs="+", help="reuse split files written by an earlier run")
-    parser.add_argument("--setting", choices=tuple(_SETTINGS), default="both")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--setting", choices=tuple(_SETTINGS), default="both",
+                        help="test sets: no-overlap leaves out the anomalies moved into the training set, overlap "
+                             "keeps them (default both)")
+    parser.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0],
+                        help="split seeds, one run of every method per seed (default 0)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS, metavar="METHOD",
                         help=f"of {' '.join(METHODS)} (default: all)")
     add_dataclass_options(parser, PeerSettings)
@@ -90,9 +94,9 @@ def _folders_job(args: argparse.Namespace) -> _Job:
     from funad.benchmark.datasets import load_folders
 
     if not (args.normal_dir and args.abnormal_dir):
-        raise ValueError("the generic layout needs both --normal-dir and --abnormal-dir")
+        raise UsageError("the generic layout needs both --normal-dir and --abnormal-dir")
     if args.datasets or len(args.category or []) > 1:
-        raise ValueError("--normal-dir/--abnormal-dir is one dataset: no DATASET, at most one --category (its name)")
+        raise UsageError("--normal-dir/--abnormal-dir is one dataset: no DATASET, at most one --category (its name)")
     name = args.category[0] if args.category else "folders"
     dataset = load_folders(args.normal_dir, args.abnormal_dir, args.mask_dir, name)
     return _contaminated_job(name, dataset, args, normal_dir=str(args.normal_dir), abnormal_dir=str(args.abnormal_dir))
@@ -125,7 +129,7 @@ def _jobs(args: argparse.Namespace) -> list[_Job]:
         jobs = [_dataset_job(root, category, args) for root, explicit in roots
                 for category in ([explicit] if explicit else args.category or [None])]
     else:
-        raise ValueError("give DATASET..., --normal-dir/--abnormal-dir, or --split FILE")
+        raise UsageError("give DATASET..., --normal-dir/--abnormal-dir, or --split FILE")
     names = [job.name for job in jobs]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:

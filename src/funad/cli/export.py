@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("export", help="export a fitted model (backbone, scorer, maps, threshold) to "
                                    "ONNX, to run with `python -m funad.runtime`")
     add_model_argument(parser)
-    parser.add_argument("--format", choices=("onnx",), default="onnx")
+    parser.add_argument("--format", choices=("onnx",), default="onnx", help="the one format so far: onnx")
     parser.add_argument("--out", required=True, type=Path, help="file to write, e.g. model.onnx")
     parser.add_argument("--overwrite", action="store_true", help="replace the file --out if it exists")
     parser.set_defaults(run=run_export)

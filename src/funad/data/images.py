@@ -44,6 +44,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
 
+from funad.utils.arguments import UsageError
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -159,10 +161,8 @@ def discover_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> 
     return found
 
 
-class NoImageFilesError(ValueError):
-    """The inputs hold no image file: for a command, a usage error (exit status 2, as argparse uses)."""
-
-    exit_code = 2
+class NoImageFilesError(UsageError):
+    """The inputs hold no image file."""
 
 
 def require_image_files(inputs: list[str]) -> list[Path]:

@@ -8,6 +8,23 @@ import math
 from pathlib import Path
 
 
+class UsageError(ValueError):
+    """A command given the wrong inputs or options, found after parsing: exit status 2, as argparse's own."""
+
+    exit_code = 2
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number of at least 0 (a seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """A count of at least 1."""
     try:
