@@ -11,7 +11,6 @@ import argparse
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,9 +20,7 @@ from funad.cli.loading import add_device_option
 from funad.utils.arguments import finite_float
 
 if TYPE_CHECKING:
-    from funad.inference.prediction import Prediction
     from funad.model import FunAD
-    from funad.reports.prediction_writer import ImageRows
     from funad.runtime import OnnxModel
 
 logger = logging.getLogger(__name__)
@@ -89,43 +86,6 @@ def parse_map_size(text: str) -> str | tuple[int, int]:
     raise argparse.ArgumentTypeError(f"{text!r} is not original, input or WIDTHxHEIGHT (e.g. 640x480)")
 
 
-@dataclass
-class _ImageOutputs:
-    """Writes one image's map and heatmap and returns its rows; runs in the writer's threads."""
-
-    model: FunAD | OnnxModel
-    out: Path
-    names: dict[Path, Path]  # input path -> output name
-    threshold: float
-    colour_range: tuple[float, float]
-    maps: str  # npy | png | none
-    heatmap_suffix: str | None  # .png | .jpg; None: no heatmaps
-
-    def __call__(self, path: Path, prediction: Prediction) -> ImageRows:
-        from funad.reports.heatmaps import save_overlay
-        from funad.reports.prediction_folder import output_file, row_path, score_row, write_map
-        from funad.reports.prediction_writer import ImageRows
-
-        if prediction.anomaly_map is None:  # unreadable: a row that says why, no map
-            return ImageRows(score_row(path, prediction.score, self.threshold, None, error=prediction.error))
-        is_anomalous = bool(self.model.label(prediction.score, self.threshold))
-        mask, region_rows = None, []
-        if is_anomalous:
-            mask, regions = self.model.defect_regions(prediction.anomaly_map)
-            region_rows = [[row_path(path), number, region.x, region.y, region.width, region.height, region.area,
-                            f"{region.peak:.6g}"] for number, region in enumerate(regions, start=1)]
-        map_name = heatmap_name = ""
-        if self.maps != "none":
-            map_name = output_file("maps", self.names[path], "." + self.maps).as_posix()
-            write_map(self.out / map_name, prediction.anomaly_map, self.colour_range)
-        if self.heatmap_suffix:
-            assert prediction.image is not None, "predict keeps the decoded images when heatmaps are written"
-            heatmap_name = output_file("heatmaps", self.names[path], self.heatmap_suffix).as_posix()
-            save_overlay(prediction.image, prediction.anomaly_map, self.out / heatmap_name, self.colour_range, mask)
-        return ImageRows(score_row(path, prediction.score, self.threshold, is_anomalous, heatmap_name, map_name),
-                         region_rows, is_anomalous)
-
-
 def run_predict(args: argparse.Namespace) -> None:
     with distributed_run(args):
         _predict(args)
@@ -148,7 +108,13 @@ def _predict(args: argparse.Namespace) -> None:
         resume_folder,
         write_description,
     )
-    from funad.reports.prediction_writer import MAX_PENDING, MAX_PENDING_BYTES, PredictionWriter
+    from funad.reports.prediction_writer import (
+        MAX_PENDING,
+        MAX_PENDING_BYTES,
+        ImageOutputs,
+        PredictionWriter,
+        held_bytes,
+    )
     from funad.utils import distributed
 
     _check_model(args.model)  # before the images: MODEL and IMAGES given the other way round end here
@@ -182,8 +148,8 @@ def _predict(args: argparse.Namespace) -> None:
         logger.info("resuming: %d of %d images are already in %s", finished, len(paths), args.out)
     part = args.out if distributed.world_size() == 1 else _part_folder(args.out, distributed.rank())
     part.mkdir(exist_ok=True)
-    outputs = _ImageOutputs(model, args.out, names, threshold, colour_range,
-                            args.maps, "." + args.heatmap_format if args.heatmaps else None)
+    outputs = ImageOutputs(model, args.out, names, threshold, colour_range,
+                           args.maps, "." + args.heatmap_format if args.heatmaps else None)
     started = time.perf_counter()
     # A rank's part starts anew; rank 0 appends the parts to OUT's files when resuming.
     writer = PredictionWriter(part, append=args.resume and part == args.out, threads=WRITER_THREADS,
@@ -192,7 +158,7 @@ def _predict(args: argparse.Namespace) -> None:
         with writer:
             # The heatmaps draw on the images predict decoded: a second decode cost as much as the PNG encoding.
             for path, prediction in zip(todo, model.predict(todo, map_size=args.map_size, keep_images=args.heatmaps)):
-                writer.submit(partial(outputs, path, prediction), _held_bytes(prediction))
+                writer.submit(partial(outputs, path, prediction), held_bytes(prediction))
     except KeyboardInterrupt:
         logger.error("interrupted; the %d images finished are in %s: rerun the same command with --resume to "
                      "score the others", finished + writer.written + writer.failed, part)
@@ -214,13 +180,6 @@ def _predict(args: argparse.Namespace) -> None:
         from funad.reports.html import write_report
 
         logger.info("report: %s", write_report(args.out))
-
-
-def _held_bytes(prediction: Prediction) -> int:
-    """The memory a prediction holds until its files are written: its map and its decoded image."""
-    image = prediction.image
-    map_bytes = 0 if prediction.anomaly_map is None else prediction.anomaly_map.nbytes
-    return map_bytes + (0 if image is None else image.width * image.height * len(image.getbands()))
 
 
 def _is_exported(model: Path) -> bool:

@@ -18,8 +18,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from funad.reports.prediction_folder import COLUMNS, REGION_COLUMNS, REGIONS, SCORES
+from funad.reports.prediction_folder import (
+    COLUMNS,
+    REGION_COLUMNS,
+    REGIONS,
+    SCORES,
+    output_file,
+    row_path,
+    score_row,
+    write_map,
+)
+
+if TYPE_CHECKING:
+    from funad.inference.prediction import Prediction
+    from funad.model import FunAD
+    from funad.runtime import OnnxModel
 
 #: How far predict may run ahead of the writer: a few images, and at most this many bytes of maps
 #: and images (a 24-megapixel map is 96 MB, its image 72 MB).
@@ -34,6 +49,50 @@ class ImageRows:
     score: list  # its scores.csv row
     regions: list[list] = field(default_factory=list)  # its regions.csv rows
     anomalous: bool = False
+
+
+@dataclass
+class ImageOutputs:
+    """Writes one image's map and heatmap and returns its rows; runs in the writer's threads. The same for
+    `funad predict` and the torch-free runtime, which writes neither heatmaps (matplotlib) nor regions (scipy)."""
+
+    model: FunAD | OnnxModel
+    out: Path
+    names: dict[Path, Path]  # input path -> output name
+    threshold: float
+    colour_range: tuple[float, float]  # scales PNG maps and heatmaps
+    maps: str  # npy | png | none
+    heatmap_suffix: str | None  # .png | .jpg; None: no heatmaps
+    regions: bool = True  # defect regions of each anomalous image into regions.csv
+
+    def __call__(self, path: Path, prediction: Prediction) -> ImageRows:
+        if prediction.anomaly_map is None:  # unreadable: a row that says why, no map
+            return ImageRows(score_row(path, prediction.score, self.threshold, None, error=prediction.error))
+        is_anomalous = bool(self.model.label(prediction.score, self.threshold))
+        mask, region_rows = None, []
+        if is_anomalous and self.regions:
+            mask, regions = self.model.defect_regions(prediction.anomaly_map)
+            region_rows = [[row_path(path), number, region.x, region.y, region.width, region.height, region.area,
+                            f"{region.peak:.6g}"] for number, region in enumerate(regions, start=1)]
+        map_name = heatmap_name = ""
+        if self.maps != "none":
+            map_name = output_file("maps", self.names[path], "." + self.maps).as_posix()
+            write_map(self.out / map_name, prediction.anomaly_map, self.colour_range)
+        if self.heatmap_suffix:
+            from funad.reports.heatmaps import save_overlay  # matplotlib: only where heatmaps are drawn
+
+            assert prediction.image is not None, "predict keeps the decoded images when heatmaps are written"
+            heatmap_name = output_file("heatmaps", self.names[path], self.heatmap_suffix).as_posix()
+            save_overlay(prediction.image, prediction.anomaly_map, self.out / heatmap_name, self.colour_range, mask)
+        return ImageRows(score_row(path, prediction.score, self.threshold, is_anomalous, heatmap_name, map_name),
+                         region_rows, is_anomalous)
+
+
+def held_bytes(prediction: Prediction) -> int:
+    """The memory a prediction holds until its files are written: its map and its decoded image."""
+    image = prediction.image
+    map_bytes = 0 if prediction.anomaly_map is None else prediction.anomaly_map.nbytes
+    return map_bytes + (0 if image is None else image.width * image.height * len(image.getbands()))
 
 
 class PredictionWriter:

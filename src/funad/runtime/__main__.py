@@ -14,26 +14,19 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from funad.data.images import require_image_files
 from funad.reports.prediction_folder import (
     SCORES,
     check_no_earlier_prediction,
     check_some_image_read,
-    output_file,
     output_names,
     remove_earlier_prediction,
-    score_row,
-    write_map,
 )
-from funad.reports.prediction_writer import MAX_PENDING, MAX_PENDING_BYTES, ImageRows, PredictionWriter
+from funad.reports.prediction_writer import MAX_PENDING, MAX_PENDING_BYTES, ImageOutputs, PredictionWriter, held_bytes
 from funad.runtime import BATCH_SIZE, OnnxModel
 from funad.utils.arguments import positive_int
 from funad.utils.files import error_message
-
-if TYPE_CHECKING:
-    from funad.inference.prediction import Prediction
 
 logger = logging.getLogger("funad.runtime")
 
@@ -61,25 +54,13 @@ def run(args: argparse.Namespace, paths: list[Path]) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    def rows(prediction: Prediction) -> ImageRows:
-        """One image's map file and scores.csv row, as `funad predict --no-heatmaps` writes them."""
-        path = prediction.path
-        assert path is not None  # predicted from files
-        if prediction.anomaly_map is None:  # a row that says why
-            return ImageRows(score_row(path, prediction.score, model.threshold_, None, error=prediction.error))
-        map_name = ""
-        if args.maps != "none":
-            map_name = output_file("maps", names[path], ".npy").as_posix()
-            write_map(args.out / map_name, prediction.anomaly_map, (0.0, 1.0))  # the range scales PNG maps only
-        return ImageRows(score_row(path, prediction.score, model.threshold_, bool(model.label(prediction.score)),
-                                   anomaly_map=map_name))
-
-    # predict's writer: each row flushed once its map is on disk, so a killed run keeps what it finished.
+    # predict's outputs and writer: each row flushed once its map is on disk, so a killed run keeps what it finished.
+    outputs = ImageOutputs(model, args.out, names, model.threshold_, (0.0, 1.0),  # the range scales PNG maps only
+                           args.maps, None, regions=False)
     with PredictionWriter(args.out, append=False, threads=1, max_pending=MAX_PENDING,
                           max_pending_bytes=MAX_PENDING_BYTES, regions=False) as writer:
-        for prediction in model.predict(paths, batch_size=args.batch_size):
-            map_bytes = 0 if prediction.anomaly_map is None else prediction.anomaly_map.nbytes
-            writer.submit(partial(rows, prediction), map_bytes)
+        for path, prediction in zip(paths, model.predict(paths, batch_size=args.batch_size)):
+            writer.submit(partial(outputs, path, prediction), held_bytes(prediction))
     check_some_image_read(writer.written, writer.failed, args.out / SCORES)
     logger.info("scored %d images in %.2f s (%d could not be read); results in %s", writer.written,
                 time.perf_counter() - started, writer.failed, args.out)
