@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+Number = TypeVar("Number", int, float)
 
 
 class UsageError(ValueError):
@@ -14,59 +18,27 @@ class UsageError(ValueError):
     exit_code = 2
 
 
-def non_negative_int(text: str) -> int:
-    """A whole number of at least 0 (a seed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got {text!r}")
-    return value
+def _number(parse: Callable[[str], Number], accept: Callable[[Number], bool], wanted: str) -> Callable[[str], Number]:
+    """An argparse type: ``parse`` the text, and refuse it unless ``accept``-ed, as "must be ``wanted``"."""
+
+    def checked(text: str) -> Number:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    return checked
 
 
-def positive_int(text: str) -> int:
-    """A count of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """Any finite number (a threshold: NaN would label nothing, and say nothing about why)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def port_number(text: str) -> int:
-    """A TCP port, 1 to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text!r}")
-    return value
+non_negative_int = _number(int, lambda value: value >= 0, "a whole number of at least 0")  # a seed
+positive_int = _number(int, lambda value: value >= 1, "a whole number of at least 1")  # a count
+positive_float = _number(float, lambda value: math.isfinite(value) and value > 0, "a number above 0")
+# A threshold: NaN would label nothing, and say nothing about why.
+finite_float = _number(float, math.isfinite, "a finite number")
+port_number = _number(int, lambda value: 1 <= value <= 65535, "a port number from 1 to 65535")
 
 
 def existing_folder(text: str) -> Path:
