@@ -1,6 +1,7 @@
 """End to end: fit / score / maps / save / load on tiny images."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -136,3 +137,49 @@ def test_the_threshold_tail_widths_set_the_fitted_threshold(demo_data):
     assert model.threshold_ == estimate_threshold(scores, split, tail_widths=0.5).threshold
     assert estimate_threshold(scores, split, tail_widths=0.5).method == "robust tail"  # so the widths decide
     assert model.threshold_ < estimate_threshold(scores, split).threshold
+
+
+def test_save_never_deletes_a_folder_that_holds_no_model(fitted, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "part.png").write_bytes(b"the user's photo")
+    with pytest.raises(FileExistsError, match="holds no funad model: saving would delete what it holds"):
+        fitted.save(photos)
+    assert (photos / "part.png").read_bytes() == b"the user's photo"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("kept")
+    with pytest.raises(FileExistsError):
+        fitted.save(a_file)
+    assert a_file.read_text() == "kept"
+    model_dir = fitted.save(tmp_path / "model")
+    assert fitted.save(model_dir) == model_dir  # a model saved before is replaced
+    assert fitted.save(photos, overwrite=True) == photos.resolve() and not (photos / "part.png").exists()
+    assert (model_dir.stat().st_mode & 0o777) == 0o777 & ~_umask()  # not mkdtemp's 0700
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_an_unfitted_model_has_no_fitted_attributes_and_says_so_at_the_call():
+    model = FunAD(**TINY)
+    assert not hasattr(model, "threshold_") and getattr(model, "contamination_", None) is None
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        model.predict(["any.png"])  # at the call, not at the first prediction
+
+
+@pytest.mark.parametrize("map_size", ["foo", (0, 0), 32, (-5, 10), (2.5, 3)])
+def test_a_bad_map_size_is_refused_at_the_call(fitted, demo_data, map_size):
+    with pytest.raises(ValueError, match="map_size must be 'original', 'input' or a \\(height, width\\)"):
+        fitted.predict(demo_data.test_paths[:1], map_size)
+
+
+def test_load_refuses_overrides_that_change_what_was_fitted(fitted, demo_data, tmp_path):
+    model_dir = fitted.save(tmp_path / "model")
+    for override in ({"scorer": "local_net"}, {"seed": 5}, {"epochs": 50}):
+        with pytest.raises(ValueError, match=f"{next(iter(override))} would change what the model fitted"):
+            FunAD.load(model_dir, **override)
+    loaded = FunAD.load(model_dir, device="cpu", num_workers=0, progress=False)
+    np.testing.assert_allclose(loaded.score(demo_data.test_paths[:2]), fitted.score(demo_data.test_paths[:2]))

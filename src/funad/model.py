@@ -18,6 +18,7 @@ from funad.config import FunADConfig
 from funad.data.images import (
     ImageInput,
     ImageLoadError,
+    ImageSource,
     SkippedImage,
     check_images,
     discover_images,
@@ -31,8 +32,9 @@ from funad.features.containers import FeatureSet
 from funad.features.extraction import extract_features_sharded, iterate_features, place_backbone, resolve_device
 from funad.fitted_state import FittedState
 from funad.inference.patch_bank import scaled_pool_cap
-from funad.inference.prediction import MapSize, Prediction, map_shape
+from funad.inference.prediction import MapSize, Prediction, check_map_size, map_shape
 from funad.inference.regions import Region, defect_regions, training_pixel_threshold
+from funad.inference.scorers.base import PatchScorer
 from funad.inference.scorers.registry import create_scorer, training_views
 from funad.inference.scoring import score_images
 from funad.method.checkpoint import TrainingCheckpoint, broadcast_state, training_identity
@@ -50,11 +52,18 @@ logger = logging.getLogger(__name__)
 # Pseudo-labelling needs a bank from other images and at least two images per batch; below
 # this many images the min-max statistics of the method are meaningless.
 MIN_TRAINING_IMAGES = 8
+#: What ``FunAD.load`` may change of a saved model: where and how fast it runs, not what it computes.
+LOAD_OVERRIDES = ("device", "num_workers", "batch_size_extract", "progress", "cache_dir")
 
 
 def _fitted_attribute(name: str, doc: str) -> property:
     """A read-only ``<name>_`` attribute of the estimator, held by its :class:`FittedState`."""
     return property(lambda self: getattr(self._fitted(), name), doc=doc)
+
+
+class NotFittedError(RuntimeError, AttributeError):
+    """A fitted attribute (``threshold_``, ...) or method asked of a model not fitted yet; an AttributeError too, so
+    that ``hasattr(model, "threshold_")`` answers False, as for a scikit-learn estimator."""
 
 
 class FunAD:
@@ -347,14 +356,17 @@ class FunAD:
 
     # ----------------------------------------------------------------- inference
     def _fitted(self) -> FittedState:
-        if not hasattr(self, "fitted_"):
-            raise RuntimeError("this FunAD model is not fitted yet: call fit() or FunAD.load()")
+        if "fitted_" not in vars(self):
+            raise NotFittedError("this FunAD model is not fitted yet: call fit() or FunAD.load()")
         fitted: FittedState = self.fitted_
         return fitted
 
     def predict(self, images: ImageInput | Iterable[ImageInput],
                 map_size: MapSize = "original", *, keep_images: bool = False) -> Iterator[Prediction]:
-        """Score and map each image, streaming (one batch in memory at a time).
+        """Score and map each image: an iterator of predictions, files read and scored one batch at a time (the
+        inputs themselves are gathered first: an iterable is read whole, arrays are converted to images; a
+        camera loop calls predict for each frame or batch). An unfitted model or a bad ``map_size`` fails here,
+        not at the first prediction.
 
         ``map_size``: maps at each image's own size (``"original"``), at the backbone's input
         size (``"input"``, small whatever the photo's size) or a fixed ``(height, width)``.
@@ -368,7 +380,10 @@ class FunAD:
         folder also given) twice; an unreadable file is logged and gets its ``error``.
         """
         scorer = self._fitted().scorer
-        sources = gather_images(images)
+        return self._predict(scorer, gather_images(images), check_map_size(map_size), keep_images)
+
+    def _predict(self, scorer: PatchScorer, sources: list[ImageSource], map_size: MapSize,
+                 keep_images: bool) -> Iterator[Prediction]:
         paths = [source if isinstance(source, Path) else None for source in sources]
         backbone = self.backbone
         input_size, keep_aspect = backbone.preprocessing.image_size, backbone.preprocessing.keep_aspect
@@ -429,15 +444,27 @@ class FunAD:
         return [p.anomaly_map for p in self.predict(images)]
 
     # ----------------------------------------------------------------- persistence
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the fitted model into ``directory`` (model.json and model.safetensors; :meth:`load` reads it back)
+        and return its absolute path. The folder appears whole or not at all. A model saved there before is
+        replaced; any other existing path only with ``overwrite``, which deletes what it holds."""
+        directory = Path(directory)
+        if directory.exists() and not overwrite and not (directory / MANIFEST).is_file():
+            raise FileExistsError(f"{directory} exists and holds no funad model: saving would delete what it holds; "
+                                  "pass overwrite=True to replace it, or choose another folder")
         # What "auto" chose is saved as what was fitted: the model reloads with its features' preprocessing.
         estimator = {"config": self.resolved_config().to_dict(), "pretrained": self.pretrained,
                      "backbone": self.backbone.describe(), "weights_id": self.weights_id()}
-        return save_model(Path(directory), self._fitted(), estimator)
+        return save_model(directory, self._fitted(), estimator)
 
     @classmethod
     def load(cls, directory: str | Path, **overrides: Any) -> FunAD:
-        """A saved model; ``overrides`` change settings that do not change what was fitted (``device``)."""
+        """A saved model; ``overrides`` change only how it runs, not what was fitted: the settings of
+        :data:`LOAD_OVERRIDES` (``device``, ...); any other is refused, to be fitted with instead."""
+        refused = sorted(set(overrides) - set(LOAD_OVERRIDES))
+        if refused:
+            raise ValueError(f"FunAD.load takes only {', '.join(LOAD_OVERRIDES)}; {', '.join(refused)} would change "
+                             "what the model fitted: fit a model with them instead")
         directory = Path(directory)
         saved = load_model(directory)
         manifest = directory / MANIFEST

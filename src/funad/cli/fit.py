@@ -103,7 +103,7 @@ def _fit(args: argparse.Namespace) -> None:
         raise SystemExit(130) from None
     if not distributed.is_main():  # rank 0 writes the model
         return
-    directory = model.save(args.out)
+    directory = model.save(args.out, overwrite=args.overwrite)  # refused above unless --overwrite
     if model.skipped_:
         write_skipped_csv(model.skipped_, directory / "skipped.csv")
     shutil.rmtree(work, ignore_errors=True)

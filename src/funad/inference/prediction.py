@@ -29,6 +29,18 @@ class Prediction:
     image: Image.Image | None = None  # the decoded RGB image, when predict was asked to keep it (keep_images)
 
 
+def check_map_size(map_size: object) -> MapSize:
+    """``map_size`` if it is one (``"original"``, ``"input"`` or a (height, width) of positive whole numbers), else
+    a ValueError saying what is: at the call, not where the first map is drawn."""
+    if map_size in ("original", "input"):
+        return map_size
+    if (isinstance(map_size, (tuple, list)) and len(map_size) == 2
+            and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in map_size)):
+        return int(map_size[0]), int(map_size[1])
+    raise ValueError(f"map_size must be 'original', 'input' or a (height, width) of positive whole numbers, "
+                     f"got {map_size!r}")
+
+
 def map_shape(map_size: MapSize, image_shape: tuple[int, int], input_size: int) -> tuple[int, int]:
     """(height, width) of the map of an image of ``image_shape`` (height, width)."""
     if map_size == "original":

@@ -104,6 +104,7 @@ def write_directory_atomically(directory: Path, write: Callable[[Path], object])
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         write(staging)
+        staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would keep the folder from everyone else
         if directory.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
             os.replace(directory, retired / directory.name)
@@ -115,3 +116,10 @@ def write_directory_atomically(directory: Path, write: Callable[[Path], object])
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
