@@ -190,6 +190,23 @@ def test_configuration_values_out_of_range_are_refused(setting, message):
     assert FunADConfig(map_sigma=0.0).map_sigma == 0.0  # no smoothing is a setting
 
 
+@pytest.mark.parametrize("setting, message", [
+    ({"epochs": 2.5}, "epochs must be int, got 2.5"),
+    ({"epochs": "3"}, "epochs must be int, got '3'"),
+    ({"image_size": True}, "image_size must be int or None, got True"),
+    ({"weights": 3}, "weights must be str or None, got 3"),
+])
+def test_configuration_values_of_the_wrong_type_are_refused(setting, message):
+    with pytest.raises(TypeError, match=message):
+        FunADConfig(**setting)
+    assert FunADConfig(learning_rate=1).learning_rate == 1  # an int is a number
+
+
+def test_an_unknown_backbone_is_refused_at_construction():
+    with pytest.raises(ValueError, match="backbone must be one of .*'efficientnet_lite0'.*got 'nope'"):
+        FunADConfig(backbone="nope")
+
+
 @pytest.mark.parametrize("flag, value, message", [
     ("--coreset-fraction", "5", "coreset_fraction must lie in (0, 1]"),
     ("--softpatch-noise", "-1", "softpatch_noise must lie in [0, 1)"),

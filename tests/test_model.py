@@ -1,6 +1,7 @@
 """End to end: fit / score / maps / save / load on tiny images."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -183,3 +184,20 @@ def test_load_refuses_overrides_that_change_what_was_fitted(fitted, demo_data, t
             FunAD.load(model_dir, **override)
     loaded = FunAD.load(model_dir, device="cpu", num_workers=0, progress=False)
     np.testing.assert_allclose(loaded.score(demo_data.test_paths[:2]), fitted.score(demo_data.test_paths[:2]))
+
+
+def test_fit_and_score_name_what_is_not_a_file(fitted):
+    model = FunAD(cache_dir=False, progress=False, **TINY)
+    with pytest.raises(TypeError, match="ndarray is not the path of an image file or folder .*save arrays"):
+        model.fit([np.zeros((8, 8, 3), np.uint8)] * 8)
+    with pytest.raises(ValueError, match="found 0 in an empty list"):
+        model.fit([])
+    with pytest.raises(TypeError, match="NoneType is not the path of an image file or folder"):
+        fitted.score(None)
+
+
+def test_float_pixels_above_one_are_read_as_white_with_a_warning(fitted, caplog):
+    image = np.full((32, 32, 3), 200.0, np.float32)
+    with caplog.at_level(logging.WARNING):
+        fitted.score(image)
+    assert "input 0: float pixels up to 200, where floats are read as 0..1" in caplog.text

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from funad.utils.distributed import available_cores
 
@@ -70,6 +71,25 @@ def check_device(device: str) -> str:
 def setting(default: Any, help: str) -> Any:
     """A field with its one-line explanation, which becomes its ``funad fit --help`` text."""
     return field(default=default, metadata={"help": help})
+
+
+#: The values each plain annotation admits (a bool is no number here, though Python counts it as an int).
+_SCALARS: dict[type, tuple[type, ...]] = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
+
+
+def check_field_types(config: Any) -> None:
+    """A TypeError naming the first field of dataclass ``config`` whose value is not of its plain annotated type
+    (``int``, ``float``, ``bool``, ``str``, each or None): 2.5 epochs would train 3, "3" fail deep inside."""
+    hints = get_type_hints(type(config))
+    for config_field in fields(config):
+        hint, value = hints[config_field.name], getattr(config, config_field.name)
+        kinds = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+        if value is None and type(None) in kinds or not all(kind in _SCALARS or kind is type(None) for kind in kinds):
+            continue
+        admitted = tuple(admit for kind in kinds if kind in _SCALARS for admit in _SCALARS[kind])
+        if not isinstance(value, admitted) or (isinstance(value, bool) and bool not in admitted):
+            names = " or ".join("None" if kind is type(None) else kind.__name__ for kind in kinds)
+            raise TypeError(f"{config_field.name} must be {names}, got {value!r}")
 
 
 def _literal_choices(config_class: type) -> dict[str, tuple]:
@@ -214,6 +234,7 @@ class FunADConfig:
                 "machine's"})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         first, second = self.head_hidden  # a list from JSON or the command line
         self.head_hidden = (first, second)
         for name in ("tau_n", "tau_a", "bank_image_ratio", "bank_patch_fraction",
@@ -237,6 +258,11 @@ class FunADConfig:
 
         if self.scorer not in list_scorers():
             raise ValueError(f"scorer must be one of {', '.join(map(repr, list_scorers()))}, got {self.scorer!r}")
+        from funad.features.backbones import list_backbones
+
+        if self.backbone not in list_backbones():  # here, not at the first extraction
+            raise ValueError(f"backbone must be one of {', '.join(map(repr, list_backbones()))}, got "
+                             f"{self.backbone!r}")
         for name in ("bank_max_patches", "knn_pool_max_patches", "knn_components", "image_size", "patches_per_image"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")

@@ -473,10 +473,7 @@ class FunAD:
         except (TypeError, ValueError) as error:  # an edited manifest: unknown key or out-of-range value
             raise ModelFormatError(f"{manifest}: invalid configuration ({error})") from error
         model = cls(pretrained=saved.estimator["pretrained"], **config | overrides)  # a bad override is the caller's
-        try:
-            backbone = model.backbone.describe()
-        except ValueError as error:  # an edited manifest naming no backbone funad has
-            raise ModelFormatError(f"{manifest}: {error}") from error
+        backbone = model.backbone.describe()
         if backbone != saved.estimator["backbone"]:
             raise ModelFormatError(f"{directory}: backbone {backbone} differs from the saved "
                                    f"{saved.estimator['backbone']}")
@@ -499,8 +496,9 @@ def pixel_reference_images(trusted: np.ndarray, labelled_normal: np.ndarray) -> 
 
 def _require_training_images(count: int, images: str | Path | Iterable[str | Path]) -> None:
     if count < MIN_TRAINING_IMAGES:
-        raise ValueError(f"FUN-AD needs at least {MIN_TRAINING_IMAGES} usable training images; "
-                         f"found {count} in {', '.join(str(p) for p in _roots(images))}")
+        where = ", ".join(str(p) for p in _roots(images)) or "an empty list"
+        raise ValueError(f"FUN-AD needs at least {MIN_TRAINING_IMAGES} usable training images; found {count} in "
+                         f"{where}")
 
 
 def _roots(images: str | Path | Iterable[str | Path]) -> list[Path]:

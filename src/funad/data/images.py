@@ -97,8 +97,8 @@ def gather_images(inputs: ImageInput | Iterable[ImageInput]) -> list[ImageSource
     Each item gives its own images, a file named twice twice: a caller lining its inputs up with the
     scores gets one per file or array it passed (a folder's files in :func:`discover_images`' order).
     """
-    if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image)):
-        inputs = [inputs]
+    if isinstance(inputs, (str, os.PathLike, np.ndarray, Image.Image)) or not isinstance(inputs, Iterable):
+        inputs = [inputs]  # one image; anything else not iterable is refused by discover_images, by its type
     sources: list[ImageSource] = []
     for position, item in enumerate(inputs):
         if isinstance(item, np.ndarray):
@@ -123,6 +123,9 @@ def image_from_array(array: np.ndarray, name: str = "array") -> Image.Image:
     elif array.dtype == np.uint16:
         pixels = _scaled_to_8bit(array, 0, 65535)
     elif np.issubdtype(array.dtype, np.floating):
+        if np.nanmax(array, initial=0.0) > 1.0 + 1e-6:  # most likely 0..255 values in a float array
+            logger.warning("%s: float pixels up to %g, where floats are read as 0..1 (above 1: white); divide by "
+                           "255 first if they are 0..255", name, float(np.nanmax(array)))
         pixels = _scaled_to_8bit(array, 0.0, 1.0)
     else:
         raise ValueError(f"{name}: pixels of type {array.dtype} are not supported (uint8, uint16 or float)")
@@ -141,11 +144,14 @@ def discover_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> 
     reachable. Folders without images give nothing; a missing path is an error because it
     is almost always a typo.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
+    if isinstance(inputs, (str, os.PathLike)) or not isinstance(inputs, Iterable):
+        inputs = [inputs]  # one path; anything else not iterable is refused below, by its type
     found: list[Path] = []
     seen: set[Path] = set()
     for item in inputs:
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(f"{type(item).__name__} is not the path of an image file or folder (fit takes files and "
+                            "folders only: save arrays and PIL images as image files first)")
         path = Path(item)
         if path.is_dir():
             candidates = _images_under(path)
