@@ -69,7 +69,7 @@ from funad.features.containers import MethodFeatures
 from funad.features.extraction import iterate_features, resolve_device
 from funad.inference.scorers.knn import NearestNeighbourScorer
 from funad.method.trainer import Trainer, make_state
-from funad.model import FunAD
+from funad.model import LOAD_OVERRIDES, FunAD
 
 FAITHFUL = dict(patches_per_image=None, bank_patch_fraction=1.0, bank_rebuild="iteration", bank_max_patches=None)
 
@@ -399,7 +399,8 @@ def main() -> None:
         if sections & fitted_for:  # the others need the fitted model
             model, features, default_epoch = benchmark_fit(model, train_paths)
         elif args.model is not None:
-            model = FunAD.load(args.model, **overrides)
+            model = FunAD.load(args.model, **{name: value for name, value in overrides.items()  # what runs, not fits
+                                              if name in LOAD_OVERRIDES})
         if "faithful" in sections:
             benchmark_faithful(model.config, features, default_epoch, args.faithful_iterations)
         if "predict" in sections:

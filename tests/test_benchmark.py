@@ -87,6 +87,9 @@ def test_an_mvtec_root_without_the_category_lists_its_categories(tmp_path):
         load_dataset(tmp_path, "srew")
     with pytest.raises(ValueError, match=f"{tmp_path}: several categories; name one as {tmp_path}:CATEGORY"):
         load_dataset(tmp_path)
+    (tmp_path / "cable" / "train").mkdir(parents=True)
+    with pytest.raises(ValueError, match="cable: an MVTec AD category needs train/ and test/ folders"):
+        load_dataset(tmp_path, "cable")
 
 
 # --------------------------------------------------------------------------- protocol

@@ -2,10 +2,12 @@
 report --max-images, precision choices and the benchmark's flags."""
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -200,6 +202,13 @@ def test_configuration_values_of_the_wrong_type_are_refused(setting, message):
     with pytest.raises(TypeError, match=message):
         FunADConfig(**setting)
     assert FunADConfig(learning_rate=1).learning_rate == 1  # an int is a number
+
+
+def test_numpy_numbers_are_stored_as_the_fields_types():
+    config = FunADConfig(epochs=np.int64(3), tau_n=np.float32(0.5), knn_components=np.int32(64), learning_rate=1)
+    assert (type(config.epochs), type(config.tau_n), type(config.knn_components)) == (int, float, int)
+    assert type(config.learning_rate) is float
+    json.dumps(config.to_dict())  # what a saved model writes
 
 
 def test_an_unknown_backbone_is_refused_at_construction():

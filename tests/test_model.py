@@ -154,6 +154,9 @@ def test_save_never_deletes_a_folder_that_holds_no_model(fitted, tmp_path):
     assert a_file.read_text() == "kept"
     model_dir = fitted.save(tmp_path / "model")
     assert fitted.save(model_dir) == model_dir  # a model saved before is replaced
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert fitted.save(empty) == empty.resolve()  # nothing there to lose
     assert fitted.save(photos, overwrite=True) == photos.resolve() and not (photos / "part.png").exists()
     assert (model_dir.stat().st_mode & 0o777) == 0o777 & ~_umask()  # not mkdtemp's 0700
 
@@ -171,7 +174,12 @@ def test_an_unfitted_model_has_no_fitted_attributes_and_says_so_at_the_call():
         model.predict(["any.png"])  # at the call, not at the first prediction
 
 
-@pytest.mark.parametrize("map_size", ["foo", (0, 0), 32, (-5, 10), (2.5, 3)])
+def test_numpy_map_sizes_are_sizes(fitted, demo_data):
+    (prediction,) = fitted.predict(demo_data.test_paths[:1], (np.int64(24), np.int32(32)))
+    assert prediction.anomaly_map.shape == (24, 32)
+
+
+@pytest.mark.parametrize("map_size", ["foo", (0, 0), 32, (-5, 10), (2.5, 3), (True, 3)])
 def test_a_bad_map_size_is_refused_at_the_call(fitted, demo_data, map_size):
     with pytest.raises(ValueError, match="map_size must be 'original', 'input' or a \\(height, width\\)"):
         fitted.predict(demo_data.test_paths[:1], map_size)
@@ -201,3 +209,19 @@ def test_float_pixels_above_one_are_read_as_white_with_a_warning(fitted, caplog)
     with caplog.at_level(logging.WARNING):
         fitted.score(image)
     assert "input 0: float pixels up to 200, where floats are read as 0..1" in caplog.text
+
+
+def test_load_takes_the_weights_file_where_it_is_now_checked_by_its_content(demo_data, tmp_path):
+    weights = tmp_path / "weights.pt"
+    model = FunAD(cache_dir=False, progress=False, pretrained=False, **TINY)
+    torch.save(model.backbone.model.state_dict(), weights)
+    model = FunAD(cache_dir=False, progress=False, weights=str(weights), **TINY).fit(demo_data.train_dir)
+    model_dir = model.save(tmp_path / "model")
+    moved = tmp_path / "moved.pt"
+    weights.rename(moved)
+    loaded = FunAD.load(model_dir, weights=str(moved), progress=False)
+    np.testing.assert_allclose(loaded.score(demo_data.test_paths[:2]), model.score(demo_data.test_paths[:2]))
+    other = tmp_path / "other.pt"
+    torch.save({name: value + 1 for name, value in model.backbone.model.state_dict().items()}, other)
+    with pytest.raises(ValueError, match=f"{other} is not the weights file {model_dir} was fitted with"):
+        FunAD.load(model_dir, weights=str(other))

@@ -69,8 +69,9 @@ def test_runtime_without_torch_writes_what_predict_writes(exported, demo_data, t
     images = [str(path) for path in demo_data.test_paths[:3]]
     assert main(["--quiet", "predict", str(folder / "model"), *images, "--out", str(tmp_path / "predict"),
                  "--no-heatmaps"]) == 0
-    # torch blocked: importing it would raise, so the runtime provably runs without it
-    script = ("import sys; sys.modules['torch'] = None; from funad.runtime.__main__ import main; "
+    # torch, matplotlib and scipy blocked: importing one would raise, so the runtime provably runs without them
+    script = ("import sys; sys.modules['torch'] = sys.modules['matplotlib'] = sys.modules['scipy'] = None; "
+              "from funad.runtime.__main__ import main; "
               "sys.exit(main(sys.argv[1:]))")
     command = [sys.executable, "-c", script, str(folder / "model.onnx"), *images, "--out", str(tmp_path / "runtime")]
     subprocess.run(command, check=True)

@@ -8,6 +8,7 @@ schedule whose accuracy was measured against the paper's schedule (docs/accuracy
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import asdict, dataclass, field, fields
 from types import UnionType
@@ -73,23 +74,27 @@ def setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-#: The values each plain annotation admits (a bool is no number here, though Python counts it as an int).
-_SCALARS: dict[type, tuple[type, ...]] = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
-
-
 def check_field_types(config: Any) -> None:
     """A TypeError naming the first field of dataclass ``config`` whose value is not of its plain annotated type
-    (``int``, ``float``, ``bool``, ``str``, each or None): 2.5 epochs would train 3, "3" fail deep inside."""
+    (``int``, ``float``, ``bool``, ``str``, each or None): 2.5 epochs would train 3, "3" fail deep inside. Numbers
+    of other kinds (numpy's) are stored as the annotated ``int`` or ``float``; a bool is no number here."""
     hints = get_type_hints(type(config))
     for config_field in fields(config):
         hint, value = hints[config_field.name], getattr(config, config_field.name)
         kinds = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
         if value is None and type(None) in kinds or not all(kind in _SCALARS or kind is type(None) for kind in kinds):
             continue
-        admitted = tuple(admit for kind in kinds if kind in _SCALARS for admit in _SCALARS[kind])
-        if not isinstance(value, admitted) or (isinstance(value, bool) and bool not in admitted):
+        for kind in kinds:
+            if kind in _SCALARS and isinstance(value, _SCALARS[kind]) and (kind is bool) == isinstance(value, bool):
+                setattr(config, config_field.name, kind(value))
+                break
+        else:
             names = " or ".join("None" if kind is type(None) else kind.__name__ for kind in kinds)
             raise TypeError(f"{config_field.name} must be {names}, got {value!r}")
+
+
+#: What each plain annotation admits, before it is stored as that type.
+_SCALARS: dict[type, type] = {int: numbers.Integral, float: numbers.Real, bool: bool, str: str}
 
 
 def _literal_choices(config_class: type) -> dict[str, tuple]:

@@ -56,7 +56,7 @@ def run_demo(out: Path, *, seed: int = 0, progress: bool = True, **params) -> di
     started = time.perf_counter()
     model = FunAD(progress=progress, seed=seed, cache_dir=False, **params).fit(dataset.train_dir)
     fit_seconds = time.perf_counter() - started
-    model.save(out / "model")
+    model.save(out / "model", overwrite=True)  # the working folder is the demo's own (claimed above)
 
     started = time.perf_counter()
     scores, pixels = [], PixelMetrics()

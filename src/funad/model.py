@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 # this many images the min-max statistics of the method are meaningless.
 MIN_TRAINING_IMAGES = 8
 #: What ``FunAD.load`` may change of a saved model: where and how fast it runs, not what it computes.
-LOAD_OVERRIDES = ("device", "num_workers", "batch_size_extract", "progress", "cache_dir")
+LOAD_OVERRIDES = ("device", "num_workers", "batch_size_extract", "progress", "cache_dir", "weights")
 
 
 def _fitted_attribute(name: str, doc: str) -> property:
@@ -261,7 +261,11 @@ class FunAD:
         calls ``fit``: the ranks share extraction and training, rank 0 alone saves checkpoints
         and fits the rest (scorer, thresholds); on the other ranks ``fit`` returns unfitted.
         """
-        paths = discover_images(images)
+        try:
+            paths = discover_images(images)
+        except TypeError as error:
+            raise TypeError(f"{error}: fit reads files and folders only (save arrays and PIL images as image files "
+                            "first)") from error
         usable, skipped = check_images(paths, strict=strict)
         _require_training_images(len(usable), images)  # before minutes of extraction, where the files tell
         self.choose_preprocessing(usable)
@@ -449,7 +453,8 @@ class FunAD:
         and return its absolute path. The folder appears whole or not at all. A model saved there before is
         replaced; any other existing path only with ``overwrite``, which deletes what it holds."""
         directory = Path(directory)
-        if directory.exists() and not overwrite and not (directory / MANIFEST).is_file():
+        holds_something = directory.exists() and not (directory.is_dir() and not any(directory.iterdir()))
+        if holds_something and not overwrite and not (directory / MANIFEST).is_file():
             raise FileExistsError(f"{directory} exists and holds no funad model: saving would delete what it holds; "
                                   "pass overwrite=True to replace it, or choose another folder")
         # What "auto" chose is saved as what was fitted: the model reloads with its features' preprocessing.
@@ -460,7 +465,8 @@ class FunAD:
     @classmethod
     def load(cls, directory: str | Path, **overrides: Any) -> FunAD:
         """A saved model; ``overrides`` change only how it runs, not what was fitted: the settings of
-        :data:`LOAD_OVERRIDES` (``device``, ...); any other is refused, to be fitted with instead."""
+        :data:`LOAD_OVERRIDES` (``device``, ...; ``weights``: where the same weights file is now, checked by its
+        content); any other is refused, to be fitted with instead."""
         refused = sorted(set(overrides) - set(LOAD_OVERRIDES))
         if refused:
             raise ValueError(f"FunAD.load takes only {', '.join(LOAD_OVERRIDES)}; {', '.join(refused)} would change "
@@ -473,6 +479,9 @@ class FunAD:
         except (TypeError, ValueError) as error:  # an edited manifest: unknown key or out-of-range value
             raise ModelFormatError(f"{manifest}: invalid configuration ({error})") from error
         model = cls(pretrained=saved.estimator["pretrained"], **config | overrides)  # a bad override is the caller's
+        if "weights" in overrides and model.weights_id() != saved.estimator.get("weights_id"):  # a file moved since
+            raise ValueError(f"{overrides['weights']} is not the weights file {directory} was fitted with "
+                             f"({saved.estimator.get('weights_id')})")
         backbone = model.backbone.describe()
         if backbone != saved.estimator["backbone"]:
             raise ModelFormatError(f"{directory}: backbone {backbone} differs from the saved "

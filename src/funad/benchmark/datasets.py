@@ -187,6 +187,8 @@ def load_dataset(root: Path, category: str | None = None) -> Dataset:
     if normal_dir and abnormal_dir:
         return load_folders(normal_dir, abnormal_dir, _first_dir(base, GENERIC_MASK_NAMES), category or base.name)
     categories = sorted(folder.name for folder in root.iterdir() if _mvtec_category_dir(folder, None) is not None)
+    if categories and category and (root / category).is_dir():
+        raise ValueError(f"{root / category}: an MVTec AD category needs train/ and test/ folders")
     if categories:  # an MVTec AD root: the category is missing or misspelt
         wanted = f"no category {category!r}" if category else "several categories"
         raise ValueError(f"{root}: {wanted}; name one as {root}:CATEGORY (found: {', '.join(categories)})")

@@ -49,12 +49,19 @@ def run_serve(args: argparse.Namespace) -> None:
 
 
 def _check_address(host: str, port: int) -> None:
-    """A ValueError naming ``host:port`` if the service could not listen there (an unknown host, a port in use),
-    before the model's minutes of loading; uvicorn would only exit with status 3 after them."""
+    """A ValueError naming ``host:port`` if the service could listen on none of its addresses (an unknown host, a
+    port in use), before the model's minutes of loading; uvicorn would only exit with status 3 after them."""
     try:
-        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind, protocol) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            probe.bind(address)
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as error:
         raise ValueError(f"cannot listen on {host}:{port}: {error.strerror or error}") from error
+    problems = []
+    for family, kind, protocol, _, address in addresses:  # uvicorn listens on each it can (IPv6 may be off)
+        try:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+                probe.bind(address)
+            return
+        except OSError as error:
+            problems.append(error.strerror or str(error))
+    raise ValueError(f"cannot listen on {host}:{port}: {'; '.join(dict.fromkeys(problems))}")

@@ -150,8 +150,7 @@ def discover_images(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> 
     seen: set[Path] = set()
     for item in inputs:
         if not isinstance(item, (str, os.PathLike)):
-            raise TypeError(f"{type(item).__name__} is not the path of an image file or folder (fit takes files and "
-                            "folders only: save arrays and PIL images as image files first)")
+            raise TypeError(f"{type(item).__name__} is not the path of an image file or folder")
         path = Path(item)
         if path.is_dir():
             candidates = _images_under(path)

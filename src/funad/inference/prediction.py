@@ -5,6 +5,7 @@ Free of torch, so that a command scoring with an exported ONNX model (:mod:`funa
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -34,9 +35,13 @@ def check_map_size(map_size: object) -> MapSize:
     a ValueError saying what is: at the call, not where the first map is drawn."""
     if map_size in ("original", "input"):
         return map_size
-    if (isinstance(map_size, (tuple, list)) and len(map_size) == 2
-            and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in map_size)):
-        return int(map_size[0]), int(map_size[1])
+    if isinstance(map_size, (tuple, list)) and len(map_size) == 2:
+        try:
+            height, width = (operator.index(side) for side in map_size)  # numpy's integers too, not 2.0 or True
+        except TypeError:
+            height = width = 0
+        if height > 0 and width > 0 and not any(isinstance(side, bool) for side in map_size):
+            return height, width
     raise ValueError(f"map_size must be 'original', 'input' or a (height, width) of positive whole numbers, "
                      f"got {map_size!r}")
 

@@ -84,7 +84,7 @@ def read_versioned_json(path: Path, version: int, error: type[ValueError], *, ki
     """
     try:
         value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as problem:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as problem:
         raise error(f"{path}: unreadable {kind} ({problem}); {advice}") from problem
     found = value.get("format_version") if isinstance(value, dict) else None
     if found != version:
@@ -104,7 +104,7 @@ def write_directory_atomically(directory: Path, write: Callable[[Path], object])
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         write(staging)
-        staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would keep the folder from everyone else
+        staging.chmod(0o777 & ~_UMASK)  # mkdtemp's 0700 would keep the folder from everyone else
         if directory.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
             os.replace(directory, retired / directory.name)
@@ -118,8 +118,11 @@ def write_directory_atomically(directory: Path, write: Callable[[Path], object])
     return directory
 
 
-def _umask() -> int:
-    """The process's file-creation mask (read by setting it, then setting it back)."""
+def _read_umask() -> int:
+    """The process's file-creation mask, read once at import: reading it means setting it, for a moment."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
