@@ -196,7 +196,8 @@ def test_load_refuses_overrides_that_change_what_was_fitted(fitted, demo_data, t
 
 def test_fit_and_score_name_what_is_not_a_file(fitted):
     model = FunAD(cache_dir=False, progress=False, **TINY)
-    with pytest.raises(TypeError, match="ndarray is not the path of an image file or folder .*save arrays"):
+    with pytest.raises(TypeError, match="ndarray is not the path of an image file or folder: fit reads files and "
+                                        "folders only \\(save arrays"):
         model.fit([np.zeros((8, 8, 3), np.uint8)] * 8)
     with pytest.raises(ValueError, match="found 0 in an empty list"):
         model.fit([])
